@@ -1,0 +1,103 @@
+"""The consumer's Prometheus metrics, on a registry of its own (no global registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+)
+
+
+class ConsumerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        r = self.registry
+        self.messages_written = Counter(
+            "logship_consumer_messages_written_total", "Messages appended to the output",
+            registry=r,
+        )
+        self.lines_written = Counter(
+            "logship_consumer_lines_written_total", "Lines appended to the output", registry=r
+        )
+        self.bytes_written = Counter(
+            "logship_consumer_bytes_written_total", "Bytes appended to the output", registry=r
+        )
+        self.duplicates_skipped = Counter(
+            "logship_consumer_duplicates_skipped_total",
+            "Messages wholly or partly written before, skipped or trimmed",
+            registry=r,
+        )
+        self.duplicate_bytes = Counter(
+            "logship_consumer_duplicate_bytes_total", "Bytes not written again", registry=r
+        )
+        self.out_of_order = Counter(
+            "logship_consumer_out_of_order_total",
+            "Batches that arrived past a gap in their source",
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "logship_consumer_messages_dead_lettered_total",
+            "Messages rejected to the dead-letter queue",
+            ["reason"],
+            registry=r,
+        )
+        self.write_errors = Counter(
+            "logship_consumer_write_errors_total",
+            "Writes that failed for a passing reason and are retried",
+            registry=r,
+        )
+        self.write_latency = Histogram(
+            "logship_consumer_write_latency_seconds", "Time to append a group of messages",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.fsync_latency = Histogram(
+            "logship_consumer_fsync_latency_seconds", "Time to fsync output and state",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.end_to_end_latency = Histogram(
+            "logship_consumer_end_to_end_latency_seconds",
+            "From the producer reading the bytes to their durable write",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.ack_latency = Histogram(
+            "logship_consumer_ack_latency_seconds", "From delivery to acknowledgement",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.in_hand = Gauge(
+            "logship_consumer_messages_in_hand", "Delivered messages not yet acknowledged",
+            registry=r,
+        )
+        self.connection_up = Gauge(
+            "logship_consumer_connection_up", "1 while connected to the broker", registry=r
+        )
+        self.reconnects = Counter(
+            "logship_consumer_reconnects_total", "Reconnections to the broker", registry=r
+        )
+        self.blocked = Gauge(
+            "logship_consumer_connection_blocked", "1 while the broker blocks the connection",
+            registry=r,
+        )
+        self.blocked_events = Counter(
+            "logship_consumer_blocked_events_total", "connection.blocked received", registry=r
+        )
+        self.blocked_seconds = Counter(
+            "logship_consumer_blocked_seconds_total", "Time spent blocked by the broker",
+            registry=r,
+        )
+        self.queue_messages_ready = Gauge(
+            "logship_consumer_queue_messages_ready", "Messages ready in the queue, as observed",
+            registry=r,
+        )
+        self.queue_consumers = Gauge(
+            "logship_consumer_queue_consumers", "Consumers on the queue, as observed", registry=r
+        )

@@ -1,0 +1,54 @@
+"""The consumer's settings: every value from LOGSHIP_* or a flag (`python -m consumer --help`)."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings
+
+from logship.config import AmqpSettings, HttpSettings, LogSettings, settings_config
+
+
+class FsyncPolicy(StrEnum):
+    always = "always"  # fsync before every acknowledgement: survives a machine crash
+    never = "never"  # write before ack, leave flushing to the OS: survives a process crash only
+
+
+class ConsumerSettings(BaseSettings):
+    """Consume shipped lines and append them to OUTPUT exactly once."""
+
+    model_config = settings_config("logship-consumer")
+
+    output: Path = Field(default=Path("output.txt"), description="file the lines are appended to")
+    prefetch: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=32, description="messages in hand before acknowledging"
+    )
+    fsync: FsyncPolicy = Field(default=FsyncPolicy.always)
+    exit_when_idle: Annotated[float, Field(gt=0, le=86400)] | None = Field(
+        default=None, description="exit 0 once the queue has been empty this many seconds"
+    )
+    shutdown_timeout: Annotated[float, Field(gt=0, le=600)] = Field(default=20.0)
+    retry_max_delay: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=10.0, description="longest pause between retries of a failing write"
+    )
+    queue_poll_interval: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=5.0, description="seconds between queue depth checks (metrics, idle exit)"
+    )
+    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
+    http: HttpSettings = Field(default_factory=lambda: HttpSettings(port=9102))
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @model_validator(mode="after")
+    def _output_writable(self) -> ConsumerSettings:
+        directory = self.output.parent
+        if not directory.is_dir():
+            raise ValueError(f"output directory {directory} does not exist")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise ValueError(f"output directory {directory} is not writable")
+        if self.output.exists() and not os.access(self.output, os.W_OK):
+            raise ValueError(f"output file {self.output} is not writable")
+        return self

@@ -1,0 +1,194 @@
+"""Connecting to RabbitMQ (heartbeat, TLS, retry with backoff, blocked-connection timeout) and the
+topology both sides declare the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aio_pika
+import aiormq.exceptions
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+
+from logship.config import AmqpSettings, QueueType
+
+log = logging.getLogger("logship.amqp")
+
+FATAL_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.ProbableAuthenticationError,
+    aiormq.exceptions.AuthenticationError,
+    aiormq.exceptions.ConnectionNotAllowed,
+    aiormq.exceptions.IncompatibleProtocolError,
+    ssl.SSLCertVerificationError,
+)
+
+
+class FatalConnectError(RuntimeError):
+    """The broker answered but will never let us in: wrong credentials, vhost, CA. Not retried."""
+
+
+def backoff_delays(first: float = 0.2, cap: float = 10.0) -> Any:
+    """Exponential backoff with full jitter, so a restarted broker is not hit by every client at
+    once."""
+    delay = first
+    while True:
+        yield random.uniform(delay / 2, delay)
+        delay = min(cap, delay * 2)
+
+
+def describe_connect_error(error: BaseException) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS certificate of the broker not trusted ({error.verify_message})"
+    if isinstance(
+        error,
+        aiormq.exceptions.ProbableAuthenticationError | aiormq.exceptions.AuthenticationError,
+    ):
+        return "broker refused the credentials (wrong user or password)"
+    if isinstance(error, aiormq.exceptions.ConnectionNotAllowed):
+        return "broker refused access to the virtual host (unknown vhost or no permission)"
+    return f"{type(error).__name__}: {error}"
+
+
+async def connect(
+    settings: AmqpSettings,
+    name: str,
+    *,
+    stop: asyncio.Event | None = None,
+    on_attempt_failed: Callable[[], None] | None = None,
+) -> AbstractRobustConnection:
+    """Open a robust connection, retrying while the broker is unreachable (it may start after us
+    in Kubernetes). Raise FatalConnectError at once when retrying cannot help."""
+    delays = backoff_delays(cap=settings.reconnect_max_delay)
+    while True:
+        try:
+            connection = await aio_pika.connect_robust(
+                settings.connection_url(),
+                timeout=settings.connect_timeout,
+                reconnect_interval=1.0,
+                client_properties={"connection_name": name},
+            )
+        except FATAL_CONNECT_ERRORS as error:
+            raise FatalConnectError(describe_connect_error(error)) from None
+        except (OSError, aiormq.exceptions.AMQPError, asyncio.TimeoutError) as error:
+            if isinstance(error, ssl.SSLError):
+                raise FatalConnectError(f"TLS handshake failed: {error}") from None
+            delay = next(delays)
+            log.warning(
+                "amqp_connect_failed",
+                extra={"url": settings.redacted_url(), "error": describe_connect_error(error),
+                       "retry_in": round(delay, 2)},
+            )
+            if on_attempt_failed is not None:
+                on_attempt_failed()
+            if stop is not None:
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                except TimeoutError:
+                    continue
+                raise
+            await asyncio.sleep(delay)
+            continue
+        log.info("amqp_connected", extra={"url": settings.redacted_url(), "name": name})
+        return connection
+
+
+def queue_arguments(settings: AmqpSettings) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "x-queue-type": settings.queue_type.value,
+        "x-dead-letter-exchange": settings.dead_letter_exchange,
+    }
+    if settings.queue_type is QueueType.quorum:
+        arguments["x-delivery-limit"] = settings.delivery_limit
+    return arguments
+
+
+async def declare_topology(channel: AbstractChannel, settings: AmqpSettings) -> None:
+    """Exchange `logs` → queue `logs` (quorum by default) with a dead-letter exchange and queue.
+    With `declare` off nothing is declared: each side then checks passively what it needs."""
+    if not settings.declare:
+        return
+    dead_exchange = await channel.declare_exchange(
+        settings.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    dead_queue = await channel.declare_queue(
+        settings.dead_letter_queue,
+        durable=True,
+        arguments={"x-queue-type": settings.queue_type.value},
+    )
+    await dead_queue.bind(dead_exchange, routing_key="#")
+    exchange = await channel.declare_exchange(
+        settings.exchange, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    queue = await channel.declare_queue(
+        settings.queue, durable=True, arguments=queue_arguments(settings)
+    )
+    await queue.bind(exchange, routing_key=settings.routing_key)
+
+
+class BlockedWatchdog:
+    """pika's blocked_connection_timeout for aio-pika: aiormq only clears a private event on
+    connection.blocked (see shared NOTES), so poll it and drop a connection that stays blocked
+    longer than the timeout; the robust connection then reconnects."""
+
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        timeout: float,
+        *,
+        on_blocked: Callable[[], None],
+        on_blocked_seconds: Callable[[float], None],
+        on_state: Callable[[bool], None],
+        interval: float = 0.5,
+    ) -> None:
+        self._connection = connection
+        self._timeout = timeout
+        self._on_blocked = on_blocked
+        self._on_blocked_seconds = on_blocked_seconds
+        self._on_state = on_state
+        self._interval = interval
+        self.blocked_since: float | None = None
+
+    def _unblocked_event(self) -> asyncio.Event | None:
+        transport = self._connection.transport
+        if transport is None:
+            return None
+        event = getattr(transport.connection, "_Connection__connection_unblocked", None)
+        return event if isinstance(event, asyncio.Event) else None
+
+    async def run(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(self._interval)
+            now = time.monotonic()
+            event = self._unblocked_event()
+            blocked = event is not None and not event.is_set()
+            if blocked and self.blocked_since is None:
+                self.blocked_since = now
+                self._on_blocked()
+                self._on_state(True)
+                log.warning("amqp_connection_blocked", extra={"timeout": self._timeout})
+            elif not blocked and self.blocked_since is not None:
+                log.info("amqp_connection_unblocked",
+                         extra={"blocked_s": round(now - self.blocked_since, 3)})
+                self.blocked_since = None
+                self._on_state(False)
+            if self.blocked_since is not None:
+                self._on_blocked_seconds(now - last)
+                if now - self.blocked_since > self._timeout:
+                    await self._drop()
+            last = now
+
+    async def _drop(self) -> None:
+        log.warning("amqp_blocked_timeout", extra={"timeout": self._timeout})
+        self.blocked_since = None
+        self._on_state(False)
+        transport = self._connection.transport
+        if transport is not None:
+            await transport.connection.close(
+                aiormq.exceptions.ConnectionClosed(320, "blocked connection timeout")
+            )

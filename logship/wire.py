@@ -1,0 +1,112 @@
+"""The message format, the only contract between producer and consumer: one batch of lines, the
+exact bytes, plus the source identity and the byte range [start, end) they occupy in that source.
+
+Headers of a logship message (AMQP table, all required):
+    x-logship-version  int   1
+    x-logship-source   str   source identity: stable for one file's life, new after truncation
+    x-logship-path     str   the path the bytes were read from (informational)
+    x-logship-start    int   offset of the body's first byte in the source
+    x-logship-end      int   offset just past the body's last byte (end - start == len(body))
+    x-logship-lines    int   newlines in the body
+    x-logship-ts       int   when the producer read the bytes, ns since the epoch
+message_id is "<source>:<start>-<end>". A message without x-logship-version is a plain message:
+its body is one line, appended with a newline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+WIRE_VERSION = 1
+H_VERSION = "x-logship-version"
+H_SOURCE = "x-logship-source"
+H_PATH = "x-logship-path"
+H_START = "x-logship-start"
+H_END = "x-logship-end"
+H_LINES = "x-logship-lines"
+H_TS = "x-logship-ts"
+H_DEATH_REASON = "x-logship-dead-reason"
+MAX_SOURCE_LEN = 200
+
+
+class PoisonMessage(ValueError):
+    """A message that can never be written: it goes to the dead-letter queue with this reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A byte range of one source, ready to publish. `body` is a view or bytes, never copied per
+    line."""
+
+    source: str
+    path: str
+    start: int
+    end: int
+    lines: int
+    read_ns: int
+    body: bytes | memoryview
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.source}:{self.start}-{self.end}"
+
+    def headers(self) -> dict[str, Any]:
+        return {
+            H_VERSION: WIRE_VERSION,
+            H_SOURCE: self.source,
+            H_PATH: self.path,
+            H_START: self.start,
+            H_END: self.end,
+            H_LINES: self.lines,
+            H_TS: self.read_ns,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What the consumer makes of a message: a ranged batch, or a plain line (source None)."""
+
+    source: str | None
+    start: int
+    end: int
+    lines: int
+    read_ns: int | None
+    body: bytes
+
+
+def _int_header(headers: dict[str, Any], name: str) -> int:
+    value = headers.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PoisonMessage(f"header {name} must be an integer, got {type(value).__name__}")
+    if value < 0:
+        raise PoisonMessage(f"header {name} must not be negative")
+    return value
+
+
+def decode(headers: dict[str, Any] | None, body: bytes) -> Delivered:
+    """Turn a received message into what the sink writes, or raise PoisonMessage."""
+    if not headers or H_VERSION not in headers:
+        return Delivered(None, 0, len(body) + 1, 1, None, body + b"\n")
+    version = headers[H_VERSION]
+    if version != WIRE_VERSION:
+        raise PoisonMessage(f"unsupported wire version {version!r}")
+    source = headers.get(H_SOURCE)
+    if isinstance(source, bytes):
+        source = source.decode("utf-8", "replace")
+    if not isinstance(source, str) or not source or len(source) > MAX_SOURCE_LEN:
+        raise PoisonMessage(f"header {H_SOURCE} must be a non-empty string")
+    start = _int_header(headers, H_START)
+    end = _int_header(headers, H_END)
+    if end - start != len(body):
+        raise PoisonMessage(f"byte range [{start}, {end}) does not match a body of {len(body)} bytes")
+    lines = _int_header(headers, H_LINES) if H_LINES in headers else body.count(b"\n")
+    read_ns = headers.get(H_TS)
+    if isinstance(read_ns, bool) or not isinstance(read_ns, int):
+        read_ns = None
+    return Delivered(source, start, end, lines, read_ns, body)
+
+
+def now_ns() -> int:
+    return time.time_ns()

@@ -1,0 +1,1 @@
+"""logship producer: tails files and publishes their new bytes, checkpointing after confirms."""

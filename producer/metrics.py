@@ -1,0 +1,91 @@
+"""The producer's Prometheus metrics, on a registry of its own (no global registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class ProducerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        r = self.registry
+        self.lines_read = Counter(
+            "logship_producer_lines_read_total", "Complete lines read from input files", registry=r
+        )
+        self.bytes_read = Counter(
+            "logship_producer_bytes_read_total", "Bytes read from input files", registry=r
+        )
+        self.batches_published = Counter(
+            "logship_producer_batches_published_total", "Batches sent to the broker", registry=r
+        )
+        self.confirms = Counter(
+            "logship_producer_confirms_total", "Batches confirmed by the broker", registry=r
+        )
+        self.lines_confirmed = Counter(
+            "logship_producer_lines_confirmed_total", "Lines in confirmed batches", registry=r
+        )
+        self.nacks = Counter(
+            "logship_producer_nacks_total", "Batches nacked or returned by the broker", registry=r
+        )
+        self.publish_retries = Counter(
+            "logship_producer_publish_retries_total",
+            "Batches sent again after a nack, timeout or lost connection",
+            registry=r,
+        )
+        self.confirm_latency = Histogram(
+            "logship_producer_publish_confirm_latency_seconds",
+            "Time from publish to broker confirm",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.bytes_behind = Gauge(
+            "logship_producer_bytes_behind",
+            "File size minus confirmed checkpoint offset",
+            ["file"],
+            registry=r,
+        )
+        self.rotations = Counter(
+            "logship_producer_rotations_total", "Files replaced by rename or delete", registry=r
+        )
+        self.truncations = Counter(
+            "logship_producer_truncations_total", "Files truncated in place", registry=r
+        )
+        self.oversized_lines = Counter(
+            "logship_producer_oversized_lines_total",
+            "Lines longer than batch_max_bytes, split across messages",
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "logship_producer_in_flight_batches", "Batches awaiting a confirm", registry=r
+        )
+        self.connection_up = Gauge(
+            "logship_producer_connection_up", "1 while connected to the broker", registry=r
+        )
+        self.reconnects = Counter(
+            "logship_producer_reconnects_total", "Reconnections to the broker", registry=r
+        )
+        self.blocked = Gauge(
+            "logship_producer_connection_blocked", "1 while the broker blocks publishing",
+            registry=r,
+        )
+        self.blocked_events = Counter(
+            "logship_producer_blocked_events_total", "connection.blocked received", registry=r
+        )
+        self.blocked_seconds = Counter(
+            "logship_producer_blocked_seconds_total", "Time spent blocked by the broker",
+            registry=r,
+        )
+        self.checkpoint_writes = Counter(
+            "logship_producer_checkpoint_writes_total", "Checkpoint files written", registry=r
+        )

@@ -1,0 +1,73 @@
+"""The producer's settings: every value from LOGSHIP_* or a flag (`python -m producer --help`)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings
+
+from logship.config import AmqpSettings, HttpSettings, LogSettings, settings_config
+
+
+class ReadFrom(StrEnum):
+    beginning = "beginning"
+    end = "end"
+
+
+class ProducerSettings(BaseSettings):
+    """Tail INPUT (a path or a glob) and ship every complete line through RabbitMQ."""
+
+    model_config = settings_config("logship-producer")
+
+    input: str = Field(default="input.txt", min_length=1, description="file or glob to tail")
+    checkpoint: Path = Field(
+        default=Path("logship-producer.checkpoint"),
+        description="where file identities and confirmed offsets are kept",
+    )
+    read_from: ReadFrom = Field(
+        default=ReadFrom.beginning,
+        description="where to start in a file seen for the first time",
+    )
+    poll: bool = Field(default=False, description="poll instead of inotify (network volumes)")
+    poll_interval: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=0.25, description="seconds between polls and between safety re-checks"
+    )
+    batch_max_lines: Annotated[int, Field(ge=1, le=10_000_000)] = Field(default=200_000)
+    batch_max_bytes: Annotated[int, Field(ge=64, le=64 * 1024 * 1024)] = Field(
+        default=1024 * 1024,
+        description="bytes per message; a longer line is split across messages",
+    )
+    batch_linger: Annotated[float, Field(ge=0, le=10)] = Field(
+        default=0.005,
+        description="seconds a small batch may wait for more lines while others are in flight",
+    )
+    max_in_flight: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=8, description="published batches awaiting a confirm (bounds memory)"
+    )
+    publish_timeout: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=30.0, description="seconds to wait for a confirm before sending again"
+    )
+    checkpoint_interval: Annotated[float, Field(ge=0, le=60)] = Field(
+        default=0.2, description="seconds between checkpoint writes (group commit)"
+    )
+    rotation_grace: Annotated[float, Field(ge=0, le=600)] = Field(
+        default=2.0, description="seconds a rotated-away file is still drained for late writes"
+    )
+    once: bool = Field(default=False, description="ship what the files hold now, then exit 0")
+    shutdown_timeout: Annotated[float, Field(gt=0, le=600)] = Field(default=15.0)
+    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
+    http: HttpSettings = Field(default_factory=lambda: HttpSettings(port=9101))
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @model_validator(mode="after")
+    def _paths_usable(self) -> ProducerSettings:
+        parent = Path(self.input).parent
+        if not any(ch in str(parent) for ch in "*?[") and not parent.is_dir():
+            raise ValueError(f"input directory {parent} does not exist")
+        checkpoint_dir = self.checkpoint.parent
+        if not checkpoint_dir.is_dir():
+            raise ValueError(f"checkpoint directory {checkpoint_dir} does not exist")
+        return self
