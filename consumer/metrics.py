@@ -12,7 +12,22 @@ from prometheus_client import (
 )
 
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
 )
 
 
@@ -23,7 +38,8 @@ class ConsumerMetrics:
         PlatformCollector(registry=self.registry)
         r = self.registry
         self.messages_written = Counter(
-            "logship_consumer_messages_written_total", "Messages appended to the output",
+            "logship_consumer_messages_written_total",
+            "Messages appended to the output",
             registry=r,
         )
         self.lines_written = Counter(
@@ -57,24 +73,32 @@ class ConsumerMetrics:
             registry=r,
         )
         self.write_latency = Histogram(
-            "logship_consumer_write_latency_seconds", "Time to append a group of messages",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "logship_consumer_write_latency_seconds",
+            "Time to append a group of messages",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.fsync_latency = Histogram(
-            "logship_consumer_fsync_latency_seconds", "Time to fsync output and state",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "logship_consumer_fsync_latency_seconds",
+            "Time to fsync output and state",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.end_to_end_latency = Histogram(
             "logship_consumer_end_to_end_latency_seconds",
             "From the producer reading the bytes to their durable write",
-            buckets=LATENCY_BUCKETS, registry=r,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.ack_latency = Histogram(
-            "logship_consumer_ack_latency_seconds", "From delivery to acknowledgement",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "logship_consumer_ack_latency_seconds",
+            "From delivery to acknowledgement",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.in_hand = Gauge(
-            "logship_consumer_messages_in_hand", "Delivered messages not yet acknowledged",
+            "logship_consumer_messages_in_hand",
+            "Delivered messages not yet acknowledged",
             registry=r,
         )
         self.connection_up = Gauge(
@@ -84,18 +108,21 @@ class ConsumerMetrics:
             "logship_consumer_reconnects_total", "Reconnections to the broker", registry=r
         )
         self.blocked = Gauge(
-            "logship_consumer_connection_blocked", "1 while the broker blocks the connection",
+            "logship_consumer_connection_blocked",
+            "1 while the broker blocks the connection",
             registry=r,
         )
         self.blocked_events = Counter(
             "logship_consumer_blocked_events_total", "connection.blocked received", registry=r
         )
         self.blocked_seconds = Counter(
-            "logship_consumer_blocked_seconds_total", "Time spent blocked by the broker",
+            "logship_consumer_blocked_seconds_total",
+            "Time spent blocked by the broker",
             registry=r,
         )
         self.queue_messages_ready = Gauge(
-            "logship_consumer_queue_messages_ready", "Messages ready in the queue, as observed",
+            "logship_consumer_queue_messages_ready",
+            "Messages ready in the queue, as observed",
             registry=r,
         )
         self.queue_consumers = Gauge(

@@ -74,14 +74,17 @@ async def connect(
             )
         except FATAL_CONNECT_ERRORS as error:
             raise FatalConnectError(describe_connect_error(error)) from None
-        except (OSError, aiormq.exceptions.AMQPError, asyncio.TimeoutError) as error:
+        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as error:
             if isinstance(error, ssl.SSLError):
                 raise FatalConnectError(f"TLS handshake failed: {error}") from None
             delay = next(delays)
             log.warning(
                 "amqp_connect_failed",
-                extra={"url": settings.redacted_url(), "error": describe_connect_error(error),
-                       "retry_in": round(delay, 2)},
+                extra={
+                    "url": settings.redacted_url(),
+                    "error": describe_connect_error(error),
+                    "retry_in": round(delay, 2),
+                },
             )
             if on_attempt_failed is not None:
                 on_attempt_failed()
@@ -93,7 +96,7 @@ async def connect(
                 raise
             await asyncio.sleep(delay)
             continue
-        log.info("amqp_connected", extra={"url": settings.redacted_url(), "name": name})
+        log.info("amqp_connected", extra={"url": settings.redacted_url(), "connection": name})
         return connection
 
 
@@ -173,8 +176,10 @@ class BlockedWatchdog:
                 self._on_state(True)
                 log.warning("amqp_connection_blocked", extra={"timeout": self._timeout})
             elif not blocked and self.blocked_since is not None:
-                log.info("amqp_connection_unblocked",
-                         extra={"blocked_s": round(now - self.blocked_since, 3)})
+                log.info(
+                    "amqp_connection_unblocked",
+                    extra={"blocked_s": round(now - self.blocked_since, 3)},
+                )
                 self.blocked_since = None
                 self._on_state(False)
             if self.blocked_since is not None:

@@ -30,7 +30,7 @@ class AmqpSettings(BaseModel):
     )
     username: str | None = Field(default=None, description="overrides the user in the URL")
     password: SecretStr | None = Field(default=None, description="overrides the URL's password")
-    ca_file: Path | None = Field(default=None, description="CA bundle that verifies the broker (TLS)")
+    ca_file: Path | None = Field(default=None, description="CA that verifies the broker (TLS)")
     cert_file: Path | None = Field(default=None, description="client certificate (mutual TLS)")
     key_file: Path | None = Field(default=None, description="client key (mutual TLS)")
     heartbeat: Annotated[int, Field(ge=0, le=3600)] = Field(
@@ -60,7 +60,9 @@ class AmqpSettings(BaseModel):
     def _url_is_amqp(cls, value: SecretStr) -> SecretStr:
         parts = urlsplit(value.get_secret_value())
         if parts.scheme not in ("amqp", "amqps"):
-            raise ValueError(f"must start with amqp:// or amqps:// (got {parts.scheme or 'none'}://)")
+            raise ValueError(
+                f"must start with amqp:// or amqps:// (got {parts.scheme or 'none'}://)"
+            )
         if not parts.hostname:
             raise ValueError("has no host")
         try:
@@ -153,7 +155,7 @@ def fail(message: str) -> NoReturn:
 def load_settings(cls: type[SettingsT], argv: list[str] | None) -> SettingsT:
     """Build settings from the environment and the flags in argv, or fail with one line."""
     try:
-        return cls(_cli_parse_args=argv if argv is not None else sys.argv[1:])  # type: ignore[call-arg]
+        return cls(_cli_parse_args=argv if argv is not None else sys.argv[1:])
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "settings"

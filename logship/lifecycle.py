@@ -7,7 +7,8 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 log = logging.getLogger("logship.lifecycle")
 
@@ -38,7 +39,7 @@ async def with_deadline(step: str, awaitable: Awaitable[object], seconds: float)
         log.warning("shutdown_step_timeout", extra={"step": step, "seconds": seconds})
 
 
-def run(main: Callable[[], Awaitable[int]]) -> int:
+def run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """asyncio.run with uvloop where available."""
     try:
         import uvloop

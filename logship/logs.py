@@ -39,7 +39,8 @@ class TextFormatter(logging.Formatter):
             if key not in _RESERVED and not key.startswith("_")
         )
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        text = f"{stamp} {record.levelname:<7} {record.name} {record.getMessage()} {fields}".rstrip()
+        text = f"{stamp} {record.levelname:<7} {record.name} {record.getMessage()} {fields}"
+        text = text.rstrip()
         if record.exc_info and record.exc_info[1] is not None:
             text += f" error={record.exc_info[1]!r}"
         return text

@@ -76,8 +76,12 @@ class TelemetryServer:
             if parts and parts[0] != "HEAD":
                 writer.write(body)
             await asyncio.wait_for(writer.drain(), 5)
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ConnectionError):
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+        ):
             pass  # a client that hung up or sent garbage gets nothing; the server carries on
         finally:
             writer.close()

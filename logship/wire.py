@@ -32,7 +32,12 @@ MAX_SOURCE_LEN = 200
 
 
 class PoisonMessage(ValueError):
-    """A message that can never be written: it goes to the dead-letter queue with this reason."""
+    """A message that can never be written: it goes to the dead-letter queue with this reason.
+    `kind` is a short, bounded label for metrics."""
+
+    def __init__(self, reason: str, kind: str = "bad_header") -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +96,7 @@ def decode(headers: dict[str, Any] | None, body: bytes) -> Delivered:
         return Delivered(None, 0, len(body) + 1, 1, None, body + b"\n")
     version = headers[H_VERSION]
     if version != WIRE_VERSION:
-        raise PoisonMessage(f"unsupported wire version {version!r}")
+        raise PoisonMessage(f"unsupported wire version {version!r}", "bad_version")
     source = headers.get(H_SOURCE)
     if isinstance(source, bytes):
         source = source.decode("utf-8", "replace")
@@ -100,8 +105,14 @@ def decode(headers: dict[str, Any] | None, body: bytes) -> Delivered:
     start = _int_header(headers, H_START)
     end = _int_header(headers, H_END)
     if end - start != len(body):
-        raise PoisonMessage(f"byte range [{start}, {end}) does not match a body of {len(body)} bytes")
-    lines = _int_header(headers, H_LINES) if H_LINES in headers else body.count(b"\n")
+        raise PoisonMessage(
+            f"byte range [{start}, {end}) does not fit a {len(body)}-byte body", "bad_range"
+        )
+    lines = body.count(b"\n")
+    if H_LINES in headers and _int_header(headers, H_LINES) != lines:
+        raise PoisonMessage(
+            f"header {H_LINES} contradicts the {lines} newlines in the body", "bad_range"
+        )
     read_ns = headers.get(H_TS)
     if isinstance(read_ns, bool) or not isinstance(read_ns, int):
         read_ns = None

@@ -76,14 +76,16 @@ class ProducerMetrics:
             "logship_producer_reconnects_total", "Reconnections to the broker", registry=r
         )
         self.blocked = Gauge(
-            "logship_producer_connection_blocked", "1 while the broker blocks publishing",
+            "logship_producer_connection_blocked",
+            "1 while the broker blocks publishing",
             registry=r,
         )
         self.blocked_events = Counter(
             "logship_producer_blocked_events_total", "connection.blocked received", registry=r
         )
         self.blocked_seconds = Counter(
-            "logship_producer_blocked_seconds_total", "Time spent blocked by the broker",
+            "logship_producer_blocked_seconds_total",
+            "Time spent blocked by the broker",
             registry=r,
         )
         self.checkpoint_writes = Counter(

@@ -1,0 +1,270 @@
+"""Wires the consumer: subscriber → decode → sink (append, fsync, state) → acknowledge, with write
+retries that never acknowledge unwritten bytes and a bounded graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from consumer.metrics import ConsumerMetrics
+from consumer.settings import ConsumerSettings, FsyncPolicy
+from consumer.sink import Plan, Sink
+from consumer.subscriber import Subscriber
+from logship.amqp import BlockedWatchdog, FatalConnectError, backoff_delays, connect
+from logship.lifecycle import with_deadline
+from logship.telemetry import TelemetryServer
+from logship.wire import Delivered, PoisonMessage, decode, now_ns
+
+log = logging.getLogger("logship.consumer")
+
+
+class ConsumerApp:
+    def __init__(self, settings: ConsumerSettings, metrics: ConsumerMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.stop = asyncio.Event()
+        self.sink = Sink(settings.output, fsync=settings.fsync is FsyncPolicy.always)
+        self.subscriber: Subscriber | None = None
+        self._last_activity = time.monotonic()
+        self._queue_empty_since: float | None = None
+        self._busy = False
+
+    def ready(self) -> bool:
+        return self.subscriber is not None and self.subscriber.consuming
+
+    async def run(self) -> int:
+        self.sink.open()
+        telemetry = TelemetryServer(
+            self.metrics.registry, self.ready, self.settings.http.host, self.settings.http.port
+        )
+        if self.settings.http.port:
+            await telemetry.start()
+        background: list[asyncio.Task[None]] = []
+        connection: AbstractRobustConnection | None = None
+        try:
+            connection = await connect(
+                self.settings.amqp,
+                "logship-consumer",
+                stop=self.stop,
+                on_attempt_failed=self.metrics.reconnects.inc,
+            )
+            self._watch_connection(connection)
+            self.subscriber = Subscriber(
+                connection, self.settings.amqp, prefetch=self.settings.prefetch
+            )
+            await self.subscriber.start()
+            log.info(
+                "consumer_consuming",
+                extra={"queue": self.settings.amqp.queue, "output": str(self.settings.output)},
+            )
+            watchdog = BlockedWatchdog(
+                connection,
+                self.settings.amqp.blocked_timeout,
+                on_blocked=self.metrics.blocked_events.inc,
+                on_blocked_seconds=self.metrics.blocked_seconds.inc,
+                on_state=lambda b: self.metrics.blocked.set(int(b)),
+            )
+            background = [
+                asyncio.create_task(watchdog.run(), name="blocked-watchdog"),
+                asyncio.create_task(self._watch_queue(), name="queue-depth"),
+            ]
+            await self._write_loop(self.subscriber)
+            return 0
+        except asyncio.CancelledError:
+            return 0
+        except FatalConnectError as error:
+            log.error("amqp_refused", extra={"error": str(error)})
+            return 1
+        finally:
+            await self._shutdown(background, connection, telemetry)
+
+    def _watch_connection(self, connection: AbstractRobustConnection) -> None:
+        self.metrics.connection_up.set(1)
+        connection.close_callbacks.add(lambda *_: self.metrics.connection_up.set(0))
+
+        def reconnected(*_: object) -> None:
+            self.metrics.connection_up.set(1)
+            self.metrics.reconnects.inc()
+            log.info("amqp_reconnected")
+
+        connection.reconnect_callbacks.add(reconnected)
+
+    async def _next_group(self, subscriber: Subscriber) -> list[AbstractIncomingMessage]:
+        """Wait for a delivery, then take everything already delivered: one write, one fsync and
+        one acknowledgement for the lot (group commit)."""
+        getter = asyncio.ensure_future(subscriber.inbox.get())
+        stopping = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({getter, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not getter.done():
+            getter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await getter
+            if getter.cancelled():
+                return []
+        group = [getter.result()]
+        while not subscriber.inbox.empty():
+            group.append(subscriber.inbox.get_nowait())
+        return group
+
+    async def _write_loop(self, subscriber: Subscriber) -> None:
+        while not self.stop.is_set():
+            group = await self._next_group(subscriber)
+            if group:
+                await self._handle(subscriber, group)
+
+    async def _handle(
+        self, subscriber: Subscriber, group: Sequence[AbstractIncomingMessage]
+    ) -> None:
+        self._busy = True
+        self._last_activity = time.monotonic()
+        self.metrics.in_hand.set(len(group) + subscriber.inbox.qsize())
+        try:
+            delivered_at = time.monotonic()
+            good: list[tuple[AbstractIncomingMessage, Delivered]] = []
+            for message in group:
+                try:
+                    good.append((message, decode(message.headers, message.body)))
+                except PoisonMessage as error:
+                    await self._dead_letter(subscriber, message, error)
+            if not good:
+                return
+            if not await self._write(good):
+                return  # stopping while the disk refuses: nothing acknowledged, all redelivered
+            if await subscriber.ack_through(good[-1][0]):
+                self.metrics.ack_latency.observe(time.monotonic() - delivered_at)
+            finished_ns = now_ns()
+            for _, item in good:
+                if item.read_ns is not None and item.read_ns <= finished_ns:
+                    self.metrics.end_to_end_latency.observe((finished_ns - item.read_ns) / 1e9)
+        finally:
+            self._busy = False
+            self.metrics.in_hand.set(subscriber.inbox.qsize())
+
+    async def _dead_letter(
+        self, subscriber: Subscriber, message: AbstractIncomingMessage, error: PoisonMessage
+    ) -> None:
+        log.error(
+            "message_dead_lettered", extra={"message_id": message.message_id, "reason": str(error)}
+        )
+        self.metrics.dead_lettered.labels(error.kind).inc()
+        await subscriber.dead_letter(message, str(error))
+
+    async def _write(self, good: list[tuple[AbstractIncomingMessage, Delivered]]) -> bool:
+        """Write until it works; a failing disk pauses the consumer, it never acknowledges what is
+        not written. False only when asked to stop while still failing."""
+        delays = backoff_delays(first=0.2, cap=self.settings.retry_max_delay)
+        while True:
+            plan = self.sink.plan([item for _, item in good])
+            started = time.monotonic()
+            try:
+                fsync_s = self.sink.commit(plan)
+            except OSError as error:
+                self.sink.rollback(plan)
+                self.metrics.write_errors.inc()
+                delay = next(delays)
+                log.error(
+                    "write_failed",
+                    extra={
+                        "path": str(self.settings.output),
+                        "error": error.strerror or str(error),
+                        "retry_in": round(delay, 2),
+                    },
+                )
+                if self.stop.is_set():
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), delay)
+                continue
+            self._count(plan, len(good), time.monotonic() - started - fsync_s, fsync_s)
+            return True
+
+    def _count(self, plan: Plan, messages: int, write_s: float, fsync_s: float) -> None:
+        m = self.metrics
+        m.write_latency.observe(write_s)
+        if fsync_s:
+            m.fsync_latency.observe(fsync_s)
+        m.messages_written.inc(messages - plan.duplicates)
+        m.lines_written.inc(plan.lines)
+        m.bytes_written.inc(plan.bytes)
+        if plan.duplicates:
+            m.duplicates_skipped.inc(plan.duplicates)
+            m.duplicate_bytes.inc(plan.duplicate_bytes)
+        if plan.out_of_order:
+            m.out_of_order.inc(plan.out_of_order)
+            log.warning("batches_out_of_order", extra={"count": plan.out_of_order})
+
+    async def _watch_queue(self) -> None:
+        """Observe queue depth for metrics, and end the process once the queue stayed empty for
+        exit_when_idle seconds (a Kubernetes Job draining a backlog)."""
+        idle_limit = self.settings.exit_when_idle
+        interval = self.settings.queue_poll_interval
+        if idle_limit is not None:
+            interval = min(interval, max(0.2, idle_limit / 4))
+        while True:
+            assert self.subscriber is not None
+            depth = await self.subscriber.queue_depth()
+            if depth is not None:
+                ready, consumers = depth
+                self.metrics.queue_messages_ready.set(ready)
+                self.metrics.queue_consumers.set(consumers)
+                idle = ready == 0 and not self._busy and self.subscriber.inbox.empty()
+                now = time.monotonic()
+                if not idle:
+                    self._queue_empty_since = None
+                elif self._queue_empty_since is None:
+                    self._queue_empty_since = max(now, self._last_activity)
+                if (
+                    idle_limit is not None
+                    and self._queue_empty_since is not None
+                    and now - max(self._queue_empty_since, self._last_activity) >= idle_limit
+                ):
+                    log.info("queue_idle_exit", extra={"idle_s": idle_limit})
+                    self.stop.set()
+                    return
+            await asyncio.sleep(interval)
+
+    async def _shutdown(
+        self,
+        background: list[asyncio.Task[None]],
+        connection: AbstractRobustConnection | None,
+        telemetry: TelemetryServer,
+    ) -> None:
+        """Stop deliveries, finish and acknowledge what is in hand, fsync, close. Each step has
+        a deadline; together they stay under shutdown_timeout (keep Kubernetes'
+        terminationGracePeriodSeconds above it)."""
+        self.stop.set()
+        budget = self.settings.shutdown_timeout
+        if self.subscriber is not None:
+            await with_deadline("cancel consumer", self.subscriber.cancel(), min(5, budget / 4))
+            await with_deadline("finish in-hand messages", self._finish_inbox(), budget / 2)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        self.sink.close()
+        if connection is not None:
+            await with_deadline("close connection", connection.close(), 5)
+        await telemetry.stop()
+        log.info(
+            "consumer_stopped",
+            extra={
+                "lines_written": int(self.metrics.lines_written._value.get()),
+                "output_size": self.sink.size,
+            },
+        )
+
+    async def _finish_inbox(self) -> None:
+        assert self.subscriber is not None
+        await asyncio.sleep(0)  # deliveries already read from the socket reach the inbox
+        while not self.subscriber.inbox.empty():
+            group = []
+            while not self.subscriber.inbox.empty():
+                group.append(self.subscriber.inbox.get_nowait())
+            await self._handle(self.subscriber, group)

@@ -1,0 +1,100 @@
+"""`python -m consumer replay-dead`: move dead letters back to the main exchange once their cause
+is fixed (`--dry-run` lists what would move)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Annotated, Any
+
+import aio_pika
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+from logship.amqp import FatalConnectError, connect
+from logship.config import AmqpSettings, LogSettings, settings_config
+from logship.wire import H_DEATH_REASON
+
+log = logging.getLogger("logship.consumer.replay")
+
+DROPPED_HEADERS = {
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+    "x-delivery-count",
+    H_DEATH_REASON,
+    "x-logship-dead-queue",
+}
+
+
+class ReplaySettings(BaseSettings):
+    """Move messages from the dead-letter queue back to the logs exchange."""
+
+    model_config = settings_config("logship-consumer replay-dead")
+
+    dry_run: bool = Field(default=False, description="list what would move, move nothing")
+    limit: Annotated[int, Field(ge=1)] | None = Field(default=None, description="move at most N")
+    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+
+def _reason(headers: dict[str, Any]) -> str:
+    reason = headers.get(H_DEATH_REASON)
+    if reason is None:
+        deaths = headers.get("x-death") or []
+        if deaths and isinstance(deaths[0], dict):
+            reason = deaths[0].get("reason")
+    if isinstance(reason, bytes):
+        reason = reason.decode("utf-8", "replace")
+    return str(reason or "unknown")
+
+
+async def replay(settings: ReplaySettings) -> int:
+    amqp = settings.amqp
+    try:
+        connection = await connect(amqp, "logship-replay")
+    except FatalConnectError as error:
+        print(f"logship: error: {error}", file=sys.stderr)
+        return 1
+    moved = 0
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        dead = await channel.get_queue(amqp.dead_letter_queue, ensure=True)
+        exchange = await channel.get_exchange(amqp.exchange, ensure=True)
+        while settings.limit is None or moved < settings.limit:
+            message = await dead.get(no_ack=False, fail=False, timeout=10)
+            if message is None:
+                break
+            headers = dict(message.headers or {})
+            print(
+                f"{'would move' if settings.dry_run else 'moving'} "
+                f"{message.message_id or '-'} reason={_reason(headers)} bytes={len(message.body)}"
+            )
+            if not settings.dry_run:
+                await exchange.publish(
+                    aio_pika.Message(
+                        message.body,
+                        headers={k: v for k, v in headers.items() if k not in DROPPED_HEADERS},
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        message_id=message.message_id,
+                        content_type=message.content_type,
+                        type=message.type,
+                    ),
+                    routing_key=amqp.routing_key,
+                    timeout=30,
+                )
+                await message.ack()
+            moved += 1
+        # in a dry run the unacknowledged messages return to the dead-letter queue on close
+    finally:
+        await asyncio.wait_for(connection.close(), 10)
+    print(
+        f"{'would move' if settings.dry_run else 'moved'} {moved} message(s) "
+        f"from {amqp.dead_letter_queue} to {amqp.exchange}"
+    )
+    return 0

@@ -1,0 +1,150 @@
+"""Receiving from the queue: prefetch, deliveries into an inbox, cancel on stop, acknowledgements,
+dead-lettering with the reason, and the queue depth the consumer observes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aio_pika
+import aiormq.exceptions
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import ChannelInvalidStateError
+
+from logship.amqp import declare_topology
+from logship.config import AmqpSettings
+from logship.wire import H_DEATH_REASON
+
+log = logging.getLogger("logship.consumer.subscriber")
+
+SETTLE_ERRORS = (aiormq.exceptions.AMQPError, ChannelInvalidStateError, ConnectionError)
+
+
+class Subscriber:
+    """Owns the consuming channel. Deliveries land in `inbox`; the caller settles them."""
+
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        settings: AmqpSettings,
+        *,
+        prefetch: int,
+    ) -> None:
+        self._connection = connection
+        self._settings = settings
+        self._prefetch = prefetch
+        self.inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._channel: AbstractRobustChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._dead_channel: AbstractRobustChannel | None = None
+        self._dead_publish_allowed = True
+
+    async def start(self) -> None:
+        channel = await asyncio.wait_for(
+            self._connection.channel(publisher_confirms=False), self._settings.connect_timeout
+        )
+        await channel.set_qos(prefetch_count=self._prefetch)
+        await declare_topology(channel, self._settings)
+        # passive: with declaration off, a missing queue is a clear error at start
+        self._queue = await channel.get_queue(self._settings.queue, ensure=True)
+        self._channel = channel
+        self._consumer_tag = await self._queue.consume(self._deliver, no_ack=False)
+
+    async def _deliver(self, message: AbstractIncomingMessage) -> None:
+        self.inbox.put_nowait(message)
+
+    @property
+    def consuming(self) -> bool:
+        return (
+            self._consumer_tag is not None
+            and self._channel is not None
+            and not self._channel.is_closed
+            and self._connection.connected.is_set()
+        )
+
+    async def cancel(self) -> None:
+        """Stop deliveries; what is already in the inbox is still ours to finish."""
+        if self._queue is not None and self._consumer_tag is not None:
+            tag, self._consumer_tag = self._consumer_tag, None
+            try:
+                await asyncio.wait_for(self._queue.cancel(tag), 5)
+            except (*SETTLE_ERRORS, TimeoutError) as error:
+                log.warning("consumer_cancel_failed", extra={"error": type(error).__name__})
+
+    async def ack_through(self, message: AbstractIncomingMessage) -> bool:
+        """Acknowledge this delivery and every earlier one on its channel."""
+        try:
+            await message.ack(multiple=True)
+        except SETTLE_ERRORS as error:
+            # the channel is gone: the broker will deliver these again, and the sink's ranges
+            # recognise them as written
+            log.warning("ack_failed", extra={"error": type(error).__name__})
+            return False
+        return True
+
+    async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+        """Move a message that can never be written to the dead-letter exchange, with the reason
+        in a header when we may publish there, else by rejecting it (reason `rejected`)."""
+        if self._dead_publish_allowed:
+            try:
+                await self._publish_dead(message, reason)
+                await message.ack()
+                return
+            except aiormq.exceptions.ChannelAccessRefused:
+                self._dead_publish_allowed = False
+                log.warning(
+                    "dead_letter_publish_refused",
+                    extra={"exchange": self._settings.dead_letter_exchange},
+                )
+            except (*SETTLE_ERRORS, TimeoutError) as error:
+                log.warning("dead_letter_publish_failed", extra={"error": type(error).__name__})
+        try:
+            await message.reject(requeue=False)
+        except SETTLE_ERRORS as error:
+            log.warning("reject_failed", extra={"error": type(error).__name__})
+
+    async def _publish_dead(self, message: AbstractIncomingMessage, reason: str) -> None:
+        if self._dead_channel is None or self._dead_channel.is_closed:
+            self._dead_channel = await self._connection.channel(publisher_confirms=True)
+        exchange = await self._dead_channel.get_exchange(
+            self._settings.dead_letter_exchange, ensure=False
+        )
+        headers: dict[str, Any] = dict(message.headers or {})
+        headers[H_DEATH_REASON] = reason[:500]
+        headers["x-logship-dead-queue"] = self._settings.queue
+        await exchange.publish(
+            aio_pika.Message(
+                message.body,
+                headers=headers,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=message.message_id,
+                content_type=message.content_type,
+                type=message.type,
+            ),
+            routing_key=self._settings.routing_key,
+            timeout=10,
+        )
+
+    async def queue_depth(self) -> tuple[int, int] | None:
+        """(messages ready, consumers) from a passive declare on a channel of its own (a failed
+        passive declare closes its channel)."""
+        try:
+            channel = await self._connection.channel(publisher_confirms=False)
+            try:
+                queue = await asyncio.wait_for(
+                    channel.declare_queue(self._settings.queue, passive=True), 5
+                )
+                result = queue.declaration_result
+                return int(result.message_count or 0), int(result.consumer_count or 0)
+            finally:
+                await channel.close()
+        except (*SETTLE_ERRORS, TimeoutError, RuntimeError) as error:
+            log.debug("queue_depth_failed", extra={"error": type(error).__name__})
+            return None

@@ -1,0 +1,45 @@
+"""`python -m producer`: read settings, set up logging, run the producer until stopped."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from logship.config import fail, load_settings
+from logship.lifecycle import install_stop_signals, run
+from logship.logs import setup_logging
+from producer.checkpoint import CheckpointError
+from producer.metrics import ProducerMetrics
+from producer.settings import ProducerSettings
+
+log = logging.getLogger("logship.producer")
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = load_settings(ProducerSettings, argv)
+    setup_logging(settings.log.level, settings.log.format)
+    try:
+        from producer.app import ProducerApp
+
+        async def serve() -> int:
+            app = ProducerApp(settings, ProducerMetrics())
+            install_stop_signals(app.stop)
+            log.info(
+                "producer_starting",
+                extra={
+                    "input": settings.input,
+                    "amqp": settings.amqp.redacted_url(),
+                    "queue_type": settings.amqp.queue_type.value,
+                },
+            )
+            return await app.run()
+
+        return run(serve)
+    except CheckpointError as error:
+        fail(str(error))
+    except OSError as error:
+        fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

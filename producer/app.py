@@ -1,0 +1,265 @@
+"""Wires the producer: tail → batch → publish ⇒ confirm → checkpoint, with backpressure (no reading
+while the confirm window is full) and a bounded shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import logging
+import time
+from pathlib import Path
+
+import watchfiles
+
+from logship.amqp import BlockedWatchdog, FatalConnectError, connect
+from logship.lifecycle import with_deadline
+from logship.telemetry import TelemetryServer
+from logship.wire import Batch
+from producer.checkpoint import Checkpoint
+from producer.metrics import ProducerMetrics
+from producer.publisher import Publisher
+from producer.settings import ProducerSettings
+from producer.tail import TailOptions, TailSet
+
+log = logging.getLogger("logship.producer")
+
+# after data was seen, re-read every batch_linger instead of waiting for an inotify event
+ACTIVE_WINDOW_S = 1.0
+
+
+class Waker:
+    """Wakes the reader: a file event under the input directory, or a timer (the safety net for
+    missed events, and the only source in --poll mode)."""
+
+    def __init__(self, directory: Path, pattern: str, *, poll: bool, stop: asyncio.Event) -> None:
+        self._directory = directory
+        self._pattern = str(Path(pattern).name)
+        self._poll = poll
+        self._stop = stop
+        self.event = asyncio.Event()
+
+    def _wanted(self, _change: watchfiles.Change, path: str) -> bool:
+        return fnmatch.fnmatch(Path(path).name, self._pattern) or Path(path).name.startswith(
+            self._pattern.split("*")[0] or "\0"
+        )
+
+    async def run(self) -> None:
+        if self._poll:
+            return
+        async for _ in watchfiles.awatch(
+            self._directory,
+            watch_filter=self._wanted,
+            debounce=50,
+            step=5,
+            rust_timeout=1000,
+            yield_on_timeout=True,
+            stop_event=self._stop,
+            recursive=False,
+        ):
+            self.event.set()
+
+    async def wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.event.wait(), seconds)
+        self.event.clear()
+
+
+class ProducerApp:
+    def __init__(self, settings: ProducerSettings, metrics: ProducerMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.stop = asyncio.Event()
+        self.checkpoint = Checkpoint.load(settings.checkpoint)
+        self.tails = TailSet(
+            settings.input,
+            self.checkpoint,
+            TailOptions(
+                max_bytes=settings.batch_max_bytes,
+                max_lines=settings.batch_max_lines,
+                rotation_grace=settings.rotation_grace,
+                read_from_end=settings.read_from.value == "end",
+            ),
+            metrics,
+        )
+        self.publisher: Publisher | None = None
+        self._window = asyncio.Semaphore(settings.max_in_flight)
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._failed: BaseException | None = None
+
+    def ready(self) -> bool:
+        return self.publisher is not None and self.publisher.ready
+
+    async def run(self) -> int:
+        telemetry = TelemetryServer(
+            self.metrics.registry, self.ready, self.settings.http.host, self.settings.http.port
+        )
+        if self.settings.http.port:
+            await telemetry.start()
+        background: list[asyncio.Task[None]] = []
+        connection = None
+        try:
+            connection = await connect(
+                self.settings.amqp,
+                "logship-producer",
+                stop=self.stop,
+                on_attempt_failed=self.metrics.reconnects.inc,
+            )
+            self._watch_connection(connection)
+            self.publisher = Publisher(
+                connection,
+                self.settings.amqp,
+                self.metrics,
+                publish_timeout=self.settings.publish_timeout,
+            )
+            await self.publisher.start()
+            waker = Waker(
+                self.tails.directory, self.settings.input, poll=self.settings.poll, stop=self.stop
+            )
+            watchdog = BlockedWatchdog(
+                connection,
+                self.settings.amqp.blocked_timeout,
+                on_blocked=self.metrics.blocked_events.inc,
+                on_blocked_seconds=self.metrics.blocked_seconds.inc,
+                on_state=lambda b: self.metrics.blocked.set(int(b)),
+            )
+            background = [
+                asyncio.create_task(waker.run(), name="waker"),
+                asyncio.create_task(watchdog.run(), name="blocked-watchdog"),
+                asyncio.create_task(self._checkpoint_writer(), name="checkpointer"),
+            ]
+            await self._read_loop(waker)
+            return 0
+        except asyncio.CancelledError:
+            return 0
+        except FatalConnectError as error:
+            log.error("amqp_refused", extra={"error": str(error)})
+            return 1
+        finally:
+            await self._shutdown(background, connection, telemetry)
+
+    def _watch_connection(self, connection: object) -> None:
+        self.metrics.connection_up.set(1)
+        close_callbacks = getattr(connection, "close_callbacks", None)
+        reconnect_callbacks = getattr(connection, "reconnect_callbacks", None)
+        if close_callbacks is not None:
+            close_callbacks.add(lambda *_: self.metrics.connection_up.set(0))
+        if reconnect_callbacks is not None:
+
+            def reconnected(*_: object) -> None:
+                self.metrics.connection_up.set(1)
+                self.metrics.reconnects.inc()
+                log.info("amqp_reconnected")
+
+            reconnect_callbacks.add(reconnected)
+
+    async def _read_loop(self, waker: Waker) -> None:
+        linger = self.settings.batch_linger
+        last_data = 0.0
+        self.tails.check()
+        while not self.stop.is_set():
+            if self._failed is not None:
+                raise self._failed
+            if not await self._acquire_slot():
+                break
+            batch = self.tails.read(once=self.settings.once)
+            if batch is None:
+                # at the end of what we can read: a good moment to look for rotation
+                self.tails.check()
+                batch = self.tails.read(once=self.settings.once)
+            if batch is not None:
+                last_data = time.monotonic()
+                self._send(batch)
+                continue
+            self._window.release()
+            if self.settings.once and self.tails.idle():
+                await self._drain_in_flight(None)
+                return
+            active = time.monotonic() - last_data < ACTIVE_WINDOW_S
+            await waker.wait(linger if active and linger > 0 else self.settings.poll_interval)
+
+    async def _acquire_slot(self) -> bool:
+        """Backpressure: no reading while max_in_flight batches await their confirm. False when
+        stop came first (and no slot is held)."""
+        if not self._window.locked():
+            await self._window.acquire()
+            return True
+        acquire = asyncio.ensure_future(self._window.acquire())
+        stopping = asyncio.ensure_future(self.stop.wait())
+        done, _ = await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if acquire in done:
+            return True
+        acquire.cancel()
+        try:
+            await acquire
+        except asyncio.CancelledError:
+            return False
+        self._window.release()
+        return False
+
+    def _send(self, batch: Batch) -> None:
+        self.checkpoint.sent(batch.source, batch.start, batch.end)
+        self.metrics.batches_published.inc()
+        self.metrics.in_flight.inc()
+        task = asyncio.create_task(self._publish(batch))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _publish(self, batch: Batch) -> None:
+        assert self.publisher is not None
+        try:
+            await self.publisher.publish(batch)
+            self.checkpoint.confirmed(batch.source, batch.start)
+        except BaseException as error:
+            if not isinstance(error, asyncio.CancelledError):
+                self._failed = error
+            raise
+        finally:
+            self.metrics.in_flight.dec()
+            self._window.release()
+
+    async def _checkpoint_writer(self) -> None:
+        """Group commit: the checkpoint is written at most every checkpoint_interval, and only
+        ever holds offsets the broker confirmed."""
+        interval = max(self.settings.checkpoint_interval, 0.01)
+        while True:
+            await asyncio.sleep(interval)
+            if self.checkpoint.dirty:
+                self.checkpoint.save()
+                self.metrics.checkpoint_writes.inc()
+
+    async def _drain_in_flight(self, deadline: float | None) -> None:
+        if self._publishing:
+            waiting = asyncio.gather(*self._publishing, return_exceptions=True)
+            if deadline is None:
+                await waiting
+            else:
+                await with_deadline("confirm in-flight batches", waiting, deadline)
+
+    async def _shutdown(
+        self,
+        background: list[asyncio.Task[None]],
+        connection: object,
+        telemetry: TelemetryServer,
+    ) -> None:
+        self.stop.set()
+        await self._drain_in_flight(self.settings.shutdown_timeout)
+        for task in self._publishing:
+            task.cancel()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, *self._publishing, return_exceptions=True)
+        self.checkpoint.save()
+        self.tails.close()
+        close = getattr(connection, "close", None)
+        if close is not None:
+            await with_deadline("close connection", close(), 5)
+        await telemetry.stop()
+        log.info(
+            "producer_stopped",
+            extra={
+                "lines_read": int(self.metrics.lines_read._value.get()),
+                "in_flight_left": self.checkpoint.in_flight,
+            },
+        )

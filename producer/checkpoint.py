@@ -1,0 +1,176 @@
+"""The checkpoint: which file is which source (identity) and how far each is confirmed (offset).
+It advances only when every earlier batch of that source is confirmed, and it is written
+atomically: temp file, fsync, rename."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("logship.producer.checkpoint")
+
+HEAD_BYTES = 1024
+CHECKPOINT_VERSION = 1
+FINISHED_RETENTION_S = 24 * 3600
+MAX_ENTRIES = 10_000
+
+
+class CheckpointError(RuntimeError):
+    """The checkpoint file exists but cannot be trusted; we refuse to guess offsets."""
+
+
+def head_digest(head: bytes) -> str:
+    return hashlib.sha256(head).hexdigest()
+
+
+@dataclass
+class SourceEntry:
+    """One source: a file's life between creation (or truncation) and its end. Its id is random,
+    so inode reuse never makes a new file look like an old one; dev, ino and a digest of the first
+    bytes find it again after a restart."""
+
+    id: str
+    path: str
+    dev: int
+    ino: int
+    head_len: int
+    head_sha: str
+    offset: int
+    seq: int
+    finished: bool = False
+    updated: float = field(default_factory=time.time)
+
+    def matches(self, dev: int, ino: int, head: bytes) -> bool:
+        """True when the open file (its dev, ino and first bytes) is this source."""
+        if (dev, ino) != (self.dev, self.ino) or len(head) < self.head_len:
+            return False
+        return head_digest(head[: self.head_len]) == self.head_sha
+
+
+class Checkpoint:
+    """Identity → confirmed offset for every source, plus the batches in flight per source."""
+
+    def __init__(self, path: Path, entries: dict[str, SourceEntry]) -> None:
+        self.path = path
+        self.entries = entries
+        self._in_flight: dict[str, deque[list[int]]] = {}
+        self._seq = max((e.seq for e in entries.values()), default=0)
+        self.dirty = False
+
+    @classmethod
+    def load(cls, path: Path) -> Checkpoint:
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return cls(path, {})
+        try:
+            data = json.loads(raw)
+            if data.get("version") != CHECKPOINT_VERSION:
+                raise ValueError(f"unknown version {data.get('version')!r}")
+            entries = {e["id"]: SourceEntry(**e) for e in data["sources"]}
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(
+                f"checkpoint {path} is unreadable ({error}); move it away to start over"
+            ) from None
+        return cls(path, entries)
+
+    def new_source(self, path: str, dev: int, ino: int, head: bytes, offset: int) -> SourceEntry:
+        self._seq += 1
+        entry = SourceEntry(
+            id=uuid.uuid4().hex,
+            path=path,
+            dev=dev,
+            ino=ino,
+            head_len=min(len(head), HEAD_BYTES),
+            head_sha=head_digest(head[:HEAD_BYTES]),
+            offset=offset,
+            seq=self._seq,
+        )
+        self.entries[entry.id] = entry
+        # Saved before any of its batches is published: a crash must not give the same bytes a
+        # second identity, which the consumer could not recognise as duplicates.
+        self.save()
+        return entry
+
+    def find(self, dev: int, ino: int, head: bytes) -> SourceEntry | None:
+        """The newest unfinished-or-finished source this open file is, or None."""
+        candidates = [e for e in self.entries.values() if e.matches(dev, ino, head)]
+        return max(candidates, key=lambda e: e.seq, default=None)
+
+    def widen_head(self, entry: SourceEntry, head: bytes) -> None:
+        """Fingerprint more of the file's first bytes as they appear (up to HEAD_BYTES)."""
+        if entry.head_len < HEAD_BYTES and len(head) > entry.head_len:
+            entry.head_len = min(len(head), HEAD_BYTES)
+            entry.head_sha = head_digest(head[: entry.head_len])
+            self.dirty = True
+
+    def finish(self, entry: SourceEntry) -> None:
+        entry.finished = True
+        entry.updated = time.time()
+        self.dirty = True
+
+    def sent(self, source: str, start: int, end: int) -> None:
+        self._in_flight.setdefault(source, deque()).append([start, end, 0])
+
+    def confirmed(self, source: str, start: int) -> None:
+        """Mark one batch confirmed; move the source's offset over every leading confirmed one."""
+        pending = self._in_flight.get(source)
+        if not pending:
+            return
+        for item in pending:
+            if item[0] == start:
+                item[2] = 1
+                break
+        entry = self.entries.get(source)
+        while pending and pending[0][2]:
+            _, end, _ = pending.popleft()
+            if entry is not None and end > entry.offset:
+                entry.offset = end
+                entry.updated = time.time()
+                self.dirty = True
+        if not pending:
+            del self._in_flight[source]
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(p) for p in self._in_flight.values())
+
+    def _prune(self) -> None:
+        now = time.time()
+        stale = [
+            e.id
+            for e in self.entries.values()
+            if e.finished and e.id not in self._in_flight and now - e.updated > FINISHED_RETENTION_S
+        ]
+        for key in stale:
+            del self.entries[key]
+        if len(self.entries) > MAX_ENTRIES:
+            oldest = sorted((e for e in self.entries.values() if e.finished), key=lambda e: e.seq)[
+                : len(self.entries) - MAX_ENTRIES
+            ]
+            for e in oldest:
+                del self.entries[e.id]
+
+    def save(self) -> None:
+        """Atomically replace the checkpoint file: a crash leaves the old or the new one."""
+        self._prune()
+        data = {
+            "version": CHECKPOINT_VERSION,
+            "sources": [asdict(e) for e in sorted(self.entries.values(), key=lambda e: e.seq)],
+        }
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, json.dumps(data, separators=(",", ":")).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        self.dirty = False

@@ -1,0 +1,363 @@
+"""Following files: one path through rename rotation, copytruncate, deletion and re-creation; a glob
+of paths. Reads large chunks at byte offsets and hands out batches; knows no AMQP."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import stat
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from logship.wire import Batch, now_ns
+from producer.batcher import cut_batch
+from producer.checkpoint import HEAD_BYTES, Checkpoint, SourceEntry
+from producer.metrics import ProducerMetrics
+
+log = logging.getLogger("logship.producer.tail")
+
+GLOB_CHARS = "*?["
+
+
+@dataclass
+class OpenFile:
+    """An open file descriptor and where we are in it. Holding the descriptor keeps a rotated or
+    deleted file readable, and keeps its inode from being reused while we drain it."""
+
+    fd: int
+    path: str
+    dev: int
+    ino: int
+    source: SourceEntry
+    read_offset: int
+    rotated_at: float | None = None
+    in_oversized_line: bool = False
+    last_growth: float = field(default_factory=time.monotonic)
+
+    def head(self) -> bytes:
+        return os.pread(self.fd, HEAD_BYTES, 0)
+
+
+@dataclass(frozen=True)
+class TailOptions:
+    max_bytes: int
+    max_lines: int
+    rotation_grace: float
+    read_from_end: bool
+
+
+def _end_of_last_line(fd: int, size: int) -> int:
+    """Offset just past the last newline: reading from the end still ships the line being
+    written now whole, from its first byte."""
+    window = 64 * 1024
+    position = size
+    while position > 0:
+        start = max(0, position - window)
+        last = os.pread(fd, position - start, start).rfind(b"\n")
+        if last >= 0:
+            return start + last + 1
+        position = start
+    return 0
+
+
+class FileTail:
+    """One path. Files it has opened are read strictly in order: a rotated-away file is drained
+    before the file that replaced it, so lines keep their order across rotations."""
+
+    def __init__(
+        self,
+        path: str,
+        checkpoint: Checkpoint,
+        options: TailOptions,
+        metrics: ProducerMetrics,
+        *,
+        at_startup: bool,
+    ) -> None:
+        self.path = path
+        self._checkpoint = checkpoint
+        self._options = options
+        self._metrics = metrics
+        self._at_startup = at_startup
+        self.files: deque[OpenFile] = deque()
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    def _open(self, claimed: set[tuple[int, int]]) -> OpenFile | None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except PermissionError:
+            log.error("input_unreadable", extra={"path": self.path})
+            return None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in claimed:
+            os.close(fd)
+            return None
+        head = os.pread(fd, HEAD_BYTES, 0)
+        entry = self._checkpoint.find(st.st_dev, st.st_ino, head)
+        if entry is not None and entry.offset <= st.st_size:
+            offset = entry.offset
+            log.info(
+                "source_resumed", extra={"path": self.path, "source": entry.id, "offset": offset}
+            )
+        else:
+            # A file seen for the first time: from the end only if it was there when we started.
+            start = 0
+            if self._at_startup and self._options.read_from_end:
+                start = _end_of_last_line(fd, st.st_size)
+            entry = self._checkpoint.new_source(self.path, st.st_dev, st.st_ino, head, start)
+            offset = start
+            log.info("source_new", extra={"path": self.path, "source": entry.id, "offset": offset})
+        self._at_startup = False
+        return OpenFile(fd, self.path, st.st_dev, st.st_ino, entry, offset)
+
+    def resume_rotated(self, entry: SourceEntry, candidate: str) -> None:
+        """Reopen an unfinished source found under another name after a restart."""
+        try:
+            fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        st = os.fstat(fd)
+        if not entry.matches(st.st_dev, st.st_ino, os.pread(fd, HEAD_BYTES, 0)):
+            os.close(fd)
+            return
+        log.info(
+            "source_resumed_rotated",
+            extra={"path": candidate, "source": entry.id, "offset": entry.offset},
+        )
+        self.files.appendleft(
+            OpenFile(fd, candidate, st.st_dev, st.st_ino, entry, entry.offset, time.monotonic())
+        )
+
+    # -- checking for rotation and truncation ------------------------------------------------------
+
+    def check(self, claimed: set[tuple[int, int]]) -> None:
+        """stat the path and decide from inode, size and offset; watch events are only a hint."""
+        try:
+            st: os.stat_result | None = os.stat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            st = None
+        current = self.files[-1] if self.files else None
+        if current is not None and current.rotated_at is None:
+            if st is None or (st.st_dev, st.st_ino) != (current.dev, current.ino):
+                current.rotated_at = time.monotonic()
+                self._metrics.rotations.inc()
+                log.info(
+                    "file_rotated",
+                    extra={
+                        "path": self.path,
+                        "source": current.source.id,
+                        "offset": current.read_offset,
+                        "deleted": st is None,
+                    },
+                )
+                current = None
+            else:
+                self._check_truncation(current)
+        elif current is not None:
+            current = None
+        if current is None and st is not None:
+            opened = self._open(claimed | {(f.dev, f.ino) for f in self.files})
+            if opened is not None:
+                self.files.append(opened)
+        self._update_behind()
+
+    def _check_truncation(self, current: OpenFile) -> None:
+        size = os.fstat(current.fd).st_size
+        truncated = size < current.read_offset
+        if not truncated and current.source.head_len:
+            head = current.head()
+            truncated = not current.source.matches(current.dev, current.ino, head)
+            if not truncated:
+                self._checkpoint.widen_head(current.source, head)
+        elif not truncated and size:
+            self._checkpoint.widen_head(current.source, current.head())
+        if truncated:
+            self._metrics.truncations.inc()
+            log.warning(
+                "file_truncated",
+                extra={
+                    "path": self.path,
+                    "source": current.source.id,
+                    "offset": current.read_offset,
+                    "size": size,
+                },
+            )
+            self._checkpoint.finish(current.source)
+            current.source = self._checkpoint.new_source(
+                self.path, current.dev, current.ino, current.head(), 0
+            )
+            current.read_offset = 0
+            current.in_oversized_line = False
+
+    def _update_behind(self) -> None:
+        behind = 0
+        for f in self.files:
+            try:
+                behind += max(0, os.fstat(f.fd).st_size - f.source.offset)
+            except OSError:
+                continue
+        self._metrics.bytes_behind.labels(self.path).set(behind)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def read(self, *, once: bool) -> Batch | None:
+        """The next batch of the oldest open file, or None when there is nothing complete."""
+        while self.files:
+            f = self.files[0]
+            retiring = f.rotated_at is not None and (
+                once or time.monotonic() - f.rotated_at >= self._options.rotation_grace
+            )
+            data = os.pread(f.fd, self._options.max_bytes, f.read_offset)
+            if data:
+                f.last_growth = time.monotonic()
+                final = retiring and len(data) < self._options.max_bytes
+                cut = cut_batch(
+                    data,
+                    max_bytes=self._options.max_bytes,
+                    max_lines=self._options.max_lines,
+                    final=final,
+                )
+                if cut.length:
+                    return self._batch(f, data, cut.length, cut.lines, cut.oversized)
+            if not retiring:
+                return None
+            self._retire(f)
+        return None
+
+    def _batch(self, f: OpenFile, data: bytes, length: int, lines: int, oversized: bool) -> Batch:
+        if oversized and not f.in_oversized_line:
+            self._metrics.oversized_lines.inc()
+            log.warning(
+                "line_oversized",
+                extra={
+                    "path": f.path,
+                    "source": f.source.id,
+                    "offset": f.read_offset,
+                    "max_bytes": self._options.max_bytes,
+                },
+            )
+        f.in_oversized_line = oversized
+        start = f.read_offset
+        f.read_offset += length
+        self._metrics.lines_read.inc(lines)
+        self._metrics.bytes_read.inc(length)
+        body = data if length == len(data) else data[:length]
+        return Batch(f.source.id, f.path, start, start + length, lines, now_ns(), body)
+
+    def _retire(self, f: OpenFile) -> None:
+        log.info(
+            "file_finished", extra={"path": f.path, "source": f.source.id, "offset": f.read_offset}
+        )
+        os.close(f.fd)
+        self._checkpoint.finish(f.source)
+        self.files.popleft()
+
+    def close(self) -> None:
+        while self.files:
+            os.close(self.files.popleft().fd)
+
+
+class TailSet:
+    """Every path the input pattern names now or later; round-robin between them. One descriptor
+    per file identity even when two paths (say app.log and a rotated copy that matches the same
+    glob) name one file."""
+
+    def __init__(
+        self,
+        pattern: str,
+        checkpoint: Checkpoint,
+        options: TailOptions,
+        metrics: ProducerMetrics,
+    ) -> None:
+        self.pattern = pattern
+        self._is_glob = any(ch in pattern for ch in GLOB_CHARS)
+        self._checkpoint = checkpoint
+        self._options = options
+        self._metrics = metrics
+        self.tails: dict[str, FileTail] = {}
+        self._next = 0
+        self._started = False
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.pattern).parent
+
+    def _paths(self) -> list[str]:
+        if self._is_glob:
+            return sorted(glob.glob(self.pattern))
+        return [self.pattern]
+
+    def _claimed(self) -> set[tuple[int, int]]:
+        return {(f.dev, f.ino) for t in self.tails.values() for f in t.files}
+
+    def check(self) -> None:
+        """Discover new paths, then let every tail look for rotation and truncation."""
+        for path in self._paths():
+            if path not in self.tails:
+                self.tails[path] = FileTail(
+                    path,
+                    self._checkpoint,
+                    self._options,
+                    self._metrics,
+                    at_startup=not self._started,
+                )
+        if not self._started:
+            self._resume_rotated()
+        self._started = True
+        for tail in list(self.tails.values()):
+            tail.check(self._claimed())
+
+    def _resume_rotated(self) -> None:
+        """After a restart, find unfinished sources whose file was renamed (app.log → app.log.1)
+        while we were down, and drain them first."""
+        unfinished = sorted(
+            (e for e in self._checkpoint.entries.values() if not e.finished),
+            key=lambda e: e.seq,
+            reverse=True,
+        )
+        if not unfinished:
+            return
+        by_inode: dict[tuple[int, int], str] = {}
+        try:
+            with os.scandir(self.directory) as entries:
+                for item in entries:
+                    try:
+                        st = item.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    by_inode[(st.st_dev, st.st_ino)] = item.path
+        except OSError:
+            return
+        for entry in unfinished:
+            candidate = by_inode.get((entry.dev, entry.ino))
+            tail = self.tails.get(entry.path)
+            if (
+                candidate is None
+                or tail is None
+                or os.path.abspath(candidate) == os.path.abspath(entry.path)
+            ):
+                continue
+            tail.resume_rotated(entry, candidate)
+
+    def read(self, *, once: bool = False) -> Batch | None:
+        tails = list(self.tails.values())
+        for i in range(len(tails)):
+            tail = tails[(self._next + i) % len(tails)]
+            batch = tail.read(once=once)
+            if batch is not None:
+                self._next = (self._next + i + 1) % max(1, len(tails))
+                return batch
+        return None
+
+    def idle(self) -> bool:
+        """True when no file has a rotated-away predecessor still to drain."""
+        return all(len(t.files) <= 1 for t in self.tails.values())
+
+    def close(self) -> None:
+        for tail in self.tails.values():
+            tail.close()
