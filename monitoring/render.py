@@ -43,18 +43,16 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _BlockDumper.add_representer(str, _represent_str)
 
 
-def _dump(header: str, document: dict[str, Any]) -> str:
+def _dump(source: Path, document: dict[str, Any]) -> str:
     body = yaml.dump(document, Dumper=_BlockDumper, sort_keys=False, width=100)
-    return f"# {header}\n{body}"
+    where = source.relative_to(HERE.parent)
+    return f"# Generated from {where} by monitoring/render.py: edit that file instead.\n{body}"
 
 
 def render_rules() -> str:
     """The plain rule file: ``spec`` of the PrometheusRule (its ``groups:``), nothing else."""
     spec = yaml.safe_load(PROMETHEUS_RULE.read_text())["spec"]
-    return _dump(
-        f"Generated from ../{PROMETHEUS_RULE.name} by monitoring/render.py: edit that file instead.",
-        spec,
-    )
+    return _dump(PROMETHEUS_RULE, spec)
 
 
 def render_configmap() -> str:
@@ -71,11 +69,7 @@ def render_configmap() -> str:
         },
         "data": {DASHBOARD.name: text},
     }
-    return _dump(
-        f"Generated from {DASHBOARD.relative_to(HERE)} by monitoring/render.py: edit that file "
-        "instead.",
-        configmap,
-    )
+    return _dump(DASHBOARD, configmap)
 
 
 def outputs() -> dict[Path, str]:
