@@ -1,0 +1,65 @@
+# logship: `make demo` to see it work, `make test` to prove it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-unit test-integration test-fault lint format bench bench-quick chaos tools broker clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start (or find) a broker, then run producer and consumer on ./input.txt → ./output.txt.
+demo: install broker
+	@bash scripts/demo.sh
+
+broker:
+	@bash scripts/ensure-broker.sh
+
+## Debian tools the tests drive (promtool, prometheus, shellcheck); installed when missing.
+tools:
+	@bash scripts/install-tools.sh
+
+## The whole suite: unit (no broker), integration (real broker), fault (private nodes).
+test: install tools broker
+	$(PY) -m pytest -p no:cacheprovider -q $(PYTEST_ARGS) tests
+
+test-unit: install
+	$(PY) -m pytest -q tests/unit
+
+test-integration: install broker
+	$(PY) -m pytest -q tests/integration
+
+test-fault: install broker
+	$(PY) -m pytest -q tests/fault
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check logship producer consumer
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format logship producer consumer
+	$(VENV)/bin/ruff check --fix .
+
+## Benchmarks against references measured in the same run (see bench/README.md).
+bench: install broker
+	$(PY) -m bench.run --runs 3 --lines 5000000
+
+bench-quick: install broker
+	$(PY) -m bench.run --quick
+
+## The long fault soak: 50+ kills and 5+ broker restarts over 1,000,000 lines.
+chaos: install broker
+	LOGSHIP_CHAOS=1 $(PY) -m pytest -q -s tests/fault -k chaos
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .demo
