@@ -18,7 +18,8 @@ MAX_CONFIGMAP_BYTES = 256 * 1024
 
 
 def _dashboard() -> dict[str, Any]:
-    return json.loads((MONITORING / "dashboards" / "logship.json").read_text())
+    dashboard: dict[str, Any] = json.loads((MONITORING / "dashboards" / "logship.json").read_text())
+    return dashboard
 
 
 def test_generated_files_are_up_to_date() -> None:

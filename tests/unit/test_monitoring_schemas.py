@@ -138,7 +138,7 @@ def _exported_names() -> set[str]:
         "histogram": ["_bucket", "_sum", "_count"],
         "summary": ["", "_sum", "_count"],
     }
-    names = set()
+    names: set[str] = set()
     for metrics in (ProducerMetrics(), ConsumerMetrics()):
         for family in metrics.registry.collect():
             names.update(family.name + s for s in suffixes.get(family.type, [""]))
