@@ -18,7 +18,7 @@ IN_CI = bool(os.environ.get("CI"))
 def broker() -> str:
     """The shared RabbitMQ on 127.0.0.1:5672. In CI its absence fails the run."""
     if not broker_reachable():
-        message = "RabbitMQ is not reachable on 127.0.0.1:5672 (start it: rabbitmq-server -detached)"
+        message = "RabbitMQ not reachable on 127.0.0.1:5672 (start it: rabbitmq-server -detached)"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)

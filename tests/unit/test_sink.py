@@ -1,0 +1,92 @@
+"""The sink: exactly-once appends by byte range, recovery of an unrecorded tail, rollback of a
+failed write."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from consumer.sink import Sink, StateError
+from logship.wire import Delivered
+
+
+def ranged(source: str, start: int, body: bytes) -> Delivered:
+    return Delivered(source, start, start + len(body), body.count(b"\n"), None, body)
+
+
+def write(sink: Sink, *messages: Delivered) -> None:
+    sink.commit(sink.plan(list(messages)))
+
+
+def test_duplicates_and_overlaps_are_written_once(tmp_path: Path) -> None:
+    sink = Sink(tmp_path / "out.txt", fsync=True)
+    sink.open()
+    write(sink, ranged("a", 0, b"one\ntwo\n"), ranged("a", 0, b"one\ntwo\n"))
+    plan = sink.plan([ranged("a", 4, b"two\nthree\n")])
+    assert plan.duplicates == 1 and plan.duplicate_bytes == 4 and plan.lines == 1
+    sink.commit(plan)
+    write(sink, Delivered(None, 0, 6, 1, None, b"plain\n"))
+    sink.close()
+    assert (tmp_path / "out.txt").read_bytes() == b"one\ntwo\nthree\nplain\n"
+
+
+def test_restart_remembers_ranges_and_cuts_unrecorded_tail(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    sink = Sink(out, fsync=True)
+    sink.open()
+    write(sink, ranged("a", 0, b"kept\n"))
+    sink.close()
+    with out.open("ab") as handle:
+        handle.write(b"written but never acknowledged\n")
+    again = Sink(out, fsync=True)
+    again.open()
+    assert out.read_bytes() == b"kept\n"
+    write(again, ranged("a", 0, b"kept\nnext\n"))
+    again.close()
+    assert out.read_bytes() == b"kept\nnext\n"
+
+
+def test_failed_write_is_rolled_back_and_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                 ) -> None:
+    out = tmp_path / "out.txt"
+    sink = Sink(out, fsync=True)
+    sink.open()
+    write(sink, ranged("a", 0, b"first\n"))
+    real_fsync = os.fsync
+    calls = {"n": 0}
+
+    def full_disk(fd: int) -> None:
+        calls["n"] += 1
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    plan = sink.plan([ranged("a", 6, b"second\n")])
+    with pytest.raises(OSError):
+        sink.commit(plan)
+    sink.rollback(plan)
+    assert out.read_bytes() == b"first\n", "a failed write leaves no partial bytes"
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    write(sink, ranged("a", 6, b"second\n"))
+    sink.close()
+    assert out.read_bytes() == b"first\nsecond\n"
+    assert calls["n"] == 1
+
+
+def test_out_of_order_batch_is_counted_and_gap_filled_later(tmp_path: Path) -> None:
+    sink = Sink(tmp_path / "out.txt", fsync=False)
+    sink.open()
+    plan = sink.plan([ranged("a", 5, b"late\n")])
+    assert plan.out_of_order == 1
+    sink.commit(plan)
+    write(sink, ranged("a", 0, b"old\n\n"), ranged("a", 0, b"old\n\nlate\n"))
+    sink.close()
+    assert (tmp_path / "out.txt").read_bytes() == b"late\nold\n\n"
+
+
+def test_corrupt_state_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "out.txt.state").write_text("garbage")
+    with pytest.raises(StateError, match="unreadable"):
+        Sink(tmp_path / "out.txt", fsync=True).open()

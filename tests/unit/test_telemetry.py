@@ -1,0 +1,43 @@
+"""The metrics and health server: /livez never depends on the broker, /readyz does."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CollectorRegistry, Counter
+
+from logship.telemetry import TelemetryServer
+
+
+async def get(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def test_endpoints() -> None:
+    registry = CollectorRegistry()
+    Counter("logship_test_things_total", "things", registry=registry).inc(3)
+    ready = {"value": False}
+    server = TelemetryServer(registry, lambda: ready["value"], "127.0.0.1", 0)
+    await server.start()
+    try:
+        assert await get(server.port, "/livez") == (200, b"ok\n")
+        assert (await get(server.port, "/readyz"))[0] == 503
+        ready["value"] = True
+        assert (await get(server.port, "/readyz"))[0] == 200
+        status, body = await get(server.port, "/metrics")
+        assert status == 200 and b"logship_test_things_total 3.0" in body
+        assert (await get(server.port, "/nope"))[0] == 404
+        assert (await get(server.port, "/metrics", "POST"))[0] == 405
+        # a client that sends garbage and hangs up does not hurt the server
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"\x00\xff garbage")
+        writer.close()
+        assert (await get(server.port, "/livez"))[0] == 200
+    finally:
+        await server.stop()

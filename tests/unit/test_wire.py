@@ -1,0 +1,70 @@
+"""Decoding messages: logship batches, plain messages from other programs, and poison."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from logship.wire import Batch, PoisonMessage, decode
+
+
+def batch_headers(body: bytes, start: int = 0) -> dict[str, Any]:
+    return Batch("src", "in.txt", start, start + len(body), body.count(b"\n"), 1, body).headers()
+
+
+def test_round_trip_of_a_batch() -> None:
+    body = b"a\r\n\x00\xff\n"
+    delivered = decode(batch_headers(body, 7), body)
+    assert (delivered.source, delivered.start, delivered.end, delivered.lines) == ("src", 7, 13, 2)
+    assert delivered.body == body
+
+
+@pytest.mark.parametrize("headers", [None, {}, {"other": 1}])
+def test_plain_message_gets_a_newline(headers: dict[str, Any] | None) -> None:
+    delivered = decode(headers, b"hello")
+    assert delivered.source is None and delivered.body == b"hello\n"
+
+
+@pytest.mark.parametrize(
+    ("change", "kind"),
+    [
+        ({"x-logship-version": 99}, "bad_version"),
+        ({"x-logship-start": "0"}, "bad_header"),
+        ({"x-logship-start": True}, "bad_header"),
+        ({"x-logship-end": 999}, "bad_range"),
+        ({"x-logship-start": -1}, "bad_header"),
+        ({"x-logship-source": ""}, "bad_header"),
+        ({"x-logship-source": 5}, "bad_header"),
+        ({"x-logship-lines": 7}, "bad_range"),
+    ],
+)
+def test_poison_messages_are_classified(change: dict[str, Any], kind: str) -> None:
+    body = b"one\ntwo\n"
+    headers = {**batch_headers(body), **change}
+    with pytest.raises(PoisonMessage) as error:
+        decode(headers, body)
+    assert error.value.kind == kind
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["x-logship-version", "x-logship-source", "x-logship-start",
+                         "x-logship-end", "x-logship-lines", "x-logship-ts", "other"]),
+        st.one_of(st.integers(-5, 2**40), st.text(max_size=5), st.binary(max_size=5),
+                  st.booleans(), st.none()),
+    ),
+    st.binary(max_size=64),
+)
+def test_decode_never_fails_other_than_poison(headers: dict[str, Any], body: bytes) -> None:
+    try:
+        delivered = decode(headers, body)
+    except PoisonMessage:
+        return
+    if delivered.source is None:
+        assert delivered.body == body + b"\n"
+    else:
+        assert delivered.end - delivered.start == len(delivered.body) == len(body)
+        assert delivered.start >= 0
