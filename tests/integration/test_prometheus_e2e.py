@@ -31,6 +31,7 @@ SCRAPE_INTERVAL_S = 1
 BROKER_STATS_TIMEOUT_S = 30
 # Labelled metrics with no child until their first event: nothing was dead-lettered here.
 MAY_BE_EMPTY = ("logship_consumer_messages_dead_lettered_total",)
+ALL_TARGETS_UP = 'count(up{job=~"logship-producer|logship-consumer|rabbitmq"} == 1)'
 
 
 def lines(count: int, tag: str) -> bytes:
@@ -240,7 +241,7 @@ def test_prometheus_sees_what_the_pipeline_shipped(stack: Stack) -> None:
     prom.wait_for(
         f'rabbitmq_queue_messages_ready{{queue="{queue}"}}', 0, timeout=BROKER_STATS_TIMEOUT_S
     )
-    prom.wait_for('sum(up{job=~"logship-.*|rabbitmq"})', 3)
+    prom.wait_for(ALL_TARGETS_UP, 3)
 
 
 def test_every_dashboard_and_alert_query_runs_and_finds_its_series(stack: Stack) -> None:
@@ -249,7 +250,7 @@ def test_every_dashboard_and_alert_query_runs_and_finds_its_series(stack: Stack)
     pipe.append(data)
     assert pipe.wait_for_output(data) == data
     # Rates need two samples of every series in their window, deltas two broker refreshes.
-    prom.wait_for('count(up{job=~"logship-.*|rabbitmq"} == 1)', 3)
+    prom.wait_for(ALL_TARGETS_UP, 3)
     time.sleep(5 * SCRAPE_INTERVAL_S)
 
     failures = []
