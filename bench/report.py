@@ -1,0 +1,250 @@
+"""Raw runs into medians, the one table, the targets verdict, results.json and results.png."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import pipelines, syslogng
+from bench.common import median
+
+TARGET_RATIO_RAW = 0.90
+TARGET_MULTIPLE = 150
+TARGET_P99_MS = 10.0
+TARGET_P50_1K_MS = 5.0
+TARGET_RSS_MB = 64.0
+TARGET_CPU_PER_M = 0.25
+NONE = "-"
+ORDER = [
+    pipelines.LOGSHIP,
+    pipelines.LOGSHIP_CLASSIC,
+    pipelines.RAW,
+    pipelines.NAIVE,
+    pipelines.SYSLOG_NG,
+    pipelines.CAT,
+]
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of every number over the successful runs of one pipeline."""
+    good = [r for r in runs if "error" not in r]
+    if not good:
+        return {"runs": len(runs), "ok": 0}
+    out: dict[str, Any] = {"runs": len(runs), "ok": len(good)}
+    for key in ("seconds", "lines_per_s", "mb_per_s"):
+        out[key] = median([r[key] for r in good])
+    for key in ("cpu_s_per_million_lines", "peak_rss_mb"):
+        names = {n for r in good for n in r[key]}
+        out[key] = {n: median([r[key][n] for r in good if n in r[key]]) for n in sorted(names)}
+    out["verified"] = all(r["verified"] for r in good)
+    out["lines"] = good[0]["lines"]
+    return out
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for text in Path("/proc/cpuinfo").read_text().splitlines():
+            if text.startswith("model name"):
+                cpu = text.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_gb, 1),
+        "kernel": platform.release(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def versions() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name in ("logship", "aio-pika", "aiormq", "pamqp", "uvloop", "pika", "watchfiles"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "absent"
+    try:
+        found["rabbitmq-server"] = subprocess.run(
+            ["dpkg-query", "-W", "-f", "${Version}", "rabbitmq-server"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        found["rabbitmq-server"] = "unknown"
+    found["syslog-ng"] = syslogng.version()
+    return found
+
+
+def _fmt_rate(value: float | None) -> str:
+    return NONE if value is None else f"{value:,.0f}"
+
+
+def _lat(cell: dict[str, Any] | None) -> str:
+    if cell is None:
+        return NONE
+    if "skipped" in cell:
+        return "n/a"
+    if "error" in cell:
+        return "failed"
+    return f"{cell['p50_ms']:.1f} / {cell['p99_ms']:.1f} / {cell['max_ms']:.0f}"
+
+
+def table(results: dict[str, Any]) -> str:
+    """The one table: a row per pipeline, throughput, ratios, CPU, memory and latency."""
+    tp = results["throughput"]
+    rates = results["config"]["rates"]
+    raw = tp.get(pipelines.RAW, {}).get("lines_per_s")
+    naive = tp.get(pipelines.NAIVE, {}).get("lines_per_s")
+    sng = tp.get(pipelines.SYSLOG_NG, {}).get("lines_per_s")
+    head = [
+        "pipeline", "lines", "lines/s", "MB/s", "% of raw", "x naive", "x syslog-ng",
+        "CPU-s/M lines prod / cons", "peak RSS MB prod / cons",
+        *[f"latency ms p50/p99/max @{r // 1000}k/s" for r in rates],
+    ]  # fmt: skip
+    rows = [head, ["---"] * len(head)]
+    for kind in ORDER:
+        s = tp.get(kind)
+        if not s or not s.get("ok"):
+            continue
+        rate = s["lines_per_s"]
+        cpu = s["cpu_s_per_million_lines"]
+        rss = s["peak_rss_mb"]
+        prod = cpu.get("producer", cpu.get("copy"))
+        row = [
+            kind + ("" if s["verified"] else " (OUTPUT DIFFERS)"),
+            f"{s['lines']:,}",
+            _fmt_rate(rate),
+            f"{s['mb_per_s']:.0f}",
+            f"{rate / raw * 100:.0f} %" if raw else NONE,
+            f"{rate / naive:.0f}x" if naive else NONE,
+            f"{rate / sng:.0f}x" if sng else NONE,
+            f"{prod:.3f} / {cpu['consumer']:.3f}" if "consumer" in cpu else f"{prod:.3f}",
+            f"{rss['producer']:.0f} / {rss['consumer']:.0f}" if rss else NONE,
+            *[_lat(results["latency"].get(kind, {}).get(str(r))) for r in rates],
+        ]
+        rows.append(row)
+    return "\n".join("| " + " | ".join(str(c) for c in row) + " |" for row in rows)
+
+
+def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each target of issue 8 with the measured value and whether it is met."""
+    tp = results["throughput"]
+    ours = tp.get(pipelines.LOGSHIP, {})
+    verdict: dict[str, dict[str, Any]] = {}
+
+    def put(name: str, value: Any, met: bool | None) -> None:
+        verdict[name] = {"value": value, "met": met}
+
+    rate = ours.get("lines_per_s")
+    for ref, key, goal in (
+        (pipelines.RAW, "throughput >= 90 % of raw chunk pipeline", TARGET_RATIO_RAW),
+        (pipelines.NAIVE, "throughput >= 150x naive pika pair", TARGET_MULTIPLE),
+        (pipelines.SYSLOG_NG, "throughput >= 150x syslog-ng", TARGET_MULTIPLE),
+    ):
+        other = tp.get(ref, {}).get("lines_per_s")
+        ratio = rate / other if rate and other else None
+        put(
+            key,
+            None if ratio is None else round(ratio, 3),
+            None if ratio is None else ratio >= goal,
+        )
+    lat = results["latency"].get(pipelines.LOGSHIP, {})
+    for r in results["config"]["rates"]:
+        cell = lat.get(str(r), {})
+        p99 = cell.get("p99_ms")
+        put(f"p99 <= 10 ms @{r:,}/s", p99, None if p99 is None else p99 <= TARGET_P99_MS)
+    p50 = lat.get("1000", {}).get("p50_ms")
+    put("p50 <= 5 ms @1,000/s", p50, None if p50 is None else p50 <= TARGET_P50_1K_MS)
+    rss = _max_rss(results)
+    put("RSS <= 64 MB each, every scenario", rss, None if not rss else max(rss.values()) <= 64)
+    alarm = results.get("memory_alarm") or {}
+    if "rss_before_mb" in alarm:
+        growth = alarm["rss_blocked_max_mb"]["producer"] - alarm["rss_before_mb"]["producer"]
+        put("producer RSS flat under a 1 GB blocked backlog (growth MB)", round(growth, 1),
+            growth <= 8 and alarm["rss_blocked_max_mb"]["producer"] <= TARGET_RSS_MB)  # fmt: skip
+    cpu = ours.get("cpu_s_per_million_lines", {})
+    for prog in ("producer", "consumer"):
+        value = cpu.get(prog)
+        put(f"{prog} <= 0.25 CPU-s per million lines", value,
+            None if value is None else value <= TARGET_CPU_PER_M)  # fmt: skip
+    return verdict
+
+
+def _max_rss(results: dict[str, Any]) -> dict[str, float]:
+    """Highest peak RSS of each logship program over every scenario it ran in."""
+    seen: dict[str, float] = {}
+    cells: list[dict[str, float]] = []
+    for kind in (pipelines.LOGSHIP, pipelines.LOGSHIP_CLASSIC):
+        cells += [r["peak_rss_mb"] for r in results["runs"].get(kind, []) if "peak_rss_mb" in r]
+        cells += [c["peak_rss_mb"] for c in results["latency"].get(kind, {}).values()
+                  if "peak_rss_mb" in c]  # fmt: skip
+    alarm = results.get("memory_alarm") or {}
+    if "peak_rss_mb" in alarm:
+        cells.append(alarm["peak_rss_mb"])
+    for cell in cells:
+        for name, value in cell.items():
+            seen[name] = max(seen.get(name, 0.0), value)
+    return seen
+
+
+def verdict_lines(verdict: dict[str, dict[str, Any]]) -> str:
+    mark = {True: "met", False: "NOT met", None: "not measured"}
+    return "\n".join(f"- {k}: {v['value']} — {mark[v['met']]}" for k, v in verdict.items())
+
+
+def draw(results: dict[str, Any], path: Path) -> None:
+    """Throughput bars (log scale) and latency percentiles per rate against the references."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tp = results["throughput"]
+    kinds = [k for k in ORDER if tp.get(k, {}).get("ok")]
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(14, 5.5), gridspec_kw={"width_ratios": [1, 1.4]}
+    )
+    colours = {
+        pipelines.LOGSHIP: "#1f77b4", pipelines.LOGSHIP_CLASSIC: "#6baed6",
+        pipelines.RAW: "#2ca02c", pipelines.NAIVE: "#d62728",
+        pipelines.SYSLOG_NG: "#ff7f0e", pipelines.CAT: "#7f7f7f",
+    }  # fmt: skip
+    values = [tp[k]["lines_per_s"] for k in kinds]
+    bars = left.barh(kinds[::-1], values[::-1], color=[colours[k] for k in kinds[::-1]])
+    left.set_xscale("log")
+    left.set_xlabel("lines/s end to end (log scale, median)")
+    left.set_title("Throughput, ~99-byte lines, fsync'd output")
+    for bar, value in zip(bars, values[::-1], strict=True):
+        left.text(value, bar.get_y() + bar.get_height() / 2, f" {value:,.0f}", va="center")
+    left.set_xlim(right=max(values) * 8)
+
+    rates = results["config"]["rates"]
+    lat_kinds = [k for k in ORDER if k in results["latency"]]
+    width = 0.8 / max(1, len(lat_kinds))
+    for i, kind in enumerate(lat_kinds):
+        cells = [results["latency"][kind].get(str(r), {}) for r in rates]
+        xs = [j + i * width for j in range(len(rates))]
+        p99 = [c.get("p99_ms", math.nan) for c in cells]
+        p50 = [c.get("p50_ms", math.nan) for c in cells]
+        right.bar(xs, p99, width * 0.9, color=colours[kind], alpha=0.45, label=f"{kind} p99")
+        right.bar(xs, p50, width * 0.9, color=colours[kind], label=f"{kind} p50")
+    right.axhline(TARGET_P99_MS, color="black", linestyle="--", linewidth=1, label="p99 target")
+    right.set_yscale("log")
+    right.set_xticks([j + width * (len(lat_kinds) - 1) / 2 for j in range(len(rates))])
+    right.set_xticklabels([f"{r:,} lines/s" for r in rates])
+    right.set_ylabel("append → durable output, ms (log scale)")
+    right.set_title("Latency at a steady rate (p50 solid, p99 light)")
+    right.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

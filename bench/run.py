@@ -1,0 +1,186 @@
+"""`python -m bench.run`: run every pipeline on the same data in the same session, print one table,
+write bench/results.json and bench/results.png. `--quick` is the under-three-minutes version."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench import pipelines, report, scenarios, syslogng
+from bench.common import BROKER_URL, LINE_BYTES, REPO, make_data
+
+HERE = Path(__file__).resolve().parent
+THROUGHPUT_ORDER = [
+    pipelines.CAT,
+    pipelines.RAW,
+    pipelines.LOGSHIP,
+    pipelines.LOGSHIP_CLASSIC,
+    pipelines.NAIVE,
+    pipelines.SYSLOG_NG,
+]
+SLOW = (pipelines.NAIVE, pipelines.SYSLOG_NG)
+LATENCY_ORDER = [pipelines.LOGSHIP, pipelines.RAW, pipelines.NAIVE, pipelines.SYSLOG_NG]
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench.run", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="1 run, smaller inputs, short latency runs")
+    p.add_argument("--runs", type=int, default=3, help="throughput runs per pipeline (median)")
+    p.add_argument("--lines", type=int, default=5_000_000, help="lines for the fast pipelines")
+    p.add_argument("--ref-lines", type=int, default=200_000,
+                   help="lines for the per-line references (naive pika, syslog-ng)")  # fmt: skip
+    p.add_argument("--latency-seconds", type=float, default=10.0)
+    p.add_argument("--rates", default="1000,10000,100000")
+    p.add_argument("--alarm-grow-mb", type=int, default=1024, help="input growth while blocked")
+    p.add_argument("--alarm-hold", type=float, default=15.0, help="seconds the alarm is held")
+    p.add_argument("--only", default="throughput,latency,alarm", help="sections to run")
+    p.add_argument("--pipelines", default=",".join(THROUGHPUT_ORDER))
+    p.add_argument("--url", default=BROKER_URL)
+    p.add_argument("--workdir", type=Path, default=HERE / "work")
+    p.add_argument("--out", type=Path, default=HERE, help="where results.json/.png go")
+    p.add_argument("--no-install", action="store_true", help="never apt-get install syslog-ng")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.runs = 1
+        args.lines = min(args.lines, 1_000_000)
+        args.ref_lines = min(args.ref_lines, 20_000)
+        args.latency_seconds = min(args.latency_seconds, 3.0)
+        args.alarm_grow_mb = min(args.alarm_grow_mb, 1024)
+        args.alarm_hold = min(args.alarm_hold, 6.0)
+    return args
+
+
+def say(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def run_throughput(args: argparse.Namespace, kinds: list[str]) -> dict[str, list[dict[str, Any]]]:
+    data = make_data(args.workdir / f"data-{args.lines}.txt", args.lines)
+    ref = make_data(args.workdir / f"data-{args.ref_lines}.txt", args.ref_lines)
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+    for round_ in range(args.runs):
+        for kind in kinds:  # interleaved, so drift in machine speed hits every pipeline alike
+            source = ref if kind in SLOW else data
+            say(f"throughput {kind} run {round_ + 1}/{args.runs}")
+            try:
+                result = scenarios.throughput(kind, source, args.workdir / kind, url=args.url)
+            except Exception as error:
+                traceback.print_exc()
+                result = {"pipeline": kind, "error": f"{type(error).__name__}: {error}"}
+            else:
+                say(f"  {result['lines_per_s']:,} lines/s in {result['seconds']:.2f} s, "
+                    f"verified={result['verified']}")  # fmt: skip
+            runs[kind].append(result)
+    return runs
+
+
+def run_latency(
+    args: argparse.Namespace, kinds: list[str], throughput: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    rates = [int(r) for r in args.rates.split(",")]
+    out: dict[str, dict[str, Any]] = {}
+    for rate in rates:
+        for kind in [k for k in LATENCY_ORDER if k in kinds]:
+            best = throughput.get(kind, {}).get("lines_per_s")
+            if best is not None and best < rate * 1.1:
+                out.setdefault(kind, {})[str(rate)] = {
+                    "skipped": f"its throughput ({best:,.0f} lines/s) cannot sustain {rate:,}/s"
+                }
+                continue
+            say(f"latency {kind} at {rate:,} lines/s for {args.latency_seconds:.0f} s")
+            try:
+                cell = scenarios.steady_latency(
+                    kind, rate, args.latency_seconds, args.workdir / f"lat-{kind}", url=args.url
+                )
+                say(f"  p50 {cell['p50_ms']} ms, p99 {cell['p99_ms']} ms, max {cell['max_ms']} "
+                    f"ms, verified={cell['verified']}")  # fmt: skip
+            except Exception as error:
+                traceback.print_exc()
+                cell = {"error": f"{type(error).__name__}: {error}"}
+            out.setdefault(kind, {})[str(rate)] = cell
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    started = time.monotonic()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    kinds = [k for k in THROUGHPUT_ORDER if k in args.pipelines.split(",")]
+    sections = set(args.only.split(","))
+    if pipelines.SYSLOG_NG in kinds:
+        problem = "not installed (--no-install)" if args.no_install else syslogng.ensure_installed()
+        if args.no_install and shutil.which("syslog-ng"):
+            problem = None
+        if problem:
+            say(f"syslog-ng skipped: {problem}")
+            kinds.remove(pipelines.SYSLOG_NG)
+    results: dict[str, Any] = {
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": report.machine(),
+        "versions": report.versions(),
+        "config": {
+            "runs": args.runs,
+            "lines": args.lines,
+            "ref_lines": args.ref_lines,
+            "line_bytes": LINE_BYTES,
+            "latency_seconds": args.latency_seconds,
+            "rates": [int(r) for r in args.rates.split(",")],
+            "alarm_grow_mb": args.alarm_grow_mb,
+            "alarm_hold_s": args.alarm_hold,
+            "logship_settings": "production defaults (quorum queue, persistent, confirms, fsync "
+            "always, checkpoints, metrics server on)",
+        },
+        "runs": {},
+        "throughput": {},
+        "latency": {},
+        "memory_alarm": None,
+    }
+    if "throughput" in sections:
+        results["runs"] = run_throughput(args, kinds)
+        results["throughput"] = {k: report.summarise(v) for k, v in results["runs"].items()}
+    if "latency" in sections:
+        results["latency"] = run_latency(args, kinds, results["throughput"])
+    if "alarm" in sections:
+        say(f"memory alarm on a private node, input grows by {args.alarm_grow_mb} MB")
+        try:
+            data = make_data(args.workdir / f"data-{args.lines}.txt", args.lines)
+            results["memory_alarm"] = scenarios.memory_alarm(
+                data, args.workdir / "alarm", grow_bytes=args.alarm_grow_mb * 2**20,
+                hold_s=args.alarm_hold,
+            )  # fmt: skip
+        except Exception as error:
+            traceback.print_exc()
+            results["memory_alarm"] = {"error": f"{type(error).__name__}: {error}"}
+        shutil.rmtree(args.workdir / "alarm", ignore_errors=True)
+    results["targets"] = report.targets(results)
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if results["throughput"]:
+        report.draw(results, args.out / "results.png")
+    print(report.table(results))
+    alarm = results["memory_alarm"] or {}
+    if "rss_blocked_max_mb" in alarm:
+        print(
+            f"\nmemory alarm: input +{alarm['grow_bytes'] / 2**20:.0f} MiB while blocked "
+            f"{alarm['hold_s']:.0f} s; RSS MB before {alarm['rss_before_mb']}, blocked max "
+            f"{alarm['rss_blocked_max_mb']}, draining max {alarm['rss_draining_max_mb']}; "
+            f"drained in {alarm['drain_s']} s, verified={alarm['verified']}"
+        )
+    print("\ntargets:\n" + report.verdict_lines(results["targets"]))
+    out_dir = args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out
+    print(f"\nwrote {out_dir}/results.json and results.png in {results['elapsed_s']:.0f} s")
+    failed = any("error" in r for v in results["runs"].values() for r in v)
+    verified = all(r.get("verified", True) for v in results["runs"].values() for r in v)
+    return 1 if failed or not verified else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The measurements: end-to-end throughput with CPU and peak RSS per program, latency at a steady
+rate, and memory while a private broker blocks publishing. Every run verifies the output byte for
+byte."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import latency, pipelines
+from bench.common import (
+    LINE_BYTES,
+    REPO,
+    append_from,
+    broker_pid,
+    cpu_seconds,
+    files_equal,
+    wait_until,
+)
+
+MIN_RATE_LINES_S = 2_000  # a pipeline slower than this on a run is reported as failed
+
+
+def _cpu_all(run: pipelines.Running, broker: int | None) -> dict[str, float]:
+    cpu = {name: proc.cpu() for name, proc in run.procs().items()}
+    cpu["broker"] = cpu_seconds(broker) if broker else 0.0
+    return cpu
+
+
+def throughput(
+    kind: str,
+    data: Path,
+    workdir: Path,
+    *,
+    url: str,
+    producer_args: list[str] | None = None,
+    consumer_args: list[str] | None = None,
+) -> dict[str, Any]:
+    """Append `data` to an empty input at disk speed; time it from the first byte appended to the
+    last byte durable in the output."""
+    nbytes = data.stat().st_size
+    lines = nbytes // LINE_BYTES
+    if kind == pipelines.CAT:
+        seconds, cpu = pipelines.cat_copy(data, workdir / "output.txt")
+        verified = files_equal(data, workdir / "output.txt")
+        (workdir / "output.txt").unlink()
+        return _result(kind, lines, nbytes, seconds, {"copy": cpu}, {}, verified)
+    timeout = 60 + lines / MIN_RATE_LINES_S
+    run = pipelines.start(
+        kind,
+        workdir,
+        url=url,
+        expect=0 if kind in (pipelines.LOGSHIP, pipelines.LOGSHIP_CLASSIC) else nbytes,
+        producer_args=producer_args,
+        consumer_args=consumer_args,
+    )
+    broker = broker_pid()
+    try:
+        cpu0 = _cpu_all(run, broker)
+        t0 = time.time_ns()
+        append_from(data, run.input)
+        if run.is_logship:
+            watcher = run.watcher()
+
+            def durable() -> bool:
+                run.check()
+                return watcher.size() >= nbytes
+
+            if not wait_until(durable, timeout, interval=0.001):
+                raise RuntimeError(f"{kind}: output incomplete after {timeout:.0f} s")
+            t1 = time.time_ns()
+            cpu1 = _cpu_all(run, broker)
+            peak = {name: proc.memory()[1] for name, proc in run.procs().items()}
+        else:
+            if not run.reap_consumer(timeout):
+                raise RuntimeError(f"{kind}: output incomplete after {timeout:.0f} s")
+            t1 = run.done_ns or time.time_ns()
+            cpu1 = _cpu_all(run, broker)
+            cpu1["consumer"], consumer_peak = run.rusage["consumer"]
+            assert run.producer is not None
+            peak = {"producer": run.producer.memory()[1], "consumer": consumer_peak}
+        cpu = {name: cpu1[name] - cpu0[name] for name in cpu0}
+        verified = files_equal(data, run.output)
+    finally:
+        run.stop()
+    result = _result(kind, lines, nbytes, (t1 - t0) / 1e9, cpu, peak, verified)
+    for name in ("input.txt", "output.txt"):
+        with contextlib.suppress(FileNotFoundError):
+            (workdir / name).unlink()
+    return result
+
+
+def _result(
+    kind: str,
+    lines: int,
+    nbytes: int,
+    seconds: float,
+    cpu: dict[str, float],
+    peak_rss_mb: dict[str, float],
+    verified: bool,
+) -> dict[str, Any]:
+    return {
+        "pipeline": kind,
+        "lines": lines,
+        "bytes": nbytes,
+        "seconds": round(seconds, 4),
+        "lines_per_s": round(lines / seconds),
+        "mb_per_s": round(nbytes / seconds / 1e6, 1),
+        "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
+        "cpu_s_per_million_lines": {k: round(v / lines * 1e6, 4) for k, v in cpu.items()},
+        "peak_rss_mb": {k: round(v, 1) for k, v in peak_rss_mb.items()},
+        "verified": verified,
+    }
+
+
+def steady_latency(
+    kind: str, rate: int, seconds: float, workdir: Path, *, url: str
+) -> dict[str, Any]:
+    """Append `rate` lines a second for `seconds`; each line's append→durable-output latency."""
+    run = pipelines.start(kind, workdir, url=url)
+    expected = int(rate * seconds) * LINE_BYTES
+    try:
+        cpu0 = {name: proc.cpu() for name, proc in run.procs().items()}
+        writer = subprocess.Popen(
+            [sys.executable, "-m", "bench.latency", "--input", str(run.input),
+             "--rate", str(rate), "--seconds", str(seconds)],
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            ms = latency.read(run.output, expected, logship=run.is_logship, timeout=seconds + 30)
+        finally:
+            writer.wait(seconds + 60)
+        cpu = {name: proc.cpu() - cpu0[name] for name, proc in run.procs().items()}
+        peak = {name: proc.memory()[1] for name, proc in run.procs().items()}
+        verified = files_equal(run.input, run.output)
+    finally:
+        run.stop()
+    for name in ("input.txt", "output.txt"):
+        with contextlib.suppress(FileNotFoundError):
+            (workdir / name).unlink()
+    ordered = sorted(ms.tolist())
+
+    def pct(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 2)
+
+    return {
+        "pipeline": kind,
+        "rate": rate,
+        "seconds": seconds,
+        "lines": len(ordered),
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+        "max_ms": round(ordered[-1], 2),
+        "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
+        "peak_rss_mb": {k: round(v, 1) for k, v in peak.items()},
+        "verified": verified,
+    }
+
+
+def memory_alarm(data: Path, workdir: Path, *, grow_bytes: int, hold_s: float) -> dict[str, Any]:
+    """On a private node: raise the memory alarm (publishing blocked), grow the input by
+    `grow_bytes`, sample both programs' RSS while blocked, clear the alarm, drain and verify."""
+    sys.path.insert(0, str(REPO))
+    from tests.support.rabbit_node import RabbitNode
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    with RabbitNode(workdir) as node:
+        run = pipelines.start(pipelines.LOGSHIP, workdir / "pipe", url=node.amqp_url)
+        assert run.topology is not None
+        try:
+            return _alarm_phases(run, node, data, grow_bytes, hold_s)
+        finally:
+            run.stop()
+
+
+def _sample(run: pipelines.Running, seconds: float, into: dict[str, list[float]]) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        run.check()
+        for name, proc in run.procs().items():
+            into.setdefault(name, []).append(proc.memory()[0])
+        time.sleep(0.1)
+
+
+def _alarm_phases(
+    run: pipelines.Running, node: Any, data: Path, grow_bytes: int, hold_s: float
+) -> dict[str, Any]:
+    warm = 10 * 1024 * 1024 // LINE_BYTES * LINE_BYTES
+    append_from(data, run.input, warm)
+    watcher = run.watcher()
+    if not wait_until(lambda: watcher.size() >= warm, 60, interval=0.01):
+        raise RuntimeError("memory alarm: warm-up did not arrive")
+    before = {name: proc.memory()[0] for name, proc in run.procs().items()}
+    node.set_memory_alarm(True)
+    time.sleep(1.0)
+    blocked: dict[str, list[float]] = {}
+    grow = grow_bytes - grow_bytes % LINE_BYTES
+    started = time.monotonic()
+    append_from(data, run.input, grow)
+    _sample(run, max(0.0, hold_s - (time.monotonic() - started)), blocked)
+    durable_while_blocked = watcher.size()
+    node.set_memory_alarm(False)
+    total = warm + grow
+    draining: dict[str, list[float]] = {}
+    started = time.monotonic()
+    while watcher.size() < total:
+        if time.monotonic() - started > 300:
+            raise RuntimeError("memory alarm: backlog not drained after 300 s")
+        _sample(run, 0.5, draining)
+    drain_s = time.monotonic() - started
+    peak = {name: proc.memory()[1] for name, proc in run.procs().items()}
+    verified = files_equal(run.input, run.output)
+    return {
+        "grow_bytes": grow,
+        "hold_s": hold_s,
+        "rss_before_mb": {k: round(v, 1) for k, v in before.items()},
+        "rss_blocked_max_mb": {k: round(max(v), 1) for k, v in blocked.items()},
+        "rss_draining_max_mb": {k: round(max(v), 1) for k, v in draining.items()},
+        "peak_rss_mb": {k: round(v, 1) for k, v in peak.items()},
+        "durable_while_blocked_bytes": durable_while_blocked,
+        "drain_s": round(drain_s, 2),
+        "verified": verified,
+    }
