@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from consumer.metrics import ConsumerMetrics
 from consumer.settings import ConsumerSettings
 from consumer.sink import StateError
+from logship.amqp import FatalConnectError
 from logship.config import fail, load_settings
 from logship.lifecycle import install_stop_signals, run
 from logship.logs import setup_logging
-
-log = logging.getLogger("logship.consumer")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,21 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     async def serve() -> int:
         app = ConsumerApp(settings, ConsumerMetrics())
         install_stop_signals(app.stop)
-        log.info(
-            "consumer_starting",
-            extra={
-                "output": str(settings.output),
-                "amqp": settings.amqp.redacted_url(),
-                "queue": settings.amqp.queue,
-                "prefetch": settings.prefetch,
-                "fsync": settings.fsync.value,
-            },
-        )
         return await app.run()
 
     try:
         return run(serve)
-    except StateError as error:
+    except (StateError, FatalConnectError) as error:
         fail(str(error))
     except OSError as error:
         fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))

@@ -15,7 +15,7 @@ from consumer.metrics import ConsumerMetrics
 from consumer.settings import ConsumerSettings, FsyncPolicy
 from consumer.sink import Plan, Sink
 from consumer.subscriber import Subscriber
-from logship.amqp import BlockedWatchdog, FatalConnectError, backoff_delays, connect
+from logship.amqp import BlockedWatchdog, backoff_delays, connect
 from logship.lifecycle import with_deadline
 from logship.telemetry import TelemetryServer
 from logship.wire import Delivered, PoisonMessage, decode, now_ns
@@ -60,7 +60,13 @@ class ConsumerApp:
             await self.subscriber.start()
             log.info(
                 "consumer_consuming",
-                extra={"queue": self.settings.amqp.queue, "output": str(self.settings.output)},
+                extra={
+                    "queue": self.settings.amqp.queue,
+                    "output": str(self.settings.output),
+                    "amqp": self.settings.amqp.redacted_url(),
+                    "prefetch": self.settings.prefetch,
+                    "fsync": self.settings.fsync.value,
+                },
             )
             watchdog = BlockedWatchdog(
                 connection,
@@ -77,9 +83,6 @@ class ConsumerApp:
             return 0
         except asyncio.CancelledError:
             return 0
-        except FatalConnectError as error:
-            log.error("amqp_refused", extra={"error": str(error)})
-            return 1
         finally:
             await self._shutdown(background, connection, telemetry)
 
@@ -252,13 +255,14 @@ class ConsumerApp:
         if connection is not None:
             await with_deadline("close connection", connection.close(), 5)
         await telemetry.stop()
-        log.info(
-            "consumer_stopped",
-            extra={
-                "lines_written": int(self.metrics.lines_written._value.get()),
-                "output_size": self.sink.size,
-            },
-        )
+        if self.subscriber is not None:  # started: say how it ended
+            log.info(
+                "consumer_stopped",
+                extra={
+                    "lines_written": int(self.metrics.lines_written._value.get()),
+                    "output_size": self.sink.size,
+                },
+            )
 
     async def _finish_inbox(self) -> None:
         assert self.subscriber is not None

@@ -74,6 +74,13 @@ async def connect(
             )
         except FATAL_CONNECT_ERRORS as error:
             raise FatalConnectError(describe_connect_error(error)) from None
+        except aiormq.exceptions.InvalidFrameError as error:
+            if "Connection.Close" in str(error) or "Connection.OpenOk" in str(error):
+                # the broker closed the connection in answer to connection.open: the vhost
+                raise FatalConnectError(
+                    "broker refused access to the virtual host (unknown vhost or no permission)"
+                ) from None
+            raise
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as error:
             if isinstance(error, ssl.SSLError):
                 raise FatalConnectError(f"TLS handshake failed: {error}") from None

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
+from logship.amqp import FatalConnectError
 from logship.config import fail, load_settings
 from logship.lifecycle import install_stop_signals, run
 from logship.logs import setup_logging
 from producer.checkpoint import CheckpointError
 from producer.metrics import ProducerMetrics
 from producer.settings import ProducerSettings
-
-log = logging.getLogger("logship.producer")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,18 +22,10 @@ def main(argv: list[str] | None = None) -> int:
         async def serve() -> int:
             app = ProducerApp(settings, ProducerMetrics())
             install_stop_signals(app.stop)
-            log.info(
-                "producer_starting",
-                extra={
-                    "input": settings.input,
-                    "amqp": settings.amqp.redacted_url(),
-                    "queue_type": settings.amqp.queue_type.value,
-                },
-            )
             return await app.run()
 
         return run(serve)
-    except CheckpointError as error:
+    except (CheckpointError, FatalConnectError) as error:
         fail(str(error))
     except OSError as error:
         fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import watchfiles
 
-from logship.amqp import BlockedWatchdog, FatalConnectError, connect
+from logship.amqp import BlockedWatchdog, connect
 from logship.lifecycle import with_deadline
 from logship.telemetry import TelemetryServer
 from logship.wire import Batch
@@ -106,6 +106,15 @@ class ProducerApp:
                 on_attempt_failed=self.metrics.reconnects.inc,
             )
             self._watch_connection(connection)
+            log.info(
+                "producer_started",
+                extra={
+                    "input": self.settings.input,
+                    "amqp": self.settings.amqp.redacted_url(),
+                    "exchange": self.settings.amqp.exchange,
+                    "queue_type": self.settings.amqp.queue_type.value,
+                },
+            )
             self.publisher = Publisher(
                 connection,
                 self.settings.amqp,
@@ -132,9 +141,6 @@ class ProducerApp:
             return 0
         except asyncio.CancelledError:
             return 0
-        except FatalConnectError as error:
-            log.error("amqp_refused", extra={"error": str(error)})
-            return 1
         finally:
             await self._shutdown(background, connection, telemetry)
 
@@ -256,10 +262,11 @@ class ProducerApp:
         if close is not None:
             await with_deadline("close connection", close(), 5)
         await telemetry.stop()
-        log.info(
-            "producer_stopped",
-            extra={
-                "lines_read": int(self.metrics.lines_read._value.get()),
-                "in_flight_left": self.checkpoint.in_flight,
-            },
-        )
+        if self.publisher is not None:  # started: say how it ended
+            log.info(
+                "producer_stopped",
+                extra={
+                    "lines_read": int(self.metrics.lines_read._value.get()),
+                    "in_flight_left": self.checkpoint.in_flight,
+                },
+            )

@@ -141,8 +141,9 @@ class Program:
 
     def ready(self, timeout: float = 30) -> Program:
         """Wait until connected: consuming (consumer) or watching its input (producer)."""
-        self.wait_for_event("consumer_consuming" if self.module == "consumer" else "amqp_connected",
-                            timeout)
+        self.wait_for_event(
+            "consumer_consuming" if self.module == "consumer" else "amqp_connected", timeout
+        )
         return self
 
 
@@ -167,19 +168,32 @@ class Pipeline:
         return self.workdir / "producer.checkpoint"
 
     def producer(self, *extra: str, env: dict[str, str] | None = None) -> Program:
-        args = ["--input", str(self.input), "--checkpoint", str(self.checkpoint),
-                "--http.port", "0", *extra]
-        program = Program("producer", args, {**self.topology.env(), **(env or {})},
-                          self.workdir / "producer.log")
+        args = [
+            "--input",
+            str(self.input),
+            "--checkpoint",
+            str(self.checkpoint),
+            "--http.port",
+            "0",
+            *extra,
+        ]
+        program = Program(
+            "producer", args, {**self.topology.env(), **(env or {})}, self.workdir / "producer.log"
+        )
         self.programs.append(program)
         return program.start()
 
-    def consumer(self, *extra: str, output: Path | None = None,
-                 env: dict[str, str] | None = None) -> Program:
+    def consumer(
+        self, *extra: str, output: Path | None = None, env: dict[str, str] | None = None
+    ) -> Program:
         target = output or self.output
         args = ["--output", str(target), "--http.port", "0", *extra]
-        program = Program("consumer", args, {**self.topology.env(), **(env or {})},
-                          self.workdir / f"consumer-{target.name}.log")
+        program = Program(
+            "consumer",
+            args,
+            {**self.topology.env(), **(env or {})},
+            self.workdir / f"consumer-{target.name}.log",
+        )
         self.programs.append(program)
         return program.start()
 
@@ -187,8 +201,9 @@ class Pipeline:
         with (path or self.input).open("ab") as handle:
             handle.write(data)
 
-    def wait_for_output(self, expected: bytes | int, timeout: float = 60,
-                        output: Path | None = None) -> bytes:
+    def wait_for_output(
+        self, expected: bytes | int, timeout: float = 60, output: Path | None = None
+    ) -> bytes:
         """Wait until the output holds `expected` (bytes, or a size); return what it holds."""
         target = output or self.output
         size = expected if isinstance(expected, int) else len(expected)
