@@ -7,6 +7,9 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
+OVERLAY ?= k3d
+
+.PHONY: k3d-up k3d-build k3d-monitoring k3d-keda k3d-adapter k3d-apply k3d-all k3d-drain k3d-status k3d-down
 .PHONY: install demo test test-unit test-integration test-fault lint format bench bench-quick chaos tools broker clean
 
 $(STAMP): pyproject.toml
@@ -63,3 +66,10 @@ chaos: install broker
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .demo
+
+## Kubernetes on a laptop (needs Docker, k3d, kubectl, helm): see k8s/README.md#run-on-k3d
+k3d-up k3d-build k3d-monitoring k3d-keda k3d-adapter k3d-drain k3d-status k3d-down k3d-all:
+	bash scripts/k3d.sh $(@:k3d-%=%)
+
+k3d-apply:
+	bash scripts/k3d.sh apply $(OVERLAY)
