@@ -5,6 +5,7 @@ A pipeline knows how to start, when it is ready, how many output bytes are durab
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -36,11 +37,11 @@ class Running:
 
     @property
     def input(self) -> Path:
-        return self.workdir / "input.txt"
+        return self.workdir / "in" / "input.txt"
 
     @property
     def output(self) -> Path:
-        return self.workdir / "output.txt"
+        return self.workdir / "out" / "output.txt"
 
     @property
     def is_logship(self) -> bool:
@@ -147,10 +148,13 @@ def start(
     producer_args: list[str] | None = None,
     consumer_args: list[str] | None = None,
 ) -> Running:
-    """Start `kind` on an empty workdir/input.txt (created here). `expect` > 0 makes reference
-    consumers exit once they wrote that many bytes."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "input.txt").write_bytes(b"")
+    """Start `kind` on an empty workdir/in/input.txt (created here), writing workdir/out/output.txt
+    (apart: the producer watches its input directory; in production the output is elsewhere).
+    `expect` > 0 makes reference consumers exit once they wrote that many bytes."""
+    shutil.rmtree(workdir, ignore_errors=True)  # no state, checkpoint or output of a former run
+    for sub in ("in", "out"):
+        (workdir / sub).mkdir(parents=True)
+    (workdir / "in" / "input.txt").write_bytes(b"")
     queue_type = "classic" if kind == LOGSHIP_CLASSIC else "quorum"
     topology = None if kind == CAT else Topology(url=url, queue_type=queue_type)
     run = Running(kind, workdir, topology)

@@ -4,8 +4,8 @@ byte."""
 
 from __future__ import annotations
 
-import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -89,9 +89,7 @@ def throughput(
     finally:
         run.stop()
     result = _result(kind, lines, nbytes, (t1 - t0) / 1e9, cpu, peak, verified)
-    for name in ("input.txt", "output.txt"):
-        with contextlib.suppress(FileNotFoundError):
-            (workdir / name).unlink()
+    shutil.rmtree(workdir, ignore_errors=True)
     return result
 
 
@@ -140,9 +138,7 @@ def steady_latency(
         verified = files_equal(run.input, run.output)
     finally:
         run.stop()
-    for name in ("input.txt", "output.txt"):
-        with contextlib.suppress(FileNotFoundError):
-            (workdir / name).unlink()
+    shutil.rmtree(workdir, ignore_errors=True)
     ordered = sorted(ms.tolist())
 
     def pct(q: float) -> float:

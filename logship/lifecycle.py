@@ -4,6 +4,8 @@ shutdown, each shutdown step with a deadline."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -13,6 +15,16 @@ from typing import Any
 log = logging.getLogger("logship.lifecycle")
 
 EXIT_FORCED = 130
+# glibc mallopt parameters
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+# Batches are 0.5-4 MiB bytes objects made and freed hundreds of times a second. Above glibc's
+# default mmap threshold each one is a fresh mmap: its pages are faulted in and zeroed by the
+# kernel, then unmapped again. Serving them from the heap instead measured 30-45k → 2-3k page
+# faults per 5M lines, -25 % CPU in each program and +15 % throughput, at the same peak RSS
+# (bench/README.md).
+MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
+TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:
@@ -39,8 +51,25 @@ async def with_deadline(step: str, awaitable: Awaitable[object], seconds: float)
         log.warning("shutdown_step_timeout", extra={"step": step, "seconds": seconds})
 
 
+def tune_malloc() -> bool:
+    """Keep large freed blocks in the heap for reuse (see MMAP_THRESHOLD_BYTES). False where the C
+    library has no mallopt (musl) or refuses: nothing else depends on it."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(
+        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+    )
+
+
 def run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """asyncio.run with uvloop where available."""
+    """asyncio.run with uvloop where available, after tuning malloc for big batches."""
+    tune_malloc()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency, absent only on odd platforms
