@@ -84,8 +84,6 @@ class ProducerApp:
         )
         self.publisher: Publisher | None = None
         self._window = asyncio.Semaphore(settings.max_in_flight)
-        self._publishing: set[asyncio.Task[None]] = set()
-        self._failed: BaseException | None = None
 
     def ready(self) -> bool:
         return self.publisher is not None and self.publisher.ready
@@ -164,8 +162,6 @@ class ProducerApp:
         last_data = 0.0
         self.tails.check()
         while not self.stop.is_set():
-            if self._failed is not None:
-                raise self._failed
             if not await self._acquire_slot():
                 break
             batch = self.tails.read(once=self.settings.once)
@@ -205,25 +201,19 @@ class ProducerApp:
         return False
 
     def _send(self, batch: Batch) -> None:
+        assert self.publisher is not None
         self.checkpoint.sent(batch.source, batch.start, batch.end)
         self.metrics.batches_published.inc()
         self.metrics.in_flight.inc()
-        task = asyncio.create_task(self._publish(batch))
-        self._publishing.add(task)
-        task.add_done_callback(self._publishing.discard)
+        confirmed = self.publisher.submit(batch)
 
-    async def _publish(self, batch: Batch) -> None:
-        assert self.publisher is not None
-        try:
-            await self.publisher.publish(batch)
-            self.checkpoint.confirmed(batch.source, batch.start)
-        except BaseException as error:
-            if not isinstance(error, asyncio.CancelledError):
-                self._failed = error
-            raise
-        finally:
+        def settled(future: asyncio.Future[None]) -> None:
             self.metrics.in_flight.dec()
             self._window.release()
+            if not future.cancelled():
+                self.checkpoint.confirmed(batch.source, batch.start)
+
+        confirmed.add_done_callback(settled)
 
     async def _checkpoint_writer(self) -> None:
         """Group commit: the checkpoint is written at most every checkpoint_interval, and only
@@ -236,12 +226,12 @@ class ProducerApp:
                 self.metrics.checkpoint_writes.inc()
 
     async def _drain_in_flight(self, deadline: float | None) -> None:
-        if self._publishing:
-            waiting = asyncio.gather(*self._publishing, return_exceptions=True)
-            if deadline is None:
-                await waiting
-            else:
-                await with_deadline("confirm in-flight batches", waiting, deadline)
+        if self.publisher is None:
+            return
+        if deadline is None:
+            await self.publisher.drain()
+        else:
+            await with_deadline("confirm in-flight batches", self.publisher.drain(), deadline)
 
     async def _shutdown(
         self,
@@ -251,11 +241,11 @@ class ProducerApp:
     ) -> None:
         self.stop.set()
         await self._drain_in_flight(self.settings.shutdown_timeout)
-        for task in self._publishing:
-            task.cancel()
+        if self.publisher is not None:
+            await with_deadline("abandon unconfirmed batches", self.publisher.close(), 5)
         for task in background:
             task.cancel()
-        await asyncio.gather(*background, *self._publishing, return_exceptions=True)
+        await asyncio.gather(*background, return_exceptions=True)
         self.checkpoint.save()
         self.tails.close()
         close = getattr(connection, "close", None)

@@ -1,11 +1,14 @@
-"""Publishing batches with publisher confirms: each batch is sent until the broker confirms it;
-a nack, a returned message, a timeout or a lost connection means it is sent again."""
+"""Publishing batches with publisher confirms, in order: every batch is sent until the broker
+confirms it; a nack, a returned message, a timeout or a lost connection sends again every batch not
+yet confirmed, in their original order, so a re-send never overtakes an earlier batch."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import OrderedDict
 
 import aio_pika
 import aiormq.exceptions
@@ -28,9 +31,22 @@ RETRYABLE = (
 )
 
 
+class _Pending:
+    """A batch between its first send and its confirm."""
+
+    __slots__ = ("attempt", "batch", "confirmed", "message", "sent_at")
+
+    def __init__(self, batch: Batch, message: aio_pika.Message, confirmed: asyncio.Future[None]):
+        self.batch = batch
+        self.message = message
+        self.confirmed = confirmed
+        self.attempt: asyncio.Task[None] | None = None
+        self.sent_at = 0.0
+
+
 class Publisher:
-    """Owns the publishing channel. `publish` returns only once the broker confirmed the batch:
-    the caller may then advance the checkpoint."""
+    """Owns the publishing channel. `submit` returns a future that completes once the broker
+    confirmed the batch: only then may the caller advance the checkpoint."""
 
     def __init__(
         self,
@@ -46,6 +62,11 @@ class Publisher:
         self._timeout = publish_timeout
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._pending: OrderedDict[int, _Pending] = OrderedDict()
+        self._next_id = 0
+        self._epoch = 0
+        self._resend_task: asyncio.Task[None] | None = None
+        self._delays = backoff_delays(first=0.1, cap=settings.reconnect_max_delay)
 
     async def start(self) -> None:
         channel = await asyncio.wait_for(
@@ -67,8 +88,15 @@ class Publisher:
             and self._connection.connected.is_set()
         )
 
-    def _message(self, batch: Batch) -> aio_pika.Message:
-        return aio_pika.Message(
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def submit(self, batch: Batch) -> asyncio.Future[None]:
+        """Send a batch now (frames leave in submit order); the future completes on its confirm.
+        A re-send may put a batch on the wire twice: the consumer's byte ranges absorb that."""
+        assert self._exchange is not None, "start() first"
+        message = aio_pika.Message(
             bytes(batch.body),
             headers=batch.headers(),
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
@@ -76,48 +104,91 @@ class Publisher:
             content_type="application/octet-stream",
             type="logship.batch",
         )
+        pending = _Pending(batch, message, asyncio.get_running_loop().create_future())
+        key = self._next_id
+        self._next_id += 1
+        self._pending[key] = pending
+        if self._resend_task is None:
+            self._send(key, pending)
+        return pending.confirmed
 
-    async def publish(self, batch: Batch) -> None:
-        """Send until confirmed. A confirm that never comes may still mean the message arrived
-        (see shared NOTES): the consumer's byte ranges absorb such duplicates."""
-        assert self._exchange is not None, "start() first"
-        message = self._message(batch)
-        delays = backoff_delays(first=0.1, cap=self._settings.reconnect_max_delay)
-        while True:
-            started = time.monotonic()
-            try:
-                await self._exchange.publish(
-                    message, self._settings.routing_key, mandatory=True, timeout=self._timeout
-                )
-            except aio_pika.exceptions.DeliveryError as error:
-                self._metrics.nacks.inc()
-                reason = type(error).__name__
-                log.warning(
-                    "publish_refused",
-                    extra={"source": batch.source, "offset": batch.start, "reason": reason},
-                )
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise
-                # aiormq cancels pending confirms when the connection goes: not our cancellation
-                log.warning(
-                    "publish_unconfirmed",
-                    extra={"source": batch.source, "offset": batch.start, "error": "confirm lost"},
-                )
-            except RETRYABLE as error:
-                log.warning(
-                    "publish_unconfirmed",
-                    extra={
-                        "source": batch.source,
-                        "offset": batch.start,
-                        "error": type(error).__name__,
-                    },
-                )
-            else:
-                self._metrics.confirm_latency.observe(time.monotonic() - started)
-                self._metrics.confirms.inc()
-                self._metrics.lines_confirmed.inc(batch.lines)
-                return
-            self._metrics.publish_retries.inc()
-            await asyncio.sleep(next(delays))
+    def _send(self, key: int, pending: _Pending) -> None:
+        pending.sent_at = time.monotonic()
+        pending.attempt = asyncio.create_task(self._attempt(key, pending, self._epoch))
+
+    async def _attempt(self, key: int, pending: _Pending, epoch: int) -> None:
+        assert self._exchange is not None
+        batch = pending.batch
+        try:
+            await self._exchange.publish(
+                pending.message, self._settings.routing_key, mandatory=True, timeout=self._timeout
+            )
+        except aio_pika.exceptions.DeliveryError as error:
+            self._metrics.nacks.inc()
+            self._failed(epoch, batch, "refused: " + type(error).__name__)
+            return
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                return  # superseded by a re-send, or shutting down
+            # aiormq cancels pending confirms when the connection goes: not our cancellation
+            self._failed(epoch, batch, "confirm lost")
+            return
+        except RETRYABLE as error:
+            self._failed(epoch, batch, type(error).__name__)
+            return
+        self._confirmed(key, pending)
+
+    def _confirmed(self, key: int, pending: _Pending) -> None:
+        if self._pending.pop(key, None) is None or pending.confirmed.done():
+            return
+        self._metrics.confirm_latency.observe(time.monotonic() - pending.sent_at)
+        self._metrics.confirms.inc()
+        self._metrics.lines_confirmed.inc(pending.batch.lines)
+        self._delays = backoff_delays(first=0.1, cap=self._settings.reconnect_max_delay)
+        pending.confirmed.set_result(None)
+
+    def _failed(self, epoch: int, batch: Batch, reason: str) -> None:
+        log.warning(
+            "publish_unconfirmed",
+            extra={"source": batch.source, "offset": batch.start, "error": reason},
+        )
+        if epoch != self._epoch:
+            return  # an attempt already superseded by a re-send in progress
+        self._epoch += 1
+        # Every attempt still waiting belongs to the failed epoch: cancel them so none of them
+        # reaches the broker after the re-sent batches it precedes.
+        for pending in self._pending.values():
+            if pending.attempt is not None and not pending.attempt.done():
+                pending.attempt.cancel()
+        self._resend_task = asyncio.create_task(self._resend())
+
+    async def _resend(self) -> None:
+        await asyncio.sleep(next(self._delays))
+        with contextlib.suppress(TimeoutError):  # not back yet: this round fails, another follows
+            await asyncio.wait_for(self._connection.connected.wait(), self._timeout)
+        self._resend_task = None
+        for key, pending in list(self._pending.items()):
+            if not pending.confirmed.done():
+                self._metrics.publish_retries.inc()
+                self._send(key, pending)
+
+    async def drain(self) -> None:
+        """Wait until every submitted batch is confirmed."""
+        while self._pending:
+            await asyncio.gather(
+                *(p.confirmed for p in list(self._pending.values())), return_exceptions=True
+            )
+
+    async def close(self) -> None:
+        """Abandon what is not confirmed (it is re-read from the checkpoint next start)."""
+        if self._resend_task is not None:
+            self._resend_task.cancel()
+        for pending in self._pending.values():
+            if pending.attempt is not None:
+                pending.attempt.cancel()
+            if not pending.confirmed.done():
+                pending.confirmed.cancel()
+        attempts = [p.attempt for p in self._pending.values() if p.attempt is not None]
+        await asyncio.gather(*attempts, return_exceptions=True)
+        self._pending.clear()
