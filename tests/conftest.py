@@ -3,15 +3,12 @@ the real programs as processes."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.pipeline import Pipeline, Topology, broker_reachable, pipeline
-
-IN_CI = bool(os.environ.get("CI"))
+from tests.support.pipeline import IN_CI, Pipeline, Topology, broker_reachable, pipeline
 
 
 @pytest.fixture(scope="session")

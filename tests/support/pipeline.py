@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+IN_CI = bool(os.environ.get("CI"))
 BROKER_URL = os.environ.get("LOGSHIP_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 

@@ -1,0 +1,127 @@
+"""A broker memory alarm (publishing blocked) and a full output disk: nothing acknowledged that is
+not written, memory stays bounded, everything flows once the cause is gone."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fault.conftest import rss_bytes
+from tests.fault.test_kills_and_restarts import make_lines
+from tests.support.pipeline import IN_CI, Pipeline, wait_until
+from tests.support.rabbit_node import RabbitNode
+
+MB = 1024 * 1024
+
+
+def test_memory_alarm_blocks_producer_with_bounded_memory_and_timeout(
+    fault_pipe: Pipeline, node: RabbitNode
+) -> None:
+    pipe = fault_pipe
+    consumer = pipe.consumer().ready()
+    producer = pipe.producer("--amqp.blocked-timeout", "3").ready()
+    pipe.append(make_lines(0, 10_000))
+    assert pipe.wait_for_output(make_lines(0, 10_000), timeout=30)
+    node.set_memory_alarm(True)
+    try:
+        # the input grows by ~200 MB while the broker refuses to take anything
+        chunk = make_lines(10_000, 200_000)
+        rss_samples = []
+        for _ in range(16):
+            pipe.append(chunk)
+            assert producer.proc is not None
+            rss_samples.append(rss_bytes(producer.proc.pid))
+            time.sleep(0.2)
+        assert wait_until(lambda: '"amqp_connection_blocked"' in producer.log(), 20)
+        assert wait_until(lambda: '"amqp_blocked_timeout"' in producer.log(), 20), (
+            "the blocked-connection timeout never fired"
+        )
+        assert producer.proc is not None
+        rss_samples.append(rss_bytes(producer.proc.pid))
+        assert max(rss_samples) < 120 * MB, f"producer RSS grew to {max(rss_samples) // MB} MB"
+        assert pipe.output.stat().st_size < pipe.input.stat().st_size
+    finally:
+        node.set_memory_alarm(False)
+    expected = pipe.input.read_bytes()
+    assert pipe.wait_for_output(expected, timeout=180) == expected
+    assert consumer.running and producer.running
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs for the output, grown later with a remount. Needs root (CI runs as root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        message = f"cannot mount a tmpfs here: {result.stderr.strip()}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield mount
+    finally:
+        with contextlib.suppress(Exception):
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_output_disk_full_pauses_then_resumes(fault_pipe: Pipeline, tiny_disk: Path) -> None:
+    pipe = fault_pipe
+    output = tiny_disk / "output.txt"
+    consumer = pipe.consumer(output=output).ready()
+    pipe.producer("--batch-max-bytes", "65536").ready()
+    data = make_lines(0, 100_000)  # ~3.5 MB: does not fit
+    pipe.append(data)
+    assert wait_until(lambda: '"write_failed"' in consumer.log(), 30), "disk never filled"
+    time.sleep(1.0)
+    assert consumer.running, "a full disk must not kill the consumer"
+    size = output.stat().st_size
+    assert data.startswith(output.read_bytes()), "only whole, ordered bytes on disk"
+    state = (tiny_disk / "output.txt.state").read_text()
+    assert f'"size":{size}' in state
+    subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True)
+    assert pipe.wait_for_output(data, timeout=60, output=output) == data
+    time.sleep(0.5)
+    assert output.read_bytes() == data
+    assert consumer.running
+
+
+def test_output_file_size_limit_refused_write_keeps_nothing_unwritten(
+    fault_pipe: Pipeline, tmp_path: Path
+) -> None:
+    """A write refused by a file size limit (EFBIG): the same pause and resume, as a process
+    restart without the limit shows."""
+    pipe = fault_pipe
+    output = tmp_path / "limited.txt"
+    limit = 1 * MB
+    consumer = pipe.consumer(output=output)
+    consumer.kill()  # restart it with a limit: run through prlimit
+    consumer.args = ["--output", str(output), "--http.port", "0"]
+    import sys
+
+    assert consumer.proc is not None
+    full_env = {**os.environ, "LOGSHIP_LOG__FORMAT": "json", **consumer.env}
+    full_env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    with consumer.log_path.open("ab") as log:
+        consumer.proc = subprocess.Popen(
+            ["prlimit", f"--fsize={limit}", sys.executable, "-m", "consumer", *consumer.args],
+            env=full_env, stdout=log, stderr=log,
+        )
+    pipe.producer("--batch-max-bytes", "65536").ready()
+    data = make_lines(0, 60_000)
+    pipe.append(data)
+    assert wait_until(lambda: '"write_failed"' in consumer.log(), 30)
+    assert consumer.running
+    assert output.stat().st_size <= limit and data.startswith(output.read_bytes())
+    consumer.terminate()
+    pipe.consumer(output=output)
+    assert pipe.wait_for_output(data, timeout=60, output=output) == data
