@@ -25,7 +25,8 @@ class ConsumerSettings(BaseSettings):
 
     output: Path = Field(default=Path("output.txt"), description="file the lines are appended to")
     prefetch: Annotated[int, Field(ge=1, le=65535)] = Field(
-        default=32, description="messages in hand before acknowledging"
+        default=8,
+        description="messages in hand before acknowledging (x batch-max-bytes bounds memory)",
     )
     fsync: FsyncPolicy = Field(default=FsyncPolicy.always)
     exit_when_idle: Annotated[float, Field(gt=0, le=86400)] | None = Field(

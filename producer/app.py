@@ -21,6 +21,7 @@ from producer.metrics import ProducerMetrics
 from producer.publisher import Publisher
 from producer.settings import ProducerSettings
 from producer.tail import TailOptions, TailSet
+from producer.window import ConfirmWindow
 
 log = logging.getLogger("logship.producer")
 
@@ -83,7 +84,7 @@ class ProducerApp:
             metrics,
         )
         self.publisher: Publisher | None = None
-        self._window = asyncio.Semaphore(settings.max_in_flight)
+        self._window = ConfirmWindow(settings.max_in_flight, settings.max_in_flight_bytes)
 
     def ready(self) -> bool:
         return self.publisher is not None and self.publisher.ready
@@ -162,7 +163,8 @@ class ProducerApp:
         last_data = 0.0
         self.tails.check()
         while not self.stop.is_set():
-            if not await self._acquire_slot():
+            # backpressure: no reading while the confirm window is full
+            if not await self._window.wait_for_room(self.stop):
                 break
             batch = self.tails.read(once=self.settings.once)
             if batch is None:
@@ -173,43 +175,24 @@ class ProducerApp:
                 last_data = time.monotonic()
                 self._send(batch)
                 continue
-            self._window.release()
             if self.settings.once and self.tails.idle():
                 await self._drain_in_flight(None)
                 return
             active = time.monotonic() - last_data < ACTIVE_WINDOW_S
             await waker.wait(linger if active and linger > 0 else self.settings.poll_interval)
 
-    async def _acquire_slot(self) -> bool:
-        """Backpressure: no reading while max_in_flight batches await their confirm. False when
-        stop came first (and no slot is held)."""
-        if not self._window.locked():
-            await self._window.acquire()
-            return True
-        acquire = asyncio.ensure_future(self._window.acquire())
-        stopping = asyncio.ensure_future(self.stop.wait())
-        done, _ = await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if acquire in done:
-            return True
-        acquire.cancel()
-        try:
-            await acquire
-        except asyncio.CancelledError:
-            return False
-        self._window.release()
-        return False
-
     def _send(self, batch: Batch) -> None:
         assert self.publisher is not None
         self.checkpoint.sent(batch.source, batch.start, batch.end)
         self.metrics.batches_published.inc()
         self.metrics.in_flight.inc()
+        size = batch.end - batch.start
+        self._window.add(size)
         confirmed = self.publisher.submit(batch)
 
         def settled(future: asyncio.Future[None]) -> None:
             self.metrics.in_flight.dec()
-            self._window.release()
+            self._window.remove(size)
             if not future.cancelled():
                 self.checkpoint.confirmed(batch.source, batch.start)
 

@@ -41,11 +41,15 @@ class ProducerSettings(BaseSettings):
         description="bytes per message; a longer line is split across messages",
     )
     batch_linger: Annotated[float, Field(ge=0, le=10)] = Field(
-        default=0.005,
-        description="seconds a small batch may wait for more lines while others are in flight",
+        default=0.002,
+        description="seconds before an active file is read again at its end (latency bound)",
     )
     max_in_flight: Annotated[int, Field(ge=1, le=1024)] = Field(
-        default=8, description="published batches awaiting a confirm (bounds memory)"
+        default=16, description="published batches awaiting a confirm"
+    )
+    max_in_flight_bytes: Annotated[int, Field(ge=64, le=1024 * 1024 * 1024)] = Field(
+        default=2 * 1024 * 1024,
+        description="bytes awaiting a confirm (bounds memory, plus one batch)",
     )
     publish_timeout: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=30.0, description="seconds to wait for a confirm before sending again"
