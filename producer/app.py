@@ -162,6 +162,10 @@ class ProducerApp:
         linger = self.settings.batch_linger
         last_data = 0.0
         self.tails.check()
+        log.info(
+            "producer_watching",
+            extra={"input": self.settings.input, "files": len(self.tails.tails)},
+        )
         while not self.stop.is_set():
             # backpressure: no reading while the confirm window is full
             if not await self._window.wait_for_room(self.stop):

@@ -210,7 +210,9 @@ class FileTail:
         while self.files:
             f = self.files[0]
             retiring = f.rotated_at is not None and (
-                once or time.monotonic() - f.rotated_at >= self._options.rotation_grace
+                once
+                or time.monotonic() - f.rotated_at >= self._options.rotation_grace
+                or self._successor_written()
             )
             data = os.pread(f.fd, self._options.max_bytes, f.read_offset)
             if data:
@@ -228,6 +230,17 @@ class FileTail:
                 return None
             self._retire(f)
         return None
+
+    def _successor_written(self) -> bool:
+        """The writer has moved on to the next file: no late write to the old one is coming, so
+        stop waiting out the grace (a copytruncate of the new file could otherwise overtake us)."""
+        if len(self.files) < 2:
+            return False
+        successor = self.files[1]
+        try:
+            return os.fstat(successor.fd).st_size > successor.read_offset
+        except OSError:
+            return False
 
     def _batch(self, f: OpenFile, data: bytes, length: int, lines: int, oversized: bool) -> Batch:
         if oversized and not f.in_oversized_line:

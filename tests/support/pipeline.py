@@ -143,7 +143,7 @@ class Program:
     def ready(self, timeout: float = 30) -> Program:
         """Wait until connected: consuming (consumer) or watching its input (producer)."""
         self.wait_for_event(
-            "consumer_consuming" if self.module == "consumer" else "amqp_connected", timeout
+            "consumer_consuming" if self.module == "consumer" else "producer_watching", timeout
         )
         return self
 

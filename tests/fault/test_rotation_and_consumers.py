@@ -1,0 +1,62 @@
+"""Rotation storms under load, and several consumers sharing one queue."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+from tests.fault.test_kills_and_restarts import make_lines
+from tests.support.pipeline import Pipeline, wait_until
+
+
+def test_rotation_storm_rename_and_copytruncate_under_load(fault_pipe: Pipeline) -> None:
+    pipe = fault_pipe
+    pipe.consumer().ready()
+    pipe.producer("--rotation-grace", "0.3", "--batch-max-bytes", "65536").ready()
+    written = 0
+    for round_ in range(60):
+        for _ in range(3):  # a writer appending steadily, a few hundred lines per file
+            pipe.append(make_lines(written, 100))
+            written += 100
+            time.sleep(0.01)
+        if round_ % 3 == 2:
+            # copytruncate, done between two writes of ours so that it loses nothing
+            shutil.copyfile(pipe.input, pipe.workdir / f"copy.{round_}")
+            os.truncate(pipe.input, 0)
+        else:  # rename + create, as logrotate's `create` does
+            os.rename(pipe.input, pipe.workdir / f"input.txt.{round_}")
+            pipe.input.touch()
+    pipe.append(make_lines(written, 100))
+    written += 100
+    expected = make_lines(0, written)
+    assert wait_until(
+        lambda: pipe.output.exists() and pipe.output.stat().st_size >= len(expected), 60
+    )
+    time.sleep(0.5)
+    out = pipe.output.read_bytes()
+    assert sorted(out.splitlines()) == sorted(expected.splitlines()), "lost or doubled lines"
+    assert out == expected, "lines out of order across rotations"
+
+
+def test_several_consumers_union_is_the_input_each_line_once(fault_pipe: Pipeline) -> None:
+    pipe = fault_pipe
+    outputs = [pipe.workdir / f"output-{i}.txt" for i in range(3)]
+    for output in outputs:
+        pipe.consumer("--prefetch", "2", output=output).ready()
+    pipe.producer("--batch-max-bytes", "16384").ready()
+    data = make_lines(0, 150_000)
+    pipe.append(data)
+
+    def total() -> int:
+        return sum(o.stat().st_size for o in outputs if o.exists())
+
+    assert wait_until(lambda: total() >= len(data), 90), f"{total()} of {len(data)} bytes"
+    time.sleep(0.5)
+    assert total() == len(data)
+    lines = [line for o in outputs for line in o.read_bytes().splitlines()]
+    assert sorted(lines) == sorted(data.splitlines())
+    assert all(o.stat().st_size > 0 for o in outputs), "the queue was not shared"
+    for o in outputs:  # each output keeps the input's order
+        numbers = [int(line.split()[0]) for line in o.read_bytes().splitlines()]
+        assert numbers == sorted(numbers)
