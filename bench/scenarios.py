@@ -117,7 +117,7 @@ def _result(
 
 
 def steady_latency(
-    kind: str, rate: int, seconds: float, workdir: Path, *, url: str
+    kind: str, rate: int, seconds: float, workdir: Path, *, url: str, drain_s: float = 30
 ) -> dict[str, Any]:
     """Append `rate` lines a second for `seconds`; each line's append→durable-output latency."""
     run = pipelines.start(kind, workdir, url=url)
@@ -130,7 +130,9 @@ def steady_latency(
             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            ms = latency.read(run.output, expected, logship=run.is_logship, timeout=seconds + 30)
+            ms = latency.read(
+                run.output, expected, logship=run.is_logship, timeout=seconds + drain_s
+            )
         finally:
             writer.wait(seconds + 60)
         cpu = {name: proc.cpu() - cpu0[name] for name, proc in run.procs().items()}
