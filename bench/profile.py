@@ -21,29 +21,20 @@ HERE = Path(__file__).resolve().parent
 
 
 def bucket(frame: str) -> str:
-    """The library or logship module a frame belongs to."""
-    path = frame.split("(", 1)[-1]
-    for name in (
-        "aiormq",
-        "aio_pika",
-        "pamqp",
-        "prometheus_client",
-        "pydantic",
-        "uvloop",
-        "asyncio",
-    ):
-        if f"/{name}/" in path:
-            return name
-    for name in ("producer", "consumer", "logship"):
-        if f"/{name}/" in path:
-            return f"{name}/{path.rsplit('/', 1)[-1].split(':')[0]}"
-    return "other"
+    """The library, or the logship module, a frame `func (path/file.py:line)` belongs to."""
+    path = frame.rsplit("(", 1)[-1].rstrip(")").split(":")[0]
+    parts = path.split("/")
+    if parts[0] in ("producer", "consumer", "logship"):
+        return path
+    return parts[0] if len(parts) > 1 else path
 
 
 def summarise(raw: Path, top: int = 15) -> str:
-    """Collapsed stacks (py-spy --format raw) → self time by function and by library."""
+    """Collapsed stacks (py-spy --format raw) → self time by library and by function, and
+    inclusive time by function (what a call costs with everything below it)."""
     by_function: collections.Counter[str] = collections.Counter()
     by_library: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
     total = 0
     for text in raw.read_text().splitlines():
         stack, _, count = text.rpartition(" ")
@@ -52,15 +43,21 @@ def summarise(raw: Path, top: int = 15) -> str:
         frames = stack.split(";")
         n = int(count)
         total += n
-        leaf = frames[-1]
-        by_function[leaf] += n
-        by_library[bucket(leaf)] += n
+        by_function[frames[-1]] += n
+        by_library[bucket(frames[-1])] += n
+        for name in {f.split(" (")[0] for f in frames}:
+            inclusive[name] += n
     if not total:
         return "(no samples)"
-    lines = [f"{total} samples (idle excluded)", "", "self time by library/module:"]
+    skip = {"_run_module_as_main", "_run_code", "<module>", "main", "run", "Runner.run"}
+    lines = [f"{total} samples (idle excluded; a blocking syscall such as fsync counts)", ""]
+    lines += ["self time by library/module:"]
     lines += [f"  {n / total * 100:5.1f} %  {name}" for name, n in by_library.most_common(top)]
     lines += ["", "self time by function:"]
     lines += [f"  {n / total * 100:5.1f} %  {name}" for name, n in by_function.most_common(top)]
+    lines += ["", "inclusive time by function:"]
+    ranked = [(k, n) for k, n in inclusive.most_common(top + len(skip)) if k not in skip]
+    lines += [f"  {n / total * 100:5.1f} %  {name}" for name, n in ranked[:top]]
     return "\n".join(lines)
 
 
