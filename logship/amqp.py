@@ -41,6 +41,18 @@ def backoff_delays(first: float = 0.2, cap: float = 10.0) -> Any:
         delay = min(cap, delay * 2)
 
 
+def _tls_cause(error: BaseException) -> ssl.SSLError | None:
+    """aiormq wraps TLS failures in AMQPConnectionError: find the SSL error underneath."""
+    seen: BaseException | None = error
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def describe_connect_error(error: BaseException) -> str:
     if isinstance(error, ssl.SSLCertVerificationError):
         return f"TLS certificate of the broker not trusted ({error.verify_message})"
@@ -82,8 +94,13 @@ async def connect(
                 ) from None
             raise
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as error:
-            if isinstance(error, ssl.SSLError):
-                raise FatalConnectError(f"TLS handshake failed: {error}") from None
+            tls_error = _tls_cause(error)
+            if isinstance(tls_error, ssl.SSLCertVerificationError):
+                raise FatalConnectError(describe_connect_error(tls_error)) from None
+            if tls_error is not None:
+                raise FatalConnectError(
+                    f"TLS handshake with the broker failed ({tls_error})"
+                ) from None
             delay = next(delays)
             log.warning(
                 "amqp_connect_failed",

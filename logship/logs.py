@@ -46,6 +46,12 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+def _not_connect_failure(record: logging.LogRecord) -> bool:
+    """aiormq logs every failed connection attempt at ERROR; logship logs its own line for it
+    (amqp_connect_failed, or the one-line fatal error), with the retry or the reason."""
+    return not str(record.msg).startswith("error when creating transport")
+
+
 def setup_logging(level: str, fmt: str) -> None:
     """Called once, from __main__: logs go to stderr, aio-pika's chatter is kept to warnings."""
     handler = logging.StreamHandler(sys.stderr)
@@ -55,3 +61,4 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level)
     for noisy in ("aio_pika", "aiormq", "watchfiles"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    logging.getLogger("aiormq.connection").addFilter(_not_connect_failure)
