@@ -1,5 +1,6 @@
-"""syslog-ng `file()` → `amqp()` from Debian's packages (one persistent message per line), installed
-when missing; its consumer is bench.naive's with --newline (syslog-ng drops the line's newline)."""
+"""syslog-ng `file()` → `amqp()` from Debian's packages (one persistent message per line, with
+flow control: without it syslog-ng drops lines once its queue is full), installed when missing;
+its consumer is bench.naive's with --newline (syslog-ng drops the line's newline)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ destination d_amqp {{
        exchange("{name}") exchange-declare(no) routing-key("{name}")
        body("${{MESSAGE}}") persistent(yes));
 }};
-log {{ source(s_in); destination(d_amqp); }};
+log {{ source(s_in); destination(d_amqp); flags(flow-control); }};
 """
 
 
