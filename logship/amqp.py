@@ -28,6 +28,33 @@ FATAL_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class JitteredRobustConnection(aio_pika.RobustConnection):
+    """A robust connection whose pause between reconnect attempts grows exponentially with full
+    jitter (aio-pika's is a constant), so a restarted broker is not hit by every client at once.
+    The pause starts small again once a connection is made."""
+
+    MAX_DELAY = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._attempts = 0
+        super().__init__(*args, **kwargs)
+        self.reconnect_callbacks.add(self._reset_backoff)
+        self.max_delay = self.MAX_DELAY
+
+    def _reset_backoff(self, *_: object) -> None:
+        self._attempts = 0
+
+    @property
+    def reconnect_interval(self) -> float:
+        self._attempts += 1
+        ceiling = min(self.max_delay, self._base_interval * 2 ** min(self._attempts, 16))
+        return random.uniform(ceiling / 2, ceiling)
+
+    @reconnect_interval.setter
+    def reconnect_interval(self, value: float) -> None:
+        self._base_interval = value
+
+
 class FatalConnectError(RuntimeError):
     """The broker answered but will never let us in: wrong credentials, vhost, CA. Not retried."""
 
@@ -81,9 +108,12 @@ async def connect(
             connection = await aio_pika.connect_robust(
                 settings.connection_url(),
                 timeout=settings.connect_timeout,
-                reconnect_interval=1.0,
+                reconnect_interval=0.25,
                 client_properties={"connection_name": name},
+                connection_class=JitteredRobustConnection,
             )
+            if isinstance(connection, JitteredRobustConnection):
+                connection.max_delay = settings.reconnect_max_delay
         except FATAL_CONNECT_ERRORS as error:
             raise FatalConnectError(describe_connect_error(error)) from None
         except aiormq.exceptions.InvalidFrameError as error:
