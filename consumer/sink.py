@@ -49,12 +49,14 @@ class Sink:
         self.state_path = path.with_name(path.name + ".state")
         self._fsync = fsync
         self._fd = -1
+        self._dir_fd = -1
         self.size = 0
         self.sources: dict[str, RangeSet] = {}
         self._touched_at: dict[str, float] = {}
 
     def open(self) -> None:
         state = self._load_state()
+        self._dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         actual = os.fstat(self._fd).st_size
         if state is None:
@@ -197,6 +199,10 @@ class Sink:
         finally:
             os.close(fd)
         os.replace(tmp, self.state_path)
+        if self._fsync and self._dir_fd >= 0:
+            # the rename itself must be durable before the ack: after a power cut an older state
+            # would cut acknowledged lines from the output
+            os.fsync(self._dir_fd)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -204,3 +210,6 @@ class Sink:
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+            self._dir_fd = -1
