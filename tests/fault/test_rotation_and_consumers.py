@@ -12,6 +12,7 @@ from tests.support.pipeline import Pipeline, wait_until
 
 def test_rotation_storm_rename_and_copytruncate_under_load(fault_pipe: Pipeline) -> None:
     pipe = fault_pipe
+    pipe.input.touch()  # the file being followed when the storm begins
     pipe.consumer().ready()
     pipe.producer("--rotation-grace", "0.3", "--batch-max-bytes", "65536").ready()
     written = 0
