@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from logship.wire import count_newlines
+
 NEWLINE = b"\n"
 
 
@@ -30,7 +32,7 @@ def cut_batch(data: bytes, *, max_bytes: int, max_lines: int, final: bool = Fals
             return Cut(len(data), 0, oversized=False)
         return Cut(0, 0, oversized=False)
     length = last + 1
-    lines = data.count(NEWLINE, 0, length)
+    lines = count_newlines(data, length)
     if lines > max_lines:
         position = -1
         for _ in range(max_lines):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logship.wire import Batch, PoisonMessage, decode
+from logship.wire import Batch, PoisonMessage, count_newlines, decode
 
 
 def batch_headers(body: bytes, start: int = 0) -> dict[str, Any]:
@@ -68,3 +68,22 @@ def test_decode_never_fails_other_than_poison(headers: dict[str, Any], body: byt
     else:
         assert delivered.end - delivered.start == len(delivered.body) == len(body)
         assert delivered.start >= 0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\n",
+        b"no newline at all",
+        b"\n" * 10_000,
+        b"short\n" * 5_000,
+        b"x" * 99 + b"\n" + b"y" * 10_000,
+        (b"a" * 200 + b"\n") * 300 + b"\n" * 5_000 + (b"b" * 200 + b"\n") * 300,
+        bytes(range(256)) * 40,
+    ],
+)
+def test_count_newlines_matches_bytes_count(data: bytes) -> None:
+    assert count_newlines(data) == data.count(b"\n")
+    for end in (0, 1, len(data) // 3, len(data) - 1, len(data) + 5):
+        assert count_newlines(data, end) == data.count(b"\n", 0, max(0, end))
