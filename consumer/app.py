@@ -51,9 +51,9 @@ class ConsumerApp:
                 self.settings.amqp,
                 "logship-consumer",
                 stop=self.stop,
-                on_attempt_failed=self.metrics.reconnects.inc,
+                on_attempt_failed=self.metrics.connection.reconnects.inc,
             )
-            self._watch_connection(connection)
+            self.metrics.connection.watch(connection)
             self.subscriber = Subscriber(
                 connection, self.settings.amqp, prefetch=self.settings.prefetch
             )
@@ -69,11 +69,7 @@ class ConsumerApp:
                 },
             )
             watchdog = BlockedWatchdog(
-                connection,
-                self.settings.amqp.blocked_timeout,
-                on_blocked=self.metrics.blocked_events.inc,
-                on_blocked_seconds=self.metrics.blocked_seconds.inc,
-                on_state=lambda b: self.metrics.blocked.set(int(b)),
+                connection, self.settings.amqp.blocked_timeout, self.metrics.connection
             )
             background = [
                 asyncio.create_task(watchdog.run(), name="blocked-watchdog"),
@@ -85,17 +81,6 @@ class ConsumerApp:
             return 0
         finally:
             await self._shutdown(background, connection, telemetry)
-
-    def _watch_connection(self, connection: AbstractRobustConnection) -> None:
-        self.metrics.connection_up.set(1)
-        connection.close_callbacks.add(lambda *_: self.metrics.connection_up.set(0))
-
-        def reconnected(*_: object) -> None:
-            self.metrics.connection_up.set(1)
-            self.metrics.reconnects.inc()
-            log.info("amqp_reconnected")
-
-        connection.reconnect_callbacks.add(reconnected)
 
     async def _next_group(self, subscriber: Subscriber) -> list[AbstractIncomingMessage]:
         """Wait for a delivery, then take everything already delivered: one write, one fsync and

@@ -11,6 +11,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from logship.connection_metrics import ConnectionMetrics
+
 LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -37,6 +39,7 @@ class ConsumerMetrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         r = self.registry
+        self.connection = ConnectionMetrics("consumer", r)
         self.messages_written = Counter(
             "logship_consumer_messages_written_total",
             "Messages appended to the output",
@@ -99,25 +102,6 @@ class ConsumerMetrics:
         self.in_hand = Gauge(
             "logship_consumer_messages_in_hand",
             "Delivered messages not yet acknowledged",
-            registry=r,
-        )
-        self.connection_up = Gauge(
-            "logship_consumer_connection_up", "1 while connected to the broker", registry=r
-        )
-        self.reconnects = Counter(
-            "logship_consumer_reconnects_total", "Reconnections to the broker", registry=r
-        )
-        self.blocked = Gauge(
-            "logship_consumer_connection_blocked",
-            "1 while the broker blocks the connection",
-            registry=r,
-        )
-        self.blocked_events = Counter(
-            "logship_consumer_blocked_events_total", "connection.blocked received", registry=r
-        )
-        self.blocked_seconds = Counter(
-            "logship_consumer_blocked_seconds_total",
-            "Time spent blocked by the broker",
             registry=r,
         )
         self.queue_messages_ready = Gauge(

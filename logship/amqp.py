@@ -16,6 +16,7 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from logship.config import AmqpSettings, QueueType
+from logship.connection_metrics import ConnectionMetrics
 
 log = logging.getLogger("logship.amqp")
 
@@ -196,17 +197,13 @@ class BlockedWatchdog:
         self,
         connection: AbstractRobustConnection,
         timeout: float,
+        metrics: ConnectionMetrics,
         *,
-        on_blocked: Callable[[], None],
-        on_blocked_seconds: Callable[[float], None],
-        on_state: Callable[[bool], None],
         interval: float = 0.5,
     ) -> None:
         self._connection = connection
         self._timeout = timeout
-        self._on_blocked = on_blocked
-        self._on_blocked_seconds = on_blocked_seconds
-        self._on_state = on_state
+        self._metrics = metrics
         self._interval = interval
         self.blocked_since: float | None = None
 
@@ -226,8 +223,8 @@ class BlockedWatchdog:
             blocked = event is not None and not event.is_set()
             if blocked and self.blocked_since is None:
                 self.blocked_since = now
-                self._on_blocked()
-                self._on_state(True)
+                self._metrics.blocked_events.inc()
+                self._metrics.set_blocked(True)
                 log.warning("amqp_connection_blocked", extra={"timeout": self._timeout})
             elif not blocked and self.blocked_since is not None:
                 log.info(
@@ -235,9 +232,9 @@ class BlockedWatchdog:
                     extra={"blocked_s": round(now - self.blocked_since, 3)},
                 )
                 self.blocked_since = None
-                self._on_state(False)
+                self._metrics.set_blocked(False)
             if self.blocked_since is not None:
-                self._on_blocked_seconds(now - last)
+                self._metrics.blocked_seconds.inc(now - last)
                 if now - self.blocked_since > self._timeout:
                     await self._drop()
             last = now
@@ -245,7 +242,7 @@ class BlockedWatchdog:
     async def _drop(self) -> None:
         log.warning("amqp_blocked_timeout", extra={"timeout": self._timeout})
         self.blocked_since = None
-        self._on_state(False)
+        self._metrics.set_blocked(False)
         transport = self._connection.transport
         if transport is not None:
             await transport.connection.close(

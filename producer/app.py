@@ -102,9 +102,9 @@ class ProducerApp:
                 self.settings.amqp,
                 "logship-producer",
                 stop=self.stop,
-                on_attempt_failed=self.metrics.reconnects.inc,
+                on_attempt_failed=self.metrics.connection.reconnects.inc,
             )
-            self._watch_connection(connection)
+            self.metrics.connection.watch(connection)
             log.info(
                 "producer_started",
                 extra={
@@ -125,11 +125,7 @@ class ProducerApp:
                 self.tails.directory, self.settings.input, poll=self.settings.poll, stop=self.stop
             )
             watchdog = BlockedWatchdog(
-                connection,
-                self.settings.amqp.blocked_timeout,
-                on_blocked=self.metrics.blocked_events.inc,
-                on_blocked_seconds=self.metrics.blocked_seconds.inc,
-                on_state=lambda b: self.metrics.blocked.set(int(b)),
+                connection, self.settings.amqp.blocked_timeout, self.metrics.connection
             )
             background = [
                 asyncio.create_task(waker.run(), name="waker"),
@@ -142,21 +138,6 @@ class ProducerApp:
             return 0
         finally:
             await self._shutdown(background, connection, telemetry)
-
-    def _watch_connection(self, connection: object) -> None:
-        self.metrics.connection_up.set(1)
-        close_callbacks = getattr(connection, "close_callbacks", None)
-        reconnect_callbacks = getattr(connection, "reconnect_callbacks", None)
-        if close_callbacks is not None:
-            close_callbacks.add(lambda *_: self.metrics.connection_up.set(0))
-        if reconnect_callbacks is not None:
-
-            def reconnected(*_: object) -> None:
-                self.metrics.connection_up.set(1)
-                self.metrics.reconnects.inc()
-                log.info("amqp_reconnected")
-
-            reconnect_callbacks.add(reconnected)
 
     async def _read_loop(self, waker: Waker) -> None:
         linger = self.settings.batch_linger

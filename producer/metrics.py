@@ -11,6 +11,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from logship.connection_metrics import ConnectionMetrics
+
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -20,6 +22,7 @@ class ProducerMetrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         r = self.registry
+        self.connection = ConnectionMetrics("producer", r)
         self.lines_read = Counter(
             "logship_producer_lines_read_total", "Complete lines read from input files", registry=r
         )
@@ -68,25 +71,6 @@ class ProducerMetrics:
         )
         self.in_flight = Gauge(
             "logship_producer_in_flight_batches", "Batches awaiting a confirm", registry=r
-        )
-        self.connection_up = Gauge(
-            "logship_producer_connection_up", "1 while connected to the broker", registry=r
-        )
-        self.reconnects = Counter(
-            "logship_producer_reconnects_total", "Reconnections to the broker", registry=r
-        )
-        self.blocked = Gauge(
-            "logship_producer_connection_blocked",
-            "1 while the broker blocks publishing",
-            registry=r,
-        )
-        self.blocked_events = Counter(
-            "logship_producer_blocked_events_total", "connection.blocked received", registry=r
-        )
-        self.blocked_seconds = Counter(
-            "logship_producer_blocked_seconds_total",
-            "Time spent blocked by the broker",
-            registry=r,
         )
         self.checkpoint_writes = Counter(
             "logship_producer_checkpoint_writes_total", "Checkpoint files written", registry=r
