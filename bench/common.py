@@ -4,7 +4,6 @@ CPU and memory read from /proc, byte-exact verification and percentiles."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -16,6 +15,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from consumer.sink import recorded_size
 
 REPO = Path(__file__).resolve().parents[1]
 BROKER_URL = os.environ.get("LOGSHIP_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -282,10 +283,7 @@ class Topology:
 def logship_state_size(output: Path) -> int:
     """Bytes of `output` that logship's consumer made durable (its state file is written after the
     data's fsync and before the acknowledgement)."""
-    try:
-        return int(json.loads(output.with_name(output.name + ".state").read_bytes())["size"])
-    except (FileNotFoundError, ValueError, KeyError):
-        return 0
+    return recorded_size(output)
 
 
 class DurableWatcher:

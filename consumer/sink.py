@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from consumer.ranges import RangeSet
+from consumer.statefile import StateFile, read_record
 from logship.wire import Delivered
 
 log = logging.getLogger("logship.consumer.sink")
@@ -39,6 +40,16 @@ class Plan:
     touched: dict[str, list[tuple[int, int]] | None] = field(default_factory=dict)
 
 
+def recorded_size(output: Path) -> int:
+    """Bytes of `output` the consumer has made durable and recorded (0 when unknown): what a
+    reader may trust, since the state is written after the data and before the ack."""
+    try:
+        found = read_record(output.with_name(output.name + ".state"))
+        return int(json.loads(found[2])["size"]) if found is not None else 0
+    except (ValueError, KeyError, TypeError, OSError):
+        return 0
+
+
 class Sink:
     """Appends to `path`; keeps `<path>.state` with the output size and, per source, the byte
     ranges already written. On open it cuts any tail the state does not account for: those bytes
@@ -49,14 +60,13 @@ class Sink:
         self.state_path = path.with_name(path.name + ".state")
         self._fsync = fsync
         self._fd = -1
-        self._dir_fd = -1
+        self._state = StateFile(self.state_path, durable=fsync)
         self.size = 0
         self.sources: dict[str, RangeSet] = {}
         self._touched_at: dict[str, float] = {}
 
     def open(self) -> None:
         state = self._load_state()
-        self._dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         actual = os.fstat(self._fd).st_size
         if state is None:
@@ -85,10 +95,9 @@ class Sink:
 
     def _load_state(self) -> dict[str, Any] | None:
         try:
-            raw = self.state_path.read_bytes()
-        except FileNotFoundError:
-            return None
-        try:
+            raw = self._state.load()
+            if raw is None:
+                return None
             state = json.loads(raw)
             if state.get("version") != STATE_VERSION or not isinstance(state.get("sources"), dict):
                 raise ValueError("unknown format")
@@ -187,22 +196,7 @@ class Sink:
             "sources": {k: v.ranges() for k, v in self.sources.items()},
             "touched": self._touched_at,
         }
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            data = json.dumps(state, separators=(",", ":")).encode()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if self._fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.state_path)
-        if self._fsync and self._dir_fd >= 0:
-            # the rename itself must be durable before the ack: after a power cut an older state
-            # would cut acknowledged lines from the output
-            os.fsync(self._dir_fd)
+        self._state.write(json.dumps(state, separators=(",", ":")).encode())
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -210,6 +204,4 @@ class Sink:
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
-        if self._dir_fd >= 0:
-            os.close(self._dir_fd)
-            self._dir_fd = -1
+        self._state.close()

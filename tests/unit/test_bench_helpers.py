@@ -17,6 +17,7 @@ from bench.common import (
     make_data,
     percentile,
 )
+from consumer.statefile import StateFile
 
 
 def test_every_line_has_the_fixed_length_and_is_distinct() -> None:
@@ -50,7 +51,9 @@ def test_durable_size_follows_logship_state_not_the_output(tmp_path: Path) -> No
     state = tmp_path / "output.txt.state"
     watcher = DurableWatcher(output, logship=True)
     assert watcher.size() == 0
-    state.write_text(json.dumps({"version": 1, "size": 297, "sources": {}}))
+    StateFile(state, durable=False).write(
+        json.dumps({"version": 1, "size": 297, "sources": {}}).encode()
+    )
     assert watcher.size() == 297
     assert DurableWatcher(output, logship=False).size() == 500
 
