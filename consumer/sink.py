@@ -163,7 +163,7 @@ class Sink:
         fsync_s = 0.0
         if self._fsync and plan.bytes:
             started = time.monotonic()
-            os.fsync(self._fd)
+            os.fdatasync(self._fd)  # data and the new size: all a reader needs after a crash
             fsync_s = time.monotonic() - started
         if plan.bytes or plan.touched:
             now = time.time()

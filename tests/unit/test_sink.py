@@ -55,20 +55,20 @@ def test_failed_write_is_rolled_back_and_retried(tmp_path: Path, monkeypatch: py
     sink = Sink(out, fsync=True)
     sink.open()
     write(sink, ranged("a", 0, b"first\n"))
-    real_fsync = os.fsync
+    real_fdatasync = os.fdatasync
     calls = {"n": 0}
 
     def full_disk(fd: int) -> None:
         calls["n"] += 1
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", full_disk)
+    monkeypatch.setattr(os, "fdatasync", full_disk)
     plan = sink.plan([ranged("a", 6, b"second\n")])
     with pytest.raises(OSError):
         sink.commit(plan)
     sink.rollback(plan)
     assert out.read_bytes() == b"first\n", "a failed write leaves no partial bytes"
-    monkeypatch.setattr(os, "fsync", real_fsync)
+    monkeypatch.setattr(os, "fdatasync", real_fdatasync)
     write(sink, ranged("a", 6, b"second\n"))
     sink.close()
     assert out.read_bytes() == b"first\nsecond\n"
