@@ -190,7 +190,16 @@ class ProducerApp:
         while True:
             await asyncio.sleep(interval)
             if self.checkpoint.dirty:
-                self.checkpoint.save()
+                try:
+                    self.checkpoint.save()
+                except OSError as error:
+                    # a stale checkpoint only means re-sending (which the consumer skips): keep
+                    # shipping, say so, and try again at the next interval
+                    log.error(
+                        "checkpoint_write_failed",
+                        extra={"path": str(self.settings.checkpoint), "error": error.strerror},
+                    )
+                    continue
                 self.metrics.checkpoint_writes.inc()
 
     async def _drain_in_flight(self, deadline: float | None) -> None:
