@@ -223,7 +223,13 @@ class ProducerApp:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        self.checkpoint.save()
+        try:
+            self.checkpoint.save()
+        except OSError as error:
+            log.error(
+                "checkpoint_write_failed",
+                extra={"path": str(self.settings.checkpoint), "error": error.strerror},
+            )
         self.tails.close()
         close = getattr(connection, "close", None)
         if close is not None:
