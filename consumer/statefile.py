@@ -20,39 +20,99 @@ class StateFileError(ValueError):
     """Neither slot holds a valid record: the file is damaged or not a state file."""
 
 
-def _read_slot(raw: bytes, offset: int, capacity: int) -> tuple[int, bytes] | None:
-    if len(raw) < offset + SLOT_HEADER.size:
-        return None
-    seq, length, crc = SLOT_HEADER.unpack_from(raw, offset)
-    start = offset + SLOT_HEADER.size
-    if seq == 0 or length > capacity - SLOT_HEADER.size or len(raw) < start + length:
-        return None
-    payload = raw[start : start + length]
-    return (seq, payload) if zlib.crc32(payload) == crc else None
-
-
 def read_record(path: Path) -> tuple[int, int, bytes] | None:
-    """(sequence, slot capacity, payload) of the newest valid record, without keeping the file
-    open (for readers such as the benchmark); capacity 0 marks a pre-slotted JSON file."""
+    """(sequence, slot capacity, payload) of the newest valid record, or None without a file.
+    Reads only the headers and the one payload (cheap enough to poll); capacity 0 marks a
+    pre-slotted JSON file."""
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
-    if raw.startswith(b"{"):
-        return 0, 0, raw
-    if len(raw) < HEADER.size:
-        raise StateFileError("too short")
-    magic, version, capacity = HEADER.unpack_from(raw)
-    if magic != MAGIC or version != FORMAT_VERSION or capacity < SLOT_HEADER.size:
-        raise StateFileError("not a logship state file")
-    best: tuple[int, bytes] | None = None
-    for slot in (0, 1):
-        record = _read_slot(raw, HEADER.size + slot * capacity, capacity)
-        if record is not None and (best is None or record[0] > best[0]):
-            best = record
-    if best is None:
+    try:
+        head = os.pread(fd, HEADER.size, 0)
+        if head.startswith(b"{"):
+            return 0, 0, head + os.pread(fd, os.fstat(fd).st_size, len(head))
+        if len(head) < HEADER.size:
+            raise StateFileError("too short")
+        magic, version, capacity = HEADER.unpack(head)
+        if magic != MAGIC or version != FORMAT_VERSION or capacity < SLOT_HEADER.size:
+            raise StateFileError("not a logship state file")
+        slots = []
+        for slot in (0, 1):
+            offset = HEADER.size + slot * capacity
+            raw = os.pread(fd, SLOT_HEADER.size, offset)
+            if len(raw) == SLOT_HEADER.size:
+                seq, length, crc = SLOT_HEADER.unpack(raw)
+                if seq and length <= capacity - SLOT_HEADER.size:
+                    slots.append((seq, length, crc, offset + SLOT_HEADER.size))
+        for seq, length, crc, start in sorted(slots, reverse=True):
+            payload = os.pread(fd, length, start)
+            if len(payload) == length and zlib.crc32(payload) == crc:
+                return seq, capacity, payload
         raise StateFileError("no valid record in either slot")
-    return best[0], capacity, best[1]
+    finally:
+        os.close(fd)
+
+
+class StateReader:
+    """Follows a state file from another process cheaply: each `poll` reads the two slot headers
+    and reads and returns a payload only when a newer record appeared (None otherwise)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = -1
+        self._ino = -1
+        self._capacity = 0
+        self._seq = 0
+
+    def _reopen(self) -> bool:
+        try:
+            ino = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return False
+        if ino != self._ino or self._fd < 0:
+            self.close()
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            self._ino = os.fstat(self._fd).st_ino
+            head = os.pread(self._fd, HEADER.size, 0)
+            if len(head) < HEADER.size or head[:4] != MAGIC:
+                self._capacity = 0
+                return True
+            self._capacity = HEADER.unpack(head)[2]
+            self._seq = 0
+        return True
+
+    def poll(self) -> bytes | None:
+        if not self._reopen():
+            return None
+        if not self._capacity:  # not (yet) slotted: read it whole
+            found = read_record(self.path)
+            return found[2] if found is not None else None
+        best: tuple[int, int, int, int] | None = None
+        for slot in (0, 1):
+            offset = HEADER.size + slot * self._capacity
+            raw = os.pread(self._fd, SLOT_HEADER.size, offset)
+            if len(raw) == SLOT_HEADER.size:
+                seq, length, crc = SLOT_HEADER.unpack(raw)
+                if (
+                    seq > self._seq
+                    and length <= self._capacity - SLOT_HEADER.size
+                    and (best is None or seq > best[0])
+                ):
+                    best = (seq, length, crc, offset + SLOT_HEADER.size)
+        if best is None:
+            return None
+        seq, length, crc, start = best
+        payload = os.pread(self._fd, length, start)
+        if len(payload) != length or zlib.crc32(payload) != crc:
+            return None  # being written right now: the next poll sees it whole
+        self._seq = seq
+        return payload
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class StateFile:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.statefile import HEADER, SLOT_HEADER, StateFile, StateFileError
+from consumer.statefile import HEADER, SLOT_HEADER, StateFile, StateFileError, StateReader
 
 
 def test_round_trip_and_newest_wins(tmp_path: Path) -> None:
@@ -60,3 +60,22 @@ def test_legacy_json_and_garbage(tmp_path: Path) -> None:
     path.write_bytes(b"garbage that is long enough to have a header")
     with pytest.raises(StateFileError):
         StateFile(path, durable=True).load()
+
+
+def test_reader_sees_each_new_record_once_and_follows_a_rebuild(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    reader = StateReader(path)
+    assert reader.poll() is None
+    state = StateFile(path, durable=False)
+    state.load()
+    state.write(b"one")
+    assert reader.poll() == b"one"
+    assert reader.poll() is None
+    state.write(b"two")
+    assert reader.poll() == b"two"
+    state.write(os.urandom(100_000))  # too big for the slot: the file is rebuilt (new inode)
+    assert reader.poll() is not None
+    state.write(b"three")
+    assert reader.poll() == b"three"
+    reader.close()
+    state.close()
