@@ -131,7 +131,7 @@ def test_restart_of_producer_and_consumer_mid_stream(pipe: Pipeline) -> None:
 
 
 def test_sigterm_while_busy_loses_and_duplicates_nothing(pipe: Pipeline) -> None:
-    data = lines(200_000, "busy")
+    data = lines(500_000, "busy")  # large enough to still be flowing when the signals land
     pipe.append(data)
     consumer = pipe.consumer("--prefetch", "4")
     producer = pipe.producer("--batch-max-bytes", "32768")
