@@ -45,6 +45,7 @@ class Subscriber:
         self._consumer_tag: str | None = None
         self._dead_channel: AbstractRobustChannel | None = None
         self._dead_publish_allowed = True
+        self._depth_channel: AbstractRobustChannel | None = None
 
     async def start(self) -> None:
         channel = await asyncio.wait_for(
@@ -133,18 +134,19 @@ class Subscriber:
         )
 
     async def queue_depth(self) -> tuple[int, int] | None:
-        """(messages ready, consumers) from a passive declare on a channel of its own (a failed
-        passive declare closes its channel)."""
+        """(messages ready, consumers) from a passive declare on a channel of its own, kept open
+        between polls (a failed passive declare closes it; the next poll opens another)."""
         try:
-            channel = await self._connection.channel(publisher_confirms=False)
-            try:
-                queue = await asyncio.wait_for(
-                    channel.declare_queue(self._settings.queue, passive=True), 5
+            if self._depth_channel is None or self._depth_channel.is_closed:
+                self._depth_channel = await asyncio.wait_for(
+                    self._connection.channel(publisher_confirms=False), 5
                 )
-                result = queue.declaration_result
-                return int(result.message_count or 0), int(result.consumer_count or 0)
-            finally:
-                await channel.close()
+            queue = await asyncio.wait_for(
+                self._depth_channel.declare_queue(self._settings.queue, passive=True), 5
+            )
+            result = queue.declaration_result
+            return int(result.message_count or 0), int(result.consumer_count or 0)
         except (*SETTLE_ERRORS, TimeoutError, RuntimeError) as error:
             log.debug("queue_depth_failed", extra={"error": type(error).__name__})
+            self._depth_channel = None
             return None
