@@ -11,15 +11,47 @@ import pytest
 from tests.support.pipeline import IN_CI, Pipeline, Topology, broker_reachable, pipeline
 
 
+def _container_broker() -> Iterator[str] | None:
+    """A RabbitMQ container through testcontainers, where a Docker engine exists (a laptop
+    without a local broker). None when there is no engine: its constructor raises at once."""
+    try:
+        from testcontainers.community.rabbitmq import (  # type: ignore[import-not-found]
+            RabbitMqContainer,
+        )
+    except ImportError:
+        try:
+            from testcontainers.rabbitmq import RabbitMqContainer
+        except ImportError:
+            return None
+    try:
+        container = RabbitMqContainer("rabbitmq:3-management")
+    except Exception:  # docker.errors.DockerException: no engine to talk to
+        return None
+
+    def run() -> Iterator[str]:
+        with container as started:
+            host = started.get_container_host_ip()
+            port = started.get_exposed_port(started.port)
+            yield f"amqp://guest:guest@{host}:{port}/"
+
+    return run()
+
+
 @pytest.fixture(scope="session")
-def broker() -> str:
-    """The shared RabbitMQ on 127.0.0.1:5672. In CI its absence fails the run."""
-    if not broker_reachable():
-        message = "RabbitMQ not reachable on 127.0.0.1:5672 (start it: rabbitmq-server -detached)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return "amqp://guest:guest@127.0.0.1:5672/"
+def broker() -> Iterator[str]:
+    """The shared RabbitMQ on 127.0.0.1:5672, else a testcontainers broker where Docker runs.
+    In CI the absence of both fails the run: integration tests never skip silently there."""
+    if broker_reachable():
+        yield "amqp://guest:guest@127.0.0.1:5672/"
+        return
+    container = _container_broker()
+    if container is not None:
+        yield from container
+        return
+    message = "RabbitMQ not reachable on 127.0.0.1:5672 and no Docker engine for a container"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @pytest.fixture
