@@ -190,17 +190,20 @@ class ProducerApp:
         while True:
             await asyncio.sleep(interval)
             if self.checkpoint.dirty:
-                try:
-                    self.checkpoint.save()
-                except OSError as error:
-                    # a stale checkpoint only means re-sending (which the consumer skips): keep
-                    # shipping, say so, and try again at the next interval
-                    log.error(
-                        "checkpoint_write_failed",
-                        extra={"path": str(self.settings.checkpoint), "error": error.strerror},
-                    )
-                    continue
-                self.metrics.checkpoint_writes.inc()
+                self._save_checkpoint()
+
+    def _save_checkpoint(self) -> None:
+        """A failed write is logged, not raised: a stale checkpoint only means re-sending (which
+        the consumer skips); the next interval tries again."""
+        try:
+            self.checkpoint.save()
+        except OSError as error:
+            log.error(
+                "checkpoint_write_failed",
+                extra={"path": str(self.settings.checkpoint), "error": error.strerror},
+            )
+            return
+        self.metrics.checkpoint_writes.inc()
 
     async def _drain_in_flight(self, deadline: float | None) -> None:
         if self.publisher is None:
@@ -223,13 +226,7 @@ class ProducerApp:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        try:
-            self.checkpoint.save()
-        except OSError as error:
-            log.error(
-                "checkpoint_write_failed",
-                extra={"path": str(self.settings.checkpoint), "error": error.strerror},
-            )
+        self._save_checkpoint()
         self.tails.close()
         close = getattr(connection, "close", None)
         if close is not None:
