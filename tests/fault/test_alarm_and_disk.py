@@ -125,3 +125,34 @@ def test_output_file_size_limit_refused_write_keeps_nothing_unwritten(
     consumer.terminate()
     pipe.consumer(output=output)
     assert pipe.wait_for_output(data, timeout=60, output=output) == data
+
+
+def test_second_signal_forces_a_stuck_shutdown_and_loses_nothing(
+    fault_pipe: Pipeline, node: RabbitNode
+) -> None:
+    """A producer whose broker blocks it cannot finish its graceful stop (no confirm comes): a
+    second SIGTERM ends it at once, and the next start re-sends from its checkpoint."""
+    import signal
+
+    pipe = fault_pipe
+    pipe.consumer().ready()
+    producer = pipe.producer("--shutdown-timeout", "60").ready()
+    node.set_memory_alarm(True)
+    try:
+        pipe.append(make_lines(0, 50_000))
+        assert wait_until(lambda: '"amqp_connection_blocked"' in producer.log(), 20)
+        producer.signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert producer.running, "the first signal should wait for the confirms"
+        started = time.monotonic()
+        producer.signal(signal.SIGTERM)
+        assert producer.wait(5) == 130
+        assert time.monotonic() - started < 3
+        assert '"forced_exit"' in producer.log()
+    finally:
+        node.set_memory_alarm(False)
+    pipe.producer()
+    expected = make_lines(0, 50_000)
+    assert pipe.wait_for_output(expected, timeout=60) == expected
+    time.sleep(0.5)
+    assert pipe.output.read_bytes() == expected

@@ -219,7 +219,7 @@ class Pipeline:
 
     def assert_alive(self) -> None:
         for program in self.programs:
-            if program.proc is not None and program.proc.poll() not in (None, 0, -9, -15):
+            if program.proc is not None and program.proc.poll() not in (None, 0, -9, -15, 130):
                 raise AssertionError(
                     f"{program.module} exited {program.proc.returncode}:\n{program.log()[-3000:]}"
                 )
