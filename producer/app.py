@@ -27,6 +27,8 @@ log = logging.getLogger("logship.producer")
 
 # after data was seen, re-read every batch_linger instead of waiting for an inotify event
 ACTIVE_WINDOW_S = 1.0
+# while the input path names no file, stat it this often: inotify may not be watching yet
+MISSING_FILE_POLL_S = 0.02
 
 
 class Waker:
@@ -164,7 +166,13 @@ class ProducerApp:
                 await self._drain_in_flight(None)
                 return
             active = time.monotonic() - last_data < ACTIVE_WINDOW_S
-            await waker.wait(linger if active and linger > 0 else self.settings.poll_interval)
+            if active and linger > 0:
+                pause = linger
+            elif self.tails.waiting_for_a_file():
+                pause = min(self.settings.poll_interval, MISSING_FILE_POLL_S)
+            else:
+                pause = self.settings.poll_interval
+            await waker.wait(pause)
 
     def _send(self, batch: Batch) -> None:
         assert self.publisher is not None

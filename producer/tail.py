@@ -371,6 +371,14 @@ class TailSet:
         """True when no file has a rotated-away predecessor still to drain."""
         return all(len(t.files) <= 1 for t in self.tails.values())
 
+    def waiting_for_a_file(self) -> bool:
+        """True when a path names no open file yet (missing at start, or between a rotation's
+        rename and its create): worth a quick stat, since a file that appears and is renamed
+        away before we open it is out of reach. Not for globs: their paths come and go."""
+        return not self._is_glob and any(
+            not t.files or t.files[-1].rotated_at is not None for t in self.tails.values()
+        )
+
     def close(self) -> None:
         for tail in self.tails.values():
             tail.close()

@@ -74,3 +74,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
         elif "/fault/" in path:
             item.add_marker(pytest.mark.fault)
+
+
+def _first_difference(left: bytes, right: bytes) -> int:
+    """Offset of the first differing byte (block-wise: these are megabytes)."""
+    block = 1 << 16
+    length = min(len(left), len(right))
+    for start in range(0, length, block):
+        if left[start : start + block] != right[start : start + block]:
+            for offset in range(start, min(start + block, length)):
+                if left[offset] != right[offset]:
+                    return offset
+    return length
+
+
+def pytest_assertrepr_compare(op: str, left: object, right: object) -> list[str] | None:
+    """A short explanation for large byte strings: pytest's own diff of an output file against
+    its input takes minutes and can outlive the test's timeout."""
+    if op != "==" or not isinstance(left, bytes | bytearray):
+        return None
+    if not isinstance(right, bytes | bytearray) or max(len(left), len(right)) <= 4096:
+        return None
+    at = _first_difference(bytes(left), bytes(right))
+    line = bytes(right[:at]).count(b"\n") + 1
+    return [
+        f"{len(left):,} bytes == {len(right):,} bytes: differ first at offset {at:,} (line {line})",
+        f"left  {bytes(left[max(0, at - 60) : at + 60])!r}",
+        f"right {bytes(right[max(0, at - 60) : at + 60])!r}",
+    ]
