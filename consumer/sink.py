@@ -14,7 +14,7 @@ from typing import Any
 
 from consumer.ranges import RangeSet
 from consumer.statefile import StateFile, read_record
-from logship.wire import Delivered
+from logship.wire import Delivered, count_newlines
 
 log = logging.getLogger("logship.consumer.sink")
 
@@ -133,7 +133,7 @@ class Sink:
                 piece = view[start - message.start : end - message.start]
                 plan.pieces.append(piece)
                 whole = (start, end) == (message.start, message.end)
-                plan.lines += message.lines if whole else piece.tobytes().count(b"\n")
+                plan.lines += message.lines if whole else count_newlines(piece.tobytes())
                 written += end - start
                 ranges.add(start, end)
             plan.bytes += written

@@ -39,8 +39,6 @@ class TelemetryServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        if self._port == 0 and self._host == "":
-            return
         self._server = await asyncio.start_server(self._handle, self._host, self._port)
         log.info("telemetry_listening", extra={"host": self._host, "port": self.port})
 

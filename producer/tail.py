@@ -161,7 +161,7 @@ class FileTail:
         elif current is not None:
             current = None
         if current is None and st is not None:
-            opened = self._open(claimed | {(f.dev, f.ino) for f in self.files})
+            opened = self._open(claimed)  # claimed already holds this tail's own files
             if opened is not None:
                 self.files.append(opened)
         self._update_behind()
