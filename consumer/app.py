@@ -33,6 +33,9 @@ class ConsumerApp:
         self._last_activity = time.monotonic()
         self._queue_empty_since: float | None = None
         self._busy = False
+        # set when a group was left unwritten at stop: from then on nothing is written or
+        # acknowledged (a multiple ack of a later delivery would cover the unwritten one)
+        self._left_unwritten = False
 
     def ready(self) -> bool:
         return self.subscriber is not None and self.subscriber.consuming
@@ -111,6 +114,9 @@ class ConsumerApp:
     async def _handle(
         self, subscriber: Subscriber, group: Sequence[AbstractIncomingMessage]
     ) -> None:
+        """Write and acknowledge one group, unless an earlier group was left unwritten."""
+        if self._left_unwritten:
+            return
         self._busy = True
         self._last_activity = time.monotonic()
         self.metrics.in_hand.set(len(group) + subscriber.inbox.qsize())
@@ -125,7 +131,8 @@ class ConsumerApp:
             if not good:
                 return
             if not await self._write(good):
-                return  # stopping while the disk refuses: nothing acknowledged, all redelivered
+                self._left_unwritten = True  # stopping while the disk refuses
+                return
             if await subscriber.ack_through(good[-1][0]):
                 self.metrics.ack_latency.observe(time.monotonic() - delivered_at)
             finished_ns = now_ns()
@@ -252,7 +259,7 @@ class ConsumerApp:
     async def _finish_inbox(self) -> None:
         assert self.subscriber is not None
         await asyncio.sleep(0)  # deliveries already read from the socket reach the inbox
-        while not self.subscriber.inbox.empty():
+        while not self.subscriber.inbox.empty() and not self._left_unwritten:
             group = []
             while not self.subscriber.inbox.empty():
                 group.append(self.subscriber.inbox.get_nowait())

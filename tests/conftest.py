@@ -7,8 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.support.pipeline import IN_CI, Pipeline, Topology, broker_reachable, pipeline
+
+# The suite shares two cores with a broker and the programs it starts: a draw that is slow
+# because the machine is busy says nothing about the code, and timing is the benchmark's job.
+settings.register_profile("logship", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("logship")
 
 
 def _container_broker() -> Iterator[str] | None:
@@ -88,9 +94,8 @@ def _first_difference(left: bytes, right: bytes) -> int:
     return length
 
 
-def pytest_assertrepr_compare(op: str, left: object, right: object) -> list[str] | None:
-    """A short explanation for large byte strings: pytest's own diff of an output file against
-    its input takes minutes and can outlive the test's timeout."""
+def _brief_bytes_explanation(op: str, left: object, right: object) -> list[str] | None:
+    """A short explanation for large byte strings (an output file against its input)."""
     if op != "==" or not isinstance(left, bytes | bytearray):
         return None
     if not isinstance(right, bytes | bytearray) or max(len(left), len(right)) <= 4096:
@@ -102,3 +107,22 @@ def pytest_assertrepr_compare(op: str, left: object, right: object) -> list[str]
         f"left  {bytes(left[max(0, at - 60) : at + 60])!r}",
         f"right {bytes(right[max(0, at - 60) : at + 60])!r}",
     ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest's own explanation of a failed `==` runs for every hook implementation, so a
+    conftest hook cannot replace it; its difflib diff of megabytes takes minutes and outlived
+    the test's timeout in CI. Wrap the one function it calls so large bytes get the brief one."""
+    from _pytest.assertion import util
+
+    original = util.assertrepr_compare
+    if getattr(original, "logship_brief", False):
+        return
+
+    def assertrepr_compare(op: str, left: object, right: object, **options: object) -> object:
+        return _brief_bytes_explanation(op, left, right) or original(
+            op=op, left=left, right=right, **options
+        )
+
+    assertrepr_compare.logship_brief = True  # type: ignore[attr-defined]
+    util.assertrepr_compare = assertrepr_compare  # type: ignore[assignment]
