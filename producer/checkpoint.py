@@ -46,6 +46,14 @@ class SourceEntry:
     seq: int
     finished: bool = False
     updated: float = field(default_factory=time.time)
+    # where reading it ended; None in checkpoints written before this field existed
+    end: int | None = None
+
+    @property
+    def drained(self) -> bool:
+        """Finished and confirmed up to where reading ended: nothing of it is left to send. A
+        finished source whose last batches were unconfirmed at a crash is resumed, not skipped."""
+        return self.finished and (self.end is None or self.offset >= self.end)
 
     def matches(self, dev: int, ino: int, head: bytes) -> bool:
         """True when the open file (its dev, ino and first bytes) is this source."""
@@ -104,6 +112,10 @@ class Checkpoint:
         candidates = [e for e in self.entries.values() if e.matches(dev, ino, head)]
         return max(candidates, key=lambda e: e.seq, default=None)
 
+    def knows_path(self, path: str) -> bool:
+        """True when some source was read from this path before (not a first run for it)."""
+        return any(e.path == path for e in self.entries.values())
+
     def widen_head(self, entry: SourceEntry, head: bytes) -> None:
         """Fingerprint more of the file's first bytes as they appear (up to HEAD_BYTES)."""
         if entry.head_len < HEAD_BYTES and len(head) > entry.head_len:
@@ -111,8 +123,10 @@ class Checkpoint:
             entry.head_sha = head_digest(head[: entry.head_len])
             self.dirty = True
 
-    def finish(self, entry: SourceEntry) -> None:
+    def finish(self, entry: SourceEntry, end: int) -> None:
+        """No more reading of this source past `end`."""
         entry.finished = True
+        entry.end = end
         entry.updated = time.time()
         self.dirty = True
 

@@ -3,6 +3,7 @@ of paths. Reads large chunks at byte offsets and hands out batches; knows no AMQ
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import logging
 import os
@@ -82,6 +83,9 @@ class FileTail:
         self._metrics = metrics
         self._at_startup = at_startup
         self.files: deque[OpenFile] = deque()
+        # rotated files retired early because the writer moved on, still read for late writes
+        # (another writer process) until their grace ends
+        self.late: list[OpenFile] = []
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -105,14 +109,18 @@ class FileTail:
                 "source_resumed", extra={"path": self.path, "source": entry.id, "offset": offset}
             )
         else:
-            # A file seen for the first time: from the end only if it was there when we started.
+            # A file seen for the first time: from the end only if it was there when we started
+            # for the first time; a file that replaced a known one while we were down is new data.
             start = 0
-            if self._at_startup and self._options.read_from_end:
+            if (
+                self._at_startup
+                and self._options.read_from_end
+                and not self._checkpoint.knows_path(self.path)
+            ):
                 start = _end_of_last_line(fd, st.st_size)
             entry = self._checkpoint.new_source(self.path, st.st_dev, st.st_ino, head, start)
             offset = start
             log.info("source_new", extra={"path": self.path, "source": entry.id, "offset": offset})
-        self._at_startup = False
         return OpenFile(fd, self.path, st.st_dev, st.st_ino, entry, offset)
 
     def resume_rotated(self, entry: SourceEntry, candidate: str) -> None:
@@ -164,6 +172,7 @@ class FileTail:
             opened = self._open(claimed)  # claimed already holds this tail's own files
             if opened is not None:
                 self.files.append(opened)
+        self._at_startup = False  # a file that appears later was not there when we started
         self._update_behind()
 
     def _check_truncation(self, current: OpenFile) -> None:
@@ -187,7 +196,7 @@ class FileTail:
                     "size": size,
                 },
             )
-            self._checkpoint.finish(current.source)
+            self._checkpoint.finish(current.source, current.read_offset)
             current.source = self._checkpoint.new_source(
                 self.path, current.dev, current.ino, current.head(), 0
             )
@@ -196,7 +205,7 @@ class FileTail:
 
     def _update_behind(self) -> None:
         behind = 0
-        for f in self.files:
+        for f in (*self.files, *self.late):
             try:
                 behind += max(0, os.fstat(f.fd).st_size - f.source.offset)
             except OSError:
@@ -207,28 +216,62 @@ class FileTail:
 
     def read(self, *, once: bool) -> Batch | None:
         """The next batch of the oldest open file, or None when there is nothing complete."""
+        if self.late:
+            batch = self._read_late(once=once)
+            if batch is not None:
+                return batch
         while self.files:
             f = self.files[0]
-            retiring = f.rotated_at is not None and (
-                once
-                or time.monotonic() - f.rotated_at >= self._options.rotation_grace
-                or self._successor_written()
-            )
-            data = os.pread(f.fd, self._options.max_bytes, f.read_offset)
-            if data:
-                f.last_growth = time.monotonic()
-                final = retiring and len(data) < self._options.max_bytes
-                cut = cut_batch(
-                    data,
-                    max_bytes=self._options.max_bytes,
-                    max_lines=self._options.max_lines,
-                    final=final,
+            if f.rotated_at is None:
+                # before reading on: a file truncated and rewritten past our offset since the
+                # last look would otherwise be read at the old offset under the old source
+                self._check_truncation(f)
+            grace_over = f.rotated_at is not None and (once or self._grace_over(f))
+            retiring = grace_over or (f.rotated_at is not None and self._successor_written())
+            batch = self._read_from(f, final=retiring)
+            if batch is not None or not retiring:
+                return batch
+            self.files.popleft()
+            if grace_over:
+                self._retire(f)
+            else:
+                self.late.append(f)
+        return None
+
+    def _grace_over(self, f: OpenFile) -> bool:
+        assert f.rotated_at is not None
+        return time.monotonic() - f.rotated_at >= self._options.rotation_grace
+
+    def _read_from(self, f: OpenFile, *, final: bool) -> Batch | None:
+        data = os.pread(f.fd, self._options.max_bytes, f.read_offset)
+        if not data:
+            return None
+        f.last_growth = time.monotonic()
+        cut = cut_batch(
+            data,
+            max_bytes=self._options.max_bytes,
+            max_lines=self._options.max_lines,
+            final=final and len(data) < self._options.max_bytes,
+        )
+        if not cut.length:
+            return None
+        return self._batch(f, data, cut.length, cut.lines, cut.oversized)
+
+    def _read_late(self, *, once: bool) -> Batch | None:
+        """Late writes to files retired early (out of order with the successor, not lost);
+        each is closed once its grace is over and nothing is left in it."""
+        for f in list(self.late):
+            grace_over = once or self._grace_over(f)
+            batch = self._read_from(f, final=grace_over)
+            if batch is not None:
+                log.info(
+                    "late_write_shipped",
+                    extra={"path": f.path, "source": f.source.id, "offset": batch.start},
                 )
-                if cut.length:
-                    return self._batch(f, data, cut.length, cut.lines, cut.oversized)
-            if not retiring:
-                return None
-            self._retire(f)
+                return batch
+            if grace_over:
+                self.late.remove(f)
+                self._retire(f)
         return None
 
     def _successor_written(self) -> bool:
@@ -267,12 +310,13 @@ class FileTail:
             "file_finished", extra={"path": f.path, "source": f.source.id, "offset": f.read_offset}
         )
         os.close(f.fd)
-        self._checkpoint.finish(f.source)
-        self.files.popleft()
+        self._checkpoint.finish(f.source, f.read_offset)
 
     def close(self) -> None:
         while self.files:
             os.close(self.files.popleft().fd)
+        while self.late:
+            os.close(self.late.pop().fd)
 
 
 class TailSet:
@@ -306,19 +350,16 @@ class TailSet:
         return [self.pattern]
 
     def _claimed(self) -> set[tuple[int, int]]:
-        return {(f.dev, f.ino) for t in self.tails.values() for f in t.files}
+        return {(f.dev, f.ino) for t in self.tails.values() for f in (*t.files, *t.late)}
+
+    def _new_tail(self, path: str, *, at_startup: bool) -> FileTail:
+        return FileTail(path, self._checkpoint, self._options, self._metrics, at_startup=at_startup)
 
     def check(self) -> None:
         """Discover new paths, then let every tail look for rotation and truncation."""
         for path in self._paths():
             if path not in self.tails:
-                self.tails[path] = FileTail(
-                    path,
-                    self._checkpoint,
-                    self._options,
-                    self._metrics,
-                    at_startup=not self._started,
-                )
+                self.tails[path] = self._new_tail(path, at_startup=not self._started)
         if not self._started:
             self._resume_rotated()
         self._started = True
@@ -329,7 +370,7 @@ class TailSet:
         """After a restart, find unfinished sources whose file was renamed (app.log → app.log.1)
         while we were down, and drain them first."""
         unfinished = sorted(
-            (e for e in self._checkpoint.entries.values() if not e.finished),
+            (e for e in self._checkpoint.entries.values() if not e.drained),
             key=lambda e: e.seq,
             reverse=True,
         )
@@ -348,14 +389,14 @@ class TailSet:
             return
         for entry in unfinished:
             candidate = by_inode.get((entry.dev, entry.ino))
-            tail = self.tails.get(entry.path)
-            if (
-                candidate is None
-                or tail is None
-                or os.path.abspath(candidate) == os.path.abspath(entry.path)
-            ):
+            if candidate is None or os.path.abspath(candidate) == os.path.abspath(entry.path):
                 continue
-            tail.resume_rotated(entry, candidate)
+            tail = self.tails.get(entry.path)
+            if tail is None and self._is_glob and fnmatch.fnmatch(entry.path, self.pattern):
+                # renamed away and not yet re-created: the glob no longer names its path
+                tail = self.tails[entry.path] = self._new_tail(entry.path, at_startup=True)
+            if tail is not None:
+                tail.resume_rotated(entry, candidate)
 
     def read(self, *, once: bool = False) -> Batch | None:
         tails = list(self.tails.values())

@@ -110,3 +110,96 @@ def test_oversized_line_is_split_and_counted(tmp_path: Path) -> None:
     tails = make_tails(tmp_path, max_bytes=100)
     assert drain(tails) == b"y" * 250 + b"\nshort\n"
     assert tails._metrics.oversized_lines._value.get() == 1
+
+
+def read_all(tails: TailSet) -> list[tuple[str, int, int, bytes]]:
+    """Every batch read now, without looking for rotation first (as the read loop does while
+    data keeps coming), confirmed as the publisher would."""
+    batches = []
+    while (batch := tails.read()) is not None:
+        tails._checkpoint.sent(batch.source, batch.start, batch.end)
+        tails._checkpoint.confirmed(batch.source, batch.start)
+        batches.append((batch.source, batch.start, batch.end, bytes(batch.body)))
+    return batches
+
+
+def test_rewrite_past_old_offset_between_reads_is_a_new_source(tmp_path: Path) -> None:
+    """Truncated and refilled while reading goes on (no check in between): the new bytes are a
+    new source from offset 0, never the old source's range."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"aaaa\n")
+    tails = make_tails(tmp_path)
+    tails.check()
+    [(old_source, _, _, _)] = read_all(tails)
+    with path.open("r+b") as handle:  # same inode, as copytruncate leaves it
+        handle.truncate(0)
+        handle.write(b"bbbbbbbbbb\ncc\n")
+    [(source, start, end, body)] = read_all(tails)
+    assert (start, end, body) == (0, 14, b"bbbbbbbbbb\ncc\n") and source != old_source
+
+
+def test_rotated_file_unconfirmed_at_a_crash_is_resumed(tmp_path: Path) -> None:
+    """Retired (renamed away, writer moved on) while its last batch awaited a confirm, then a
+    crash: the next start drains it from the confirmed offset before the new file."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"old 1\n")
+    tails = make_tails(tmp_path, rotation_grace=60.0)
+    assert drain(tails) == b"old 1\n"
+    with path.open("ab") as handle:
+        handle.write(b"old 2\n")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"new 1\n")
+    tails.check()
+    unconfirmed = [tails.read(), tails.read()]  # old 2, then new 1: neither confirmed
+    assert [bytes(b.body) for b in unconfirmed if b] == [b"old 2\n", b"new 1\n"]
+    tails._checkpoint.save()  # the checkpointer ran; then SIGKILL
+    assert drain(make_tails(tmp_path, rotation_grace=60.0)) == b"old 2\nnew 1\n"
+
+
+def test_read_from_end_only_on_a_first_run(tmp_path: Path) -> None:
+    """A file that replaced a known one while we were down, or that appears after the start, is
+    read from its beginning: only what was there on the very first run is skipped."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"history\n")
+    tails = make_tails(tmp_path, read_from_end=True)
+    assert drain(tails) == b""
+    tails._checkpoint.save()
+    tails.close()
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"written while down\n")
+    assert drain(make_tails(tmp_path, read_from_end=True)) == b"written while down\n"
+
+    late = tmp_path / "late"
+    late.mkdir()
+    tails = make_tails(late, read_from_end=True)
+    assert drain(tails) == b""
+    (late / "in.txt").write_bytes(b"first line after start\n")
+    assert drain(tails) == b"first line after start\n"
+
+
+def test_late_write_to_a_file_retired_early_is_shipped(tmp_path: Path) -> None:
+    """Two writers: one moved to the new file (the old one retires early), the other still
+    appends to the old one within the grace. Its line comes late, but it comes."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"old 1\n")
+    tails = make_tails(tmp_path, rotation_grace=60.0)
+    assert drain(tails) == b"old 1\n"
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"new 1\n")
+    assert drain(tails) == b"new 1\n"
+    with (tmp_path / "in.txt.1").open("ab") as handle:
+        handle.write(b"old 2 late\n")
+    assert drain(tails) == b"old 2 late\n"
+
+
+def test_glob_resumes_a_file_renamed_away_before_its_successor_exists(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_bytes(b"x1\n")
+    tails = make_tails(tmp_path, "*.log")
+    assert drain(tails) == b"x1\n"
+    tails._checkpoint.save()
+    tails.close()
+    with path.open("ab") as handle:
+        handle.write(b"x2 unread\n")
+    path.rename(tmp_path / "app.log.1")  # then a restart, before app.log is created again
+    assert drain(make_tails(tmp_path, "*.log")) == b"x2 unread\n"
