@@ -81,7 +81,12 @@ class ConsumerApp:
             await self._write_loop(self.subscriber)
             return 0
         except asyncio.CancelledError:
-            return 0
+            if self.stop.is_set():
+                return 0
+            # not a stop we were asked for (a library cancelled what we awaited): exit non-zero
+            # so a draining Job is not taken as done; unacknowledged messages go back
+            log.error("consumer_cancelled_unexpectedly")
+            return 1
         finally:
             await self._shutdown(background, connection, telemetry)
 
@@ -120,6 +125,7 @@ class ConsumerApp:
         self._busy = True
         self._last_activity = time.monotonic()
         self.metrics.in_hand.set(len(group) + subscriber.inbox.qsize())
+        completed = False
         try:
             delivered_at = time.monotonic()
             good: list[tuple[AbstractIncomingMessage, Delivered]] = []
@@ -129,17 +135,20 @@ class ConsumerApp:
                 except PoisonMessage as error:
                     await self._dead_letter(subscriber, message, error)
             if not good:
+                completed = True
                 return
             if not await self._write(good):
-                self._left_unwritten = True  # stopping while the disk refuses
-                return
+                return  # stopping while the disk refuses
             if await subscriber.ack_through(good[-1][0]):
                 self.metrics.ack_latency.observe(time.monotonic() - delivered_at)
             finished_ns = now_ns()
             for _, item in good:
                 if item.read_ns is not None and item.read_ns <= finished_ns:
                     self.metrics.end_to_end_latency.observe((finished_ns - item.read_ns) / 1e9)
+            completed = True
         finally:
+            if not completed:  # an error escaped mid-group: it may be unwritten
+                self._left_unwritten = True
             self._busy = False
             self.metrics.in_hand.set(subscriber.inbox.qsize())
 

@@ -9,6 +9,8 @@ import sys
 from typing import Annotated, Any
 
 import aio_pika
+import aio_pika.abc
+import aio_pika.exceptions
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
@@ -63,7 +65,8 @@ async def replay(settings: ReplaySettings) -> int:
         return 1
     moved = 0
     try:
-        channel = await connection.channel(publisher_confirms=True)
+        # a returned (unroutable) copy raises: its dead letter is then kept, not acked away
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         dead = await channel.get_queue(amqp.dead_letter_queue, ensure=True)
         exchange = await channel.get_exchange(amqp.exchange, ensure=True)
         while settings.limit is None or moved < settings.limit:
@@ -75,20 +78,14 @@ async def replay(settings: ReplaySettings) -> int:
                 f"{'would move' if settings.dry_run else 'moving'} "
                 f"{message.message_id or '-'} reason={_reason(headers)} bytes={len(message.body)}"
             )
-            if not settings.dry_run:
-                await exchange.publish(
-                    aio_pika.Message(
-                        message.body,
-                        headers={k: v for k, v in headers.items() if k not in DROPPED_HEADERS},
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        message_id=message.message_id,
-                        content_type=message.content_type,
-                        type=message.type,
-                    ),
-                    routing_key=amqp.routing_key,
-                    timeout=30,
+            if not settings.dry_run and not await _move(exchange, message, headers, amqp):
+                print(
+                    f"logship: error: {amqp.exchange} did not take {message.message_id or '-'}"
+                    f" (no queue bound for routing key {amqp.routing_key!r}?); it stays in "
+                    f"{amqp.dead_letter_queue}",
+                    file=sys.stderr,
                 )
-                await message.ack()
+                return 1
             moved += 1
         # in a dry run the unacknowledged messages return to the dead-letter queue on close
     finally:
@@ -98,3 +95,30 @@ async def replay(settings: ReplaySettings) -> int:
         f"from {amqp.dead_letter_queue} to {amqp.exchange}"
     )
     return 0
+
+
+async def _move(
+    exchange: aio_pika.abc.AbstractExchange,
+    message: aio_pika.abc.AbstractIncomingMessage,
+    headers: dict[str, Any],
+    amqp: AmqpSettings,
+) -> bool:
+    """Publish the copy with confirms, then acknowledge the dead letter; False when the copy was
+    refused or returned (the dead letter is left where it is)."""
+    try:
+        await exchange.publish(
+            aio_pika.Message(
+                message.body,
+                headers={k: v for k, v in headers.items() if k not in DROPPED_HEADERS},
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=message.message_id,
+                content_type=message.content_type,
+                type=message.type,
+            ),
+            routing_key=amqp.routing_key,
+            timeout=30,
+        )
+    except aio_pika.exceptions.DeliveryError:
+        return False
+    await message.ack()
+    return True

@@ -143,7 +143,9 @@ class Sink:
         return plan
 
     def rollback(self, plan: Plan) -> None:
-        """Forget the ranges a failed write claimed; cut whatever part of it reached the file."""
+        """Forget the ranges a failed write claimed; cut whatever part of it reached the file;
+        record the old state again, since the new record may have reached the disk before its
+        fdatasync failed (a restart would then take those bytes as written)."""
         for source, before in plan.touched.items():
             if before is None:
                 self.sources.pop(source, None)
@@ -151,12 +153,17 @@ class Sink:
                 self.sources[source] = RangeSet(before)
         try:
             os.ftruncate(self._fd, self.size)
+            self._save_state()
         except OSError as error:
             log.error("output_rollback_failed", extra={"path": str(self.path), "error": str(error)})
 
     def commit(self, plan: Plan) -> float:
         """Append the pieces, fsync (by policy), then record the new size and ranges. Returns the
         seconds spent in fsync. Raises OSError (disk full, I/O error): call rollback then."""
+        if os.fstat(self._fd).st_size != self.size:
+            # a rollback's truncate failed: appending (O_APPEND) after its leftovers would put
+            # bytes where the state says others are
+            os.ftruncate(self._fd, self.size)
         pieces = plan.pieces
         for i in range(0, len(pieces), IOV_MAX):
             self._write_all(pieces[i : i + IOV_MAX])

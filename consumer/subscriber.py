@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import aio_pika
+import aio_pika.exceptions
 import aiormq.exceptions
 from aio_pika.abc import (
     AbstractIncomingMessage,
@@ -93,27 +94,50 @@ class Subscriber:
     async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         """Move a message that can never be written to the dead-letter exchange, with the reason
         in a header when we may publish there, else by rejecting it (reason `rejected`)."""
-        if self._dead_publish_allowed:
+        if self._dead_publish_allowed and await self._published_dead(message, reason):
             try:
-                await self._publish_dead(message, reason)
                 await message.ack()
-                return
-            except aiormq.exceptions.ChannelAccessRefused:
-                self._dead_publish_allowed = False
-                log.warning(
-                    "dead_letter_publish_refused",
-                    extra={"exchange": self._settings.dead_letter_exchange},
-                )
-            except (*SETTLE_ERRORS, TimeoutError) as error:
-                log.warning("dead_letter_publish_failed", extra={"error": type(error).__name__})
+            except SETTLE_ERRORS as error:  # redelivered, then dead-lettered once more
+                log.warning("ack_failed", extra={"error": type(error).__name__})
+            return
         try:
             await message.reject(requeue=False)
-        except SETTLE_ERRORS as error:
+        except (*SETTLE_ERRORS, RuntimeError) as error:
             log.warning("reject_failed", extra={"error": type(error).__name__})
+
+    async def _published_dead(self, message: AbstractIncomingMessage, reason: str) -> bool:
+        """True once the broker confirmed the copy in the dead-letter exchange. A copy that was
+        refused, returned unroutable (no queue bound) or left unconfirmed is not there: the
+        caller rejects the message instead of acknowledging it away."""
+        try:
+            await self._publish_dead(message, reason)
+            return True
+        except aiormq.exceptions.ChannelAccessRefused:
+            self._dead_publish_allowed = False
+            log.warning(
+                "dead_letter_publish_refused",
+                extra={"exchange": self._settings.dead_letter_exchange},
+            )
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # aiormq cancels pending confirms when the connection goes: not our cancellation
+            log.warning("dead_letter_publish_failed", extra={"error": "confirm lost"})
+        except (
+            *SETTLE_ERRORS,
+            aio_pika.exceptions.DeliveryError,
+            RuntimeError,  # "connection was not opened": the broker is away
+            TimeoutError,
+        ) as error:
+            log.warning("dead_letter_publish_failed", extra={"error": type(error).__name__})
+        return False
 
     async def _publish_dead(self, message: AbstractIncomingMessage, reason: str) -> None:
         if self._dead_channel is None or self._dead_channel.is_closed:
-            self._dead_channel = await self._connection.channel(publisher_confirms=True)
+            self._dead_channel = await self._connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
         exchange = await self._dead_channel.get_exchange(
             self._settings.dead_letter_exchange, ensure=False
         )

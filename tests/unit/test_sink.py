@@ -72,7 +72,7 @@ def test_failed_write_is_rolled_back_and_retried(tmp_path: Path, monkeypatch: py
     write(sink, ranged("a", 6, b"second\n"))
     sink.close()
     assert out.read_bytes() == b"first\nsecond\n"
-    assert calls["n"] == 1
+    assert calls["n"] == 2  # the write's data sync, and the rollback's re-save of the old state
 
 
 def test_out_of_order_batch_is_counted_and_gap_filled_later(tmp_path: Path) -> None:
@@ -90,3 +90,59 @@ def test_corrupt_state_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "out.txt.state").write_text("garbage")
     with pytest.raises(StateError, match="unreadable"):
         Sink(tmp_path / "out.txt", fsync=True).open()
+
+
+def test_state_whose_sync_failed_does_not_outlive_the_rollback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new state record reached the file but its fdatasync failed, then the consumer stopped:
+    the next start must not take the rolled-back bytes as written (they would be skipped as
+    duplicates when the broker delivers them again)."""
+    out = tmp_path / "out.txt"
+    sink = Sink(out, fsync=True)
+    sink.open()
+    write(sink, ranged("a", 0, b"first\n"))
+    real_fdatasync = os.fdatasync
+    calls = {"n": 0}
+
+    def state_sync_fails(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the output's sync passes, the state record's fails
+            raise OSError(errno.EIO, "Input/output error")
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", state_sync_fails)
+    plan = sink.plan([ranged("a", 6, b"second\n")])
+    with pytest.raises(OSError):
+        sink.commit(plan)
+    sink.rollback(plan)
+    sink.close()
+    monkeypatch.setattr(os, "fdatasync", real_fdatasync)
+    again = Sink(out, fsync=True)
+    again.open()
+    write(again, ranged("a", 6, b"second\n"))  # the redelivery
+    again.close()
+    assert out.read_bytes() == b"first\nsecond\n"
+
+
+def test_leftovers_of_a_failed_rollback_are_cut_before_the_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out.txt"
+    sink = Sink(out, fsync=True)
+    sink.open()
+    write(sink, ranged("a", 0, b"first\n"))
+    real_ftruncate = os.ftruncate
+    plan = sink.plan([ranged("a", 6, b"second\n")])
+    with out.open("ab") as handle:  # part of a write the disk then refused
+        handle.write(b"sec")
+
+    def refused(fd: int, length: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "ftruncate", refused)
+    sink.rollback(plan)
+    monkeypatch.setattr(os, "ftruncate", real_ftruncate)
+    write(sink, ranged("a", 6, b"second\n"))
+    sink.close()
+    assert out.read_bytes() == b"first\nsecond\n"
