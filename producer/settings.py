@@ -29,7 +29,7 @@ class ProducerSettings(BaseSettings):
     )
     read_from: ReadFrom = Field(
         default=ReadFrom.beginning,
-        description="where to start in a file seen for the first time",
+        description="where to start in a file there at the very first start (later ones: beginning)",
     )
     poll: bool = Field(default=False, description="poll instead of inotify (network volumes)")
     poll_interval: Annotated[float, Field(gt=0, le=60)] = Field(
