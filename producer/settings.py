@@ -29,7 +29,7 @@ class ProducerSettings(BaseSettings):
     )
     read_from: ReadFrom = Field(
         default=ReadFrom.beginning,
-        description="where to start in a file there at the very first start (later ones: beginning)",
+        description="where to start in a file there at the first start (later files: beginning)",
     )
     poll: bool = Field(default=False, description="poll instead of inotify (network volumes)")
     poll_interval: Annotated[float, Field(gt=0, le=60)] = Field(
