@@ -10,7 +10,7 @@ Headers of a logship message (AMQP table, all required):
     x-logship-lines    int   newlines in the body
     x-logship-ts       int   when the producer read the bytes, ns since the epoch
 message_id is "<source>:<start>-<end>". A message without x-logship-version is a plain message:
-its body is one line, appended with a newline.
+its body is appended, with a newline unless it ends with one.
 """
 
 from __future__ import annotations
@@ -111,7 +111,9 @@ def _int_header(headers: dict[str, Any], name: str) -> int:
 def decode(headers: dict[str, Any] | None, body: bytes) -> Delivered:
     """Turn a received message into what the sink writes, or raise PoisonMessage."""
     if not headers or H_VERSION not in headers:
-        return Delivered(None, 0, len(body) + 1, 1, None, body + b"\n")
+        # a line from another program; it gets its newline unless it brought one
+        text = body if body.endswith(b"\n") else body + b"\n"
+        return Delivered(None, 0, len(text), count_newlines(text), None, text)
     version = headers[H_VERSION]
     if version != WIRE_VERSION:
         raise PoisonMessage(f"unsupported wire version {version!r}", "bad_version")

@@ -28,6 +28,12 @@ def test_plain_message_gets_a_newline(headers: dict[str, Any] | None) -> None:
     assert delivered.source is None and delivered.body == b"hello\n"
 
 
+def test_plain_message_with_its_own_newlines_is_kept_as_it_is() -> None:
+    delivered = decode(None, b"one\r\ntwo\n")
+    assert (delivered.body, delivered.lines) == (b"one\r\ntwo\n", 2)
+    assert decode(None, b"").body == b"\n"
+
+
 @pytest.mark.parametrize(
     ("change", "kind"),
     [
