@@ -15,7 +15,7 @@ from pathlib import Path
 
 from logship.wire import Batch, now_ns
 from producer.batcher import cut_batch
-from producer.checkpoint import HEAD_BYTES, Checkpoint, SourceEntry
+from producer.checkpoint import HEAD_BYTES, Checkpoint, SourceEntry, head_digest
 from producer.metrics import ProducerMetrics
 
 log = logging.getLogger("logship.producer.tail")
@@ -37,6 +37,8 @@ class OpenFile:
     rotated_at: float | None = None
     in_oversized_line: bool = False
     last_growth: float = field(default_factory=time.monotonic)
+    # the file's mtime when we last found it intact: a copytruncate copy is at least as new
+    mtime_ns: int = 0
 
     def head(self) -> bytes:
         return os.pread(self.fd, HEAD_BYTES, 0)
@@ -121,7 +123,9 @@ class FileTail:
             entry = self._checkpoint.new_source(self.path, st.st_dev, st.st_ino, head, start)
             offset = start
             log.info("source_new", extra={"path": self.path, "source": entry.id, "offset": offset})
-        return OpenFile(fd, self.path, st.st_dev, st.st_ino, entry, offset)
+        return OpenFile(
+            fd, self.path, st.st_dev, st.st_ino, entry, offset, mtime_ns=st.st_mtime_ns
+        )
 
     def resume_rotated(self, entry: SourceEntry, candidate: str) -> None:
         """Reopen an unfinished source found under another name after a restart."""
@@ -176,7 +180,8 @@ class FileTail:
         self._update_behind()
 
     def _check_truncation(self, current: OpenFile) -> None:
-        size = os.fstat(current.fd).st_size
+        st = os.fstat(current.fd)
+        size = st.st_size
         truncated = size < current.read_offset
         if not truncated and current.source.head_len:
             head = current.head()
@@ -196,12 +201,70 @@ class FileTail:
                     "size": size,
                 },
             )
-            self._checkpoint.finish(current.source, current.read_offset)
+            if not self._drain_copy_of(current):
+                self._checkpoint.finish(current.source, current.read_offset)
             current.source = self._checkpoint.new_source(
                 self.path, current.dev, current.ino, current.head(), 0
             )
             current.read_offset = 0
             current.in_oversized_line = False
+        else:
+            current.mtime_ns = st.st_mtime_ns
+
+    def _drain_copy_of(self, truncated: OpenFile) -> bool:
+        """copytruncate: the lines written since our last read are in the copy it made (same first
+        bytes, at least as new, longer than what we read). Drain the copy from our offset under
+        the same source before the truncated file starts over, as for a rename rotation."""
+        entry = truncated.source
+        if not entry.head_len:
+            return False
+        found = self._find_copy(entry, truncated)
+        if found is None:
+            return False
+        fd, path, st = found
+        log.info(
+            "truncated_copy_found",
+            extra={"path": path, "source": entry.id, "offset": truncated.read_offset},
+        )
+        # the source lives on in the copy: a restart finds it there (dev, ino, head)
+        entry.dev, entry.ino = st.st_dev, st.st_ino
+        self._checkpoint.dirty = True
+        copy = OpenFile(
+            fd, path, st.st_dev, st.st_ino, entry, truncated.read_offset, time.monotonic()
+        )
+        copy.in_oversized_line = truncated.in_oversized_line
+        self.files.insert(len(self.files) - 1, copy)
+        return True
+
+    def _find_copy(
+        self, entry: SourceEntry, truncated: OpenFile
+    ) -> tuple[int, str, os.stat_result] | None:
+        own = {(f.dev, f.ino) for f in (*self.files, *self.late)}
+        try:
+            with os.scandir(os.path.dirname(self.path) or ".") as items:
+                candidates = [item.path for item in items if item.is_file(follow_symlinks=False)]
+        except OSError:
+            return None
+        for path in candidates:
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except OSError:
+                continue
+            if (
+                (st.st_dev, st.st_ino) in own
+                or st.st_size <= truncated.read_offset
+                or st.st_mtime_ns < truncated.mtime_ns
+            ):
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            head = os.pread(fd, entry.head_len, 0)
+            if len(head) == entry.head_len and head_digest(head) == entry.head_sha:
+                return fd, path, st
+            os.close(fd)
+        return None
 
     def _update_behind(self) -> None:
         behind = 0
@@ -226,6 +289,7 @@ class FileTail:
                 # before reading on: a file truncated and rewritten past our offset since the
                 # last look would otherwise be read at the old offset under the old source
                 self._check_truncation(f)
+                f = self.files[0]  # the copy of a truncated file, if found, comes first
             grace_over = f.rotated_at is not None and (once or self._grace_over(f))
             retiring = grace_over or (f.rotated_at is not None and self._successor_written())
             batch = self._read_from(f, final=retiring)

@@ -203,3 +203,53 @@ def test_glob_resumes_a_file_renamed_away_before_its_successor_exists(tmp_path: 
         handle.write(b"x2 unread\n")
     path.rename(tmp_path / "app.log.1")  # then a restart, before app.log is created again
     assert drain(make_tails(tmp_path, "*.log")) == b"x2 unread\n"
+
+
+def copytruncate(path: Path, copy: Path, *, preserve_mtime: bool) -> None:
+    """What logrotate's copytruncate does: copy the file, then truncate it in place."""
+    copy.write_bytes(path.read_bytes())
+    if preserve_mtime:
+        st = path.stat()
+        os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.truncate(path, 0)
+
+
+def test_copytruncate_while_behind_drains_the_copy_first(tmp_path: Path) -> None:
+    """Lines written after our last read, then copytruncate: they are in the copy only. The copy
+    is read from our offset, under the same source, before the truncated file starts over."""
+    for preserve in (False, True):
+        workdir = tmp_path / str(preserve)
+        workdir.mkdir()
+        path = workdir / "in.txt"
+        path.write_bytes(b"line 1\n")
+        old = workdir / "in.txt.0"
+        old.write_bytes(b"line 1\nfrom an older rotation\n")  # same head, older: not the copy
+        os.utime(old, ns=(0, 0))
+        tails = make_tails(workdir, rotation_grace=60.0)
+        tails.check()
+        [(source, _, _, _)] = read_all(tails)
+        with path.open("ab") as handle:
+            handle.write(b"line 2 unread\nline 3 unread\n")
+        copytruncate(path, workdir / "in.txt.1", preserve_mtime=preserve)
+        with path.open("ab") as handle:
+            handle.write(b"after 1\n")
+        batches = read_all(tails)
+        assert b"".join(body for *_, body in batches) == (
+            b"line 2 unread\nline 3 unread\nafter 1\n"
+        )
+        assert batches[0][:3] == (source, 7, 35) and batches[-1][0] != source
+
+
+def test_copy_of_a_truncated_file_is_found_again_after_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"line 1\n")
+    tails = make_tails(tmp_path, rotation_grace=60.0)
+    assert drain(tails) == b"line 1\n"
+    with path.open("ab") as handle:
+        handle.write(b"line 2 unread\n")
+    copytruncate(path, tmp_path / "in.txt.1", preserve_mtime=False)
+    with path.open("ab") as handle:
+        handle.write(b"after 1\n")
+    assert tails.read() is not None  # the copy's batch, sent but never confirmed
+    tails._checkpoint.save()  # then SIGKILL
+    assert drain(make_tails(tmp_path, rotation_grace=60.0)) == b"line 2 unread\nafter 1\n"
