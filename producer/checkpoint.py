@@ -123,6 +123,11 @@ class Checkpoint:
             entry.head_sha = head_digest(head[: entry.head_len])
             self.dirty = True
 
+    def relocate(self, entry: SourceEntry, dev: int, ino: int) -> None:
+        """The source's bytes now live in another file (the copy copytruncate made)."""
+        entry.dev, entry.ino = dev, ino
+        self.dirty = True
+
     def finish(self, entry: SourceEntry, end: int) -> None:
         """No more reading of this source past `end`."""
         entry.finished = True

@@ -226,9 +226,7 @@ class FileTail:
             "truncated_copy_found",
             extra={"path": path, "source": entry.id, "offset": truncated.read_offset},
         )
-        # the source lives on in the copy: a restart finds it there (dev, ino, head)
-        entry.dev, entry.ino = st.st_dev, st.st_ino
-        self._checkpoint.dirty = True
+        self._checkpoint.relocate(entry, st.st_dev, st.st_ino)  # a restart finds it there
         copy = OpenFile(
             fd, path, st.st_dev, st.st_ino, entry, truncated.read_offset, time.monotonic()
         )
