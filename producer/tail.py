@@ -123,9 +123,7 @@ class FileTail:
             entry = self._checkpoint.new_source(self.path, st.st_dev, st.st_ino, head, start)
             offset = start
             log.info("source_new", extra={"path": self.path, "source": entry.id, "offset": offset})
-        return OpenFile(
-            fd, self.path, st.st_dev, st.st_ino, entry, offset, mtime_ns=st.st_mtime_ns
-        )
+        return OpenFile(fd, self.path, st.st_dev, st.st_ino, entry, offset, mtime_ns=st.st_mtime_ns)
 
     def resume_rotated(self, entry: SourceEntry, candidate: str) -> None:
         """Reopen an unfinished source found under another name after a restart."""
