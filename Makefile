@@ -57,8 +57,9 @@ format: install
 bench: install broker
 	$(PY) -m bench.run --runs 3 --lines 5000000
 
+## The quick version writes to bench/quick/ (not committed), leaving the full results in place.
 bench-quick: install broker
-	$(PY) -m bench.run --quick
+	$(PY) -m bench.run --quick --out bench/quick
 
 ## The long fault soak: 50+ kills and 5+ broker restarts over 1,000,000 lines.
 chaos: install broker
