@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -154,5 +155,33 @@ def test_second_signal_forces_a_stuck_shutdown_and_loses_nothing(
     pipe.producer()
     expected = make_lines(0, 50_000)
     assert pipe.wait_for_output(expected, timeout=60) == expected
+    time.sleep(0.5)
+    assert pipe.output.read_bytes() == expected
+
+
+def test_copytruncate_while_blocked_reads_the_unread_part_from_the_copy(
+    fault_pipe: Pipeline, node: RabbitNode
+) -> None:
+    """The broker blocks publishing, so the producer stops reading (its confirm window is full)
+    while the file grows; then logrotate's copytruncate. What the producer had not read yet is
+    only in the copy: it is shipped from there once the alarm clears, nothing lost."""
+    pipe = fault_pipe
+    pipe.consumer().ready()
+    pipe.producer("--batch-max-bytes", "65536", "--max-in-flight", "2").ready()
+    first = make_lines(0, 1_000)
+    pipe.append(first)
+    assert pipe.wait_for_output(first, timeout=30) == first
+    node.set_memory_alarm(True)
+    try:
+        pipe.append(make_lines(1_000, 50_000))  # ~3 MB, far past two 64 KiB batches in flight
+        time.sleep(1.0)
+        assert pipe.output.stat().st_size < 1 * MB, "the producer was not held back"
+        shutil.copyfile(pipe.input, pipe.workdir / "input.txt.1")
+        os.truncate(pipe.input, 0)
+        pipe.append(make_lines(51_000, 1_000))
+    finally:
+        node.set_memory_alarm(False)
+    expected = make_lines(0, 52_000)
+    assert pipe.wait_for_output(expected, timeout=120) == expected
     time.sleep(0.5)
     assert pipe.output.read_bytes() == expected
