@@ -10,6 +10,7 @@ import os
 import stat
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from producer.metrics import ProducerMetrics
 log = logging.getLogger("logship.producer.tail")
 
 GLOB_CHARS = "*?["
+RECENT_BYTES = 64
 
 
 @dataclass
@@ -37,11 +39,38 @@ class OpenFile:
     rotated_at: float | None = None
     in_oversized_line: bool = False
     last_growth: float = field(default_factory=time.monotonic)
-    # the file's mtime when we last found it intact: a copytruncate copy is at least as new
-    mtime_ns: int = 0
+    # the last bytes read (up to RECENT_BYTES, ending at read_offset): a copytruncate copy
+    # holds them at the same offset
+    recent: bytes = b""
+
+    @classmethod
+    def at(
+        cls,
+        fd: int,
+        path: str,
+        st: os.stat_result,
+        source: SourceEntry,
+        offset: int,
+        rotated_at: float | None = None,
+    ) -> OpenFile:
+        """An open file about to be read from `offset`, knowing the bytes just before it."""
+        opened = cls(fd, path, st.st_dev, st.st_ino, source, offset, rotated_at)
+        start = max(0, offset - RECENT_BYTES)
+        opened.recent = os.pread(fd, offset - start, start)
+        return opened
 
     def head(self) -> bytes:
         return os.pread(self.fd, HEAD_BYTES, 0)
+
+    def read_head(self) -> bytes:
+        """The first bytes the fingerprint covers, widened only as far as we have read: one that
+        covered bytes written later would not match a copy made before they were."""
+        length = max(self.source.head_len, min(HEAD_BYTES, self.read_offset))
+        return os.pread(self.fd, length, 0)
+
+    def advance(self, body: bytes) -> None:
+        self.read_offset += len(body)
+        self.recent = (self.recent + body[-RECENT_BYTES:])[-RECENT_BYTES:]
 
 
 @dataclass(frozen=True)
@@ -78,8 +107,11 @@ class FileTail:
         metrics: ProducerMetrics,
         *,
         at_startup: bool,
+        claimed: Callable[[], set[tuple[int, int]]] | None = None,
     ) -> None:
         self.path = path
+        # every file identity some tail holds (the TailSet's), so a copy is never read twice
+        self._claimed = claimed or self._own
         self._checkpoint = checkpoint
         self._options = options
         self._metrics = metrics
@@ -88,6 +120,9 @@ class FileTail:
         # rotated files retired early because the writer moved on, still read for late writes
         # (another writer process) until their grace ends
         self.late: list[OpenFile] = []
+
+    def _own(self) -> set[tuple[int, int]]:
+        return {(f.dev, f.ino) for f in (*self.files, *self.late)}
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -123,7 +158,7 @@ class FileTail:
             entry = self._checkpoint.new_source(self.path, st.st_dev, st.st_ino, head, start)
             offset = start
             log.info("source_new", extra={"path": self.path, "source": entry.id, "offset": offset})
-        return OpenFile(fd, self.path, st.st_dev, st.st_ino, entry, offset, mtime_ns=st.st_mtime_ns)
+        return OpenFile.at(fd, self.path, st, entry, offset)
 
     def resume_rotated(self, entry: SourceEntry, candidate: str) -> None:
         """Reopen an unfinished source found under another name after a restart."""
@@ -139,9 +174,8 @@ class FileTail:
             "source_resumed_rotated",
             extra={"path": candidate, "source": entry.id, "offset": entry.offset},
         )
-        self.files.appendleft(
-            OpenFile(fd, candidate, st.st_dev, st.st_ino, entry, entry.offset, time.monotonic())
-        )
+        entry.updated = time.time()  # being read again: not stale, whenever it was finished
+        self.files.appendleft(OpenFile.at(fd, candidate, st, entry, entry.offset, time.monotonic()))
 
     # -- checking for rotation and truncation ------------------------------------------------------
 
@@ -178,16 +212,15 @@ class FileTail:
         self._update_behind()
 
     def _check_truncation(self, current: OpenFile) -> None:
-        st = os.fstat(current.fd)
-        size = st.st_size
+        size = os.fstat(current.fd).st_size
         truncated = size < current.read_offset
         if not truncated and current.source.head_len:
-            head = current.head()
+            head = current.read_head()
             truncated = not current.source.matches(current.dev, current.ino, head)
             if not truncated:
                 self._checkpoint.widen_head(current.source, head)
-        elif not truncated and size:
-            self._checkpoint.widen_head(current.source, current.head())
+        elif not truncated and current.read_offset:
+            self._checkpoint.widen_head(current.source, current.read_head())
         if truncated:
             self._metrics.truncations.inc()
             log.warning(
@@ -205,16 +238,15 @@ class FileTail:
                 self.path, current.dev, current.ino, current.head(), 0
             )
             current.read_offset = 0
+            current.recent = b""
             current.in_oversized_line = False
-        else:
-            current.mtime_ns = st.st_mtime_ns
 
     def _drain_copy_of(self, truncated: OpenFile) -> bool:
-        """copytruncate: the lines written since our last read are in the copy it made (same first
-        bytes, at least as new, longer than what we read). Drain the copy from our offset under
-        the same source before the truncated file starts over, as for a rename rotation."""
+        """copytruncate: the lines written since our last read are in the copy it made. Drain the
+        copy from our offset under the same source before the truncated file starts over, as
+        for a rename rotation."""
         entry = truncated.source
-        if not entry.head_len:
+        if not entry.head_len or not truncated.recent:
             return False
         found = self._find_copy(entry, truncated)
         if found is None:
@@ -225,17 +257,17 @@ class FileTail:
             extra={"path": path, "source": entry.id, "offset": truncated.read_offset},
         )
         self._checkpoint.relocate(entry, st.st_dev, st.st_ino)  # a restart finds it there
-        copy = OpenFile(
-            fd, path, st.st_dev, st.st_ino, entry, truncated.read_offset, time.monotonic()
-        )
+        copy = OpenFile.at(fd, path, st, entry, truncated.read_offset, time.monotonic())
         copy.in_oversized_line = truncated.in_oversized_line
-        self.files.insert(len(self.files) - 1, copy)
+        self.files.insert(len(self.files) - 1, copy)  # before the truncated file, always last
         return True
 
     def _find_copy(
         self, entry: SourceEntry, truncated: OpenFile
     ) -> tuple[int, str, os.stat_result] | None:
-        own = {(f.dev, f.ino) for f in (*self.files, *self.late)}
+        """A regular file in the same directory, held by no tail, longer than what we read, with
+        our fingerprint at its start and the bytes we read last just before our offset."""
+        claimed = self._claimed()
         try:
             with os.scandir(os.path.dirname(self.path) or ".") as items:
                 candidates = [item.path for item in items if item.is_file(follow_symlinks=False)]
@@ -243,24 +275,37 @@ class FileTail:
             return None
         for path in candidates:
             try:
-                st = os.stat(path, follow_symlinks=False)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
             except OSError:
-                continue
-            if (
-                (st.st_dev, st.st_ino) in own
-                or st.st_size <= truncated.read_offset
-                or st.st_mtime_ns < truncated.mtime_ns
-            ):
                 continue
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                st = os.fstat(fd)
+                if self._is_copy(fd, st, entry, truncated, claimed):
+                    return fd, path, st
             except OSError:
-                continue
-            head = os.pread(fd, entry.head_len, 0)
-            if len(head) == entry.head_len and head_digest(head) == entry.head_sha:
-                return fd, path, st
+                pass
             os.close(fd)
         return None
+
+    @staticmethod
+    def _is_copy(
+        fd: int,
+        st: os.stat_result,
+        entry: SourceEntry,
+        truncated: OpenFile,
+        claimed: set[tuple[int, int]],
+    ) -> bool:
+        if (
+            not stat.S_ISREG(st.st_mode)
+            or (st.st_dev, st.st_ino) in claimed
+            or st.st_size <= truncated.read_offset
+        ):
+            return False
+        recent = truncated.recent
+        return (
+            head_digest(os.pread(fd, entry.head_len, 0)) == entry.head_sha
+            and os.pread(fd, len(recent), truncated.read_offset - len(recent)) == recent
+        )
 
     def _update_behind(self) -> None:
         behind = 0
@@ -288,7 +333,9 @@ class FileTail:
                 f = self.files[0]  # the copy of a truncated file, if found, comes first
             grace_over = f.rotated_at is not None and (once or self._grace_over(f))
             retiring = grace_over or (f.rotated_at is not None and self._successor_written())
-            batch = self._read_from(f, final=retiring)
+            # an unterminated end ships only when the grace is over: another writer may still
+            # finish that line
+            batch = self._read_from(f, final=grace_over)
             if batch is not None or not retiring:
                 return batch
             self.files.popleft()
@@ -359,10 +406,12 @@ class FileTail:
             )
         f.in_oversized_line = oversized
         start = f.read_offset
-        f.read_offset += length
+        body = data if length == len(data) else data[:length]
+        f.advance(body)
+        if start < HEAD_BYTES and f.source.head_len < HEAD_BYTES:
+            self._checkpoint.widen_head(f.source, f.read_head())  # fingerprint what we read
         self._metrics.lines_read.inc(lines)
         self._metrics.bytes_read.inc(length)
-        body = data if length == len(data) else data[:length]
         return Batch(f.source.id, f.path, start, start + length, lines, now_ns(), body)
 
     def _retire(self, f: OpenFile) -> None:
@@ -413,7 +462,14 @@ class TailSet:
         return {(f.dev, f.ino) for t in self.tails.values() for f in (*t.files, *t.late)}
 
     def _new_tail(self, path: str, *, at_startup: bool) -> FileTail:
-        return FileTail(path, self._checkpoint, self._options, self._metrics, at_startup=at_startup)
+        return FileTail(
+            path,
+            self._checkpoint,
+            self._options,
+            self._metrics,
+            at_startup=at_startup,
+            claimed=self._claimed,
+        )
 
     def check(self) -> None:
         """Discover new paths, then let every tail look for rotation and truncation."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -253,3 +254,89 @@ def test_copy_of_a_truncated_file_is_found_again_after_a_crash(tmp_path: Path) -
     assert tails.read() is not None  # the copy's batch, sent but never confirmed
     tails._checkpoint.save()  # then SIGKILL
     assert drain(make_tails(tmp_path, rotation_grace=60.0)) == b"line 2 unread\nafter 1\n"
+
+
+def test_copy_is_found_though_we_read_between_its_copy_and_the_truncate(tmp_path: Path) -> None:
+    """logrotate copies, the application writes on, we read a little, then the truncate: the
+    copy is recognised by its content, not by times (bytes written after the copy are lost by
+    copytruncate itself, for everyone)."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"line 1\n")
+    tails = make_tails(tmp_path, max_bytes=32, rotation_grace=60.0)
+    assert drain(tails) == b"line 1\n"
+    unread = b"".join(b"line %02d unread\n" % i for i in range(10))
+    with path.open("ab") as handle:
+        handle.write(unread)
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())  # the copy
+    with path.open("ab") as handle:
+        handle.write(b"window\n")  # after the copy, before the truncate
+    [(_, _, _, some)] = _one(tails)  # we read a little in that window
+    os.truncate(path, 0)
+    with path.open("ab") as handle:
+        handle.write(b"after\n")
+    assert some + drain(tails) == unread + b"after\n"
+
+
+def _one(tails: TailSet) -> list[tuple[str, int, int, bytes]]:
+    batch = tails.read()
+    assert batch is not None
+    tails._checkpoint.sent(batch.source, batch.start, batch.end)
+    tails._checkpoint.confirmed(batch.source, batch.start)
+    return [(batch.source, batch.start, batch.end, bytes(batch.body))]
+
+
+def test_a_glob_that_names_the_copy_reads_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"a1\n")
+    tails = make_tails(tmp_path, "in.txt*", rotation_grace=60.0)
+    assert drain(tails) == b"a1\n"
+    with path.open("ab") as handle:
+        handle.write(b"a2 unread\n")
+    copytruncate(path, tmp_path / "in.txt.1", preserve_mtime=False)
+    with path.open("ab") as handle:
+        handle.write(b"after\n")
+    assert drain(tails) == b"a2 unread\nafter\n"
+
+
+def test_a_line_half_written_to_the_old_file_is_not_torn(tmp_path: Path) -> None:
+    """Writer A moved to the new file; writer B is still in the middle of a line in the old
+    one. That line ships whole, once B finishes it, not as two pieces around A's lines."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"old 1\n")
+    tails = make_tails(tmp_path, rotation_grace=60.0)
+    assert drain(tails) == b"old 1\n"
+    with path.open("ab") as handle:
+        handle.write(b"writer B half")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"writer A new 1\n")
+    assert drain(tails) == b"writer A new 1\n"
+    with (tmp_path / "in.txt.1").open("ab") as handle:
+        handle.write(b" rest of B's line\n")
+    assert drain(tails) == b"writer B half rest of B's line\n"
+
+
+def test_a_source_resumed_long_after_it_was_finished_is_kept(tmp_path: Path) -> None:
+    """Finished (grace over) with its last batch unconfirmed, then the producer stays down for
+    days: the next start resumes it, and the first checkpoint write does not prune it."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"old 1\n")
+    tails = make_tails(tmp_path, rotation_grace=0.0)
+    assert drain(tails) == b"old 1\n"
+    with path.open("ab") as handle:
+        handle.write(b"old 2\n")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"new 1\n")
+    tails.check()
+    assert tails.read() is not None and tails.read() is not None  # neither confirmed
+    tails._checkpoint.save()
+    tails.close()
+    checkpoint = json.loads((tmp_path / "ck").read_text())
+    for entry in checkpoint["sources"]:
+        entry["updated"] -= 3 * 24 * 3600  # the producer stayed down for days
+    (tmp_path / "ck").write_text(json.dumps(checkpoint))
+    again = make_tails(tmp_path, rotation_grace=60.0)
+    again.check()
+    again._checkpoint.save()  # prunes what is stale
+    resumed = [f.source.id for t in again.tails.values() for f in t.files]
+    assert len(resumed) == 2 and all(s in again._checkpoint.entries for s in resumed)
+    assert drain(again) == b"old 2\nnew 1\n"
