@@ -139,21 +139,28 @@ def test_rewrite_past_old_offset_between_reads_is_a_new_source(tmp_path: Path) -
     assert (start, end, body) == (0, 14, b"bbbbbbbbbb\ncc\n") and source != old_source
 
 
-def test_rotated_file_unconfirmed_at_a_crash_is_resumed(tmp_path: Path) -> None:
-    """Retired (renamed away, writer moved on) while its last batch awaited a confirm, then a
-    crash: the next start drains it from the confirmed offset before the new file."""
+def rotate_and_crash_unconfirmed(tmp_path: Path, *, rotation_grace: float) -> None:
+    """Rename rotation; the old file's last line and the new file's first are read and sent,
+    neither confirmed; the checkpointer runs; then SIGKILL."""
     path = tmp_path / "in.txt"
     path.write_bytes(b"old 1\n")
-    tails = make_tails(tmp_path, rotation_grace=60.0)
+    tails = make_tails(tmp_path, rotation_grace=rotation_grace)
     assert drain(tails) == b"old 1\n"
     with path.open("ab") as handle:
         handle.write(b"old 2\n")
     path.rename(tmp_path / "in.txt.1")
     path.write_bytes(b"new 1\n")
     tails.check()
-    unconfirmed = [tails.read(), tails.read()]  # old 2, then new 1: neither confirmed
+    unconfirmed = [tails.read(), tails.read()]
     assert [bytes(b.body) for b in unconfirmed if b] == [b"old 2\n", b"new 1\n"]
-    tails._checkpoint.save()  # the checkpointer ran; then SIGKILL
+    tails._checkpoint.save()
+    tails.close()
+
+
+def test_rotated_file_unconfirmed_at_a_crash_is_resumed(tmp_path: Path) -> None:
+    """Retired (renamed away, writer moved on) while its last batch awaited a confirm, then a
+    crash: the next start drains it from the confirmed offset before the new file."""
+    rotate_and_crash_unconfirmed(tmp_path, rotation_grace=60.0)
     assert drain(make_tails(tmp_path, rotation_grace=60.0)) == b"old 2\nnew 1\n"
 
 
@@ -318,18 +325,7 @@ def test_a_line_half_written_to_the_old_file_is_not_torn(tmp_path: Path) -> None
 def test_a_source_resumed_long_after_it_was_finished_is_kept(tmp_path: Path) -> None:
     """Finished (grace over) with its last batch unconfirmed, then the producer stays down for
     days: the next start resumes it, and the first checkpoint write does not prune it."""
-    path = tmp_path / "in.txt"
-    path.write_bytes(b"old 1\n")
-    tails = make_tails(tmp_path, rotation_grace=0.0)
-    assert drain(tails) == b"old 1\n"
-    with path.open("ab") as handle:
-        handle.write(b"old 2\n")
-    path.rename(tmp_path / "in.txt.1")
-    path.write_bytes(b"new 1\n")
-    tails.check()
-    assert tails.read() is not None and tails.read() is not None  # neither confirmed
-    tails._checkpoint.save()
-    tails.close()
+    rotate_and_crash_unconfirmed(tmp_path, rotation_grace=0.0)  # finished at once
     checkpoint = json.loads((tmp_path / "ck").read_text())
     for entry in checkpoint["sources"]:
         entry["updated"] -= 3 * 24 * 3600  # the producer stayed down for days
