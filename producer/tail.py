@@ -107,11 +107,11 @@ class FileTail:
         metrics: ProducerMetrics,
         *,
         at_startup: bool,
-        claimed: Callable[[], set[tuple[int, int]]] | None = None,
+        claimed: Callable[[], set[tuple[int, int]]],
     ) -> None:
         self.path = path
-        # every file identity some tail holds (the TailSet's), so a copy is never read twice
-        self._claimed = claimed or self._own
+        # every file identity any tail of the set holds: one descriptor per file, copies included
+        self._claimed = claimed
         self._checkpoint = checkpoint
         self._options = options
         self._metrics = metrics
@@ -121,12 +121,9 @@ class FileTail:
         # (another writer process) until their grace ends
         self.late: list[OpenFile] = []
 
-    def _own(self) -> set[tuple[int, int]]:
-        return {(f.dev, f.ino) for f in (*self.files, *self.late)}
-
     # -- opening ---------------------------------------------------------------------------------
 
-    def _open(self, claimed: set[tuple[int, int]]) -> OpenFile | None:
+    def _open(self) -> OpenFile | None:
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -135,7 +132,7 @@ class FileTail:
             log.error("input_unreadable", extra={"path": self.path})
             return None
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in claimed:
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in self._claimed():
             os.close(fd)
             return None
         head = os.pread(fd, HEAD_BYTES, 0)
@@ -179,7 +176,7 @@ class FileTail:
 
     # -- checking for rotation and truncation ------------------------------------------------------
 
-    def check(self, claimed: set[tuple[int, int]]) -> None:
+    def check(self) -> None:
         """stat the path and decide from inode, size and offset; watch events are only a hint."""
         try:
             st: os.stat_result | None = os.stat(self.path)
@@ -205,7 +202,7 @@ class FileTail:
         elif current is not None:
             current = None
         if current is None and st is not None:
-            opened = self._open(claimed)  # claimed already holds this tail's own files
+            opened = self._open()
             if opened is not None:
                 self.files.append(opened)
         self._at_startup = False  # a file that appears later was not there when we started
@@ -480,7 +477,7 @@ class TailSet:
             self._resume_rotated()
         self._started = True
         for tail in list(self.tails.values()):
-            tail.check(self._claimed())
+            tail.check()
 
     def _resume_rotated(self) -> None:
         """After a restart, find unfinished sources whose file was renamed (app.log → app.log.1)
