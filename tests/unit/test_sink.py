@@ -21,6 +21,13 @@ def write(sink: Sink, *messages: Delivered) -> None:
     sink.commit(sink.plan(list(messages)))
 
 
+def sink_holding_first_line(out: Path) -> Sink:
+    sink = Sink(out, fsync=True)
+    sink.open()
+    write(sink, ranged("a", 0, b"first\n"))
+    return sink
+
+
 def test_duplicates_and_overlaps_are_written_once(tmp_path: Path) -> None:
     sink = Sink(tmp_path / "out.txt", fsync=True)
     sink.open()
@@ -52,9 +59,7 @@ def test_restart_remembers_ranges_and_cuts_unrecorded_tail(tmp_path: Path) -> No
 def test_failed_write_is_rolled_back_and_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                  ) -> None:
     out = tmp_path / "out.txt"
-    sink = Sink(out, fsync=True)
-    sink.open()
-    write(sink, ranged("a", 0, b"first\n"))
+    sink = sink_holding_first_line(out)
     real_fdatasync = os.fdatasync
     calls = {"n": 0}
 
@@ -99,9 +104,7 @@ def test_state_whose_sync_failed_does_not_outlive_the_rollback(
     the next start must not take the rolled-back bytes as written (they would be skipped as
     duplicates when the broker delivers them again)."""
     out = tmp_path / "out.txt"
-    sink = Sink(out, fsync=True)
-    sink.open()
-    write(sink, ranged("a", 0, b"first\n"))
+    sink = sink_holding_first_line(out)
     real_fdatasync = os.fdatasync
     calls = {"n": 0}
 
@@ -129,9 +132,7 @@ def test_leftovers_of_a_failed_rollback_are_cut_before_the_next_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out.txt"
-    sink = Sink(out, fsync=True)
-    sink.open()
-    write(sink, ranged("a", 0, b"first\n"))
+    sink = sink_holding_first_line(out)
     real_ftruncate = os.ftruncate
     plan = sink.plan([ranged("a", 6, b"second\n")])
     with out.open("ab") as handle:  # part of a write the disk then refused

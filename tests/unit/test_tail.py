@@ -36,11 +36,17 @@ def drain(tails: TailSet) -> bytes:
     raise AssertionError("never ran dry")
 
 
-def test_rename_rotation_drains_old_file_first(tmp_path: Path) -> None:
+def following(tmp_path: Path, first: bytes, **options: object) -> tuple[Path, TailSet]:
+    """in.txt holding `first`, followed and shipped up to its end."""
     path = tmp_path / "in.txt"
-    path.write_bytes(b"old 1\n")
-    tails = make_tails(tmp_path)
-    assert drain(tails) == b"old 1\n"
+    path.write_bytes(first)
+    tails = make_tails(tmp_path, **options)
+    assert drain(tails) == first
+    return path, tails
+
+
+def test_rename_rotation_drains_old_file_first(tmp_path: Path) -> None:
+    path, tails = following(tmp_path, b"old 1\n")
     with path.open("ab") as handle:
         handle.write(b"old 2\n")
     path.rename(tmp_path / "in.txt.1")
@@ -142,10 +148,7 @@ def test_rewrite_past_old_offset_between_reads_is_a_new_source(tmp_path: Path) -
 def rotate_and_crash_unconfirmed(tmp_path: Path, *, rotation_grace: float) -> None:
     """Rename rotation; the old file's last line and the new file's first are read and sent,
     neither confirmed; the checkpointer runs; then SIGKILL."""
-    path = tmp_path / "in.txt"
-    path.write_bytes(b"old 1\n")
-    tails = make_tails(tmp_path, rotation_grace=rotation_grace)
-    assert drain(tails) == b"old 1\n"
+    path, tails = following(tmp_path, b"old 1\n", rotation_grace=rotation_grace)
     with path.open("ab") as handle:
         handle.write(b"old 2\n")
     path.rename(tmp_path / "in.txt.1")
@@ -188,10 +191,7 @@ def test_read_from_end_only_on_a_first_run(tmp_path: Path) -> None:
 def test_late_write_to_a_file_retired_early_is_shipped(tmp_path: Path) -> None:
     """Two writers: one moved to the new file (the old one retires early), the other still
     appends to the old one within the grace. Its line comes late, but it comes."""
-    path = tmp_path / "in.txt"
-    path.write_bytes(b"old 1\n")
-    tails = make_tails(tmp_path, rotation_grace=60.0)
-    assert drain(tails) == b"old 1\n"
+    path, tails = following(tmp_path, b"old 1\n", rotation_grace=60.0)
     path.rename(tmp_path / "in.txt.1")
     path.write_bytes(b"new 1\n")
     assert drain(tails) == b"new 1\n"
@@ -249,10 +249,7 @@ def test_copytruncate_while_behind_drains_the_copy_first(tmp_path: Path) -> None
 
 
 def test_copy_of_a_truncated_file_is_found_again_after_a_crash(tmp_path: Path) -> None:
-    path = tmp_path / "in.txt"
-    path.write_bytes(b"line 1\n")
-    tails = make_tails(tmp_path, rotation_grace=60.0)
-    assert drain(tails) == b"line 1\n"
+    path, tails = following(tmp_path, b"line 1\n", rotation_grace=60.0)
     with path.open("ab") as handle:
         handle.write(b"line 2 unread\n")
     copytruncate(path, tmp_path / "in.txt.1", preserve_mtime=False)
@@ -267,10 +264,7 @@ def test_copy_is_found_though_we_read_between_its_copy_and_the_truncate(tmp_path
     """logrotate copies, the application writes on, we read a little, then the truncate: the
     copy is recognised by its content, not by times (bytes written after the copy are lost by
     copytruncate itself, for everyone)."""
-    path = tmp_path / "in.txt"
-    path.write_bytes(b"line 1\n")
-    tails = make_tails(tmp_path, max_bytes=32, rotation_grace=60.0)
-    assert drain(tails) == b"line 1\n"
+    path, tails = following(tmp_path, b"line 1\n", max_bytes=32, rotation_grace=60.0)
     unread = b"".join(b"line %02d unread\n" % i for i in range(10))
     with path.open("ab") as handle:
         handle.write(unread)
@@ -308,10 +302,7 @@ def test_a_glob_that_names_the_copy_reads_it_once(tmp_path: Path) -> None:
 def test_a_line_half_written_to_the_old_file_is_not_torn(tmp_path: Path) -> None:
     """Writer A moved to the new file; writer B is still in the middle of a line in the old
     one. That line ships whole, once B finishes it, not as two pieces around A's lines."""
-    path = tmp_path / "in.txt"
-    path.write_bytes(b"old 1\n")
-    tails = make_tails(tmp_path, rotation_grace=60.0)
-    assert drain(tails) == b"old 1\n"
+    path, tails = following(tmp_path, b"old 1\n", rotation_grace=60.0)
     with path.open("ab") as handle:
         handle.write(b"writer B half")
     path.rename(tmp_path / "in.txt.1")
