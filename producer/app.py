@@ -1,5 +1,5 @@
-"""Wires the producer: tail → batch → publish ⇒ confirm → checkpoint, with backpressure (no reading
-while the confirm window is full) and a bounded shutdown."""
+"""Wires the producer: tail → batch → publish ⇒ confirm → ledger → checkpoint, with backpressure (no
+reading while the ledger is full) and a bounded shutdown."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from logship.lifecycle import with_deadline
 from logship.telemetry import TelemetryServer
 from logship.wire import Batch
 from producer.checkpoint import Checkpoint
+from producer.ledger import AckLedger
 from producer.metrics import ProducerMetrics
 from producer.publisher import Publisher
 from producer.settings import ProducerSettings
 from producer.tail import TailOptions, TailSet
-from producer.window import ConfirmWindow
 
 log = logging.getLogger("logship.producer")
 
@@ -86,7 +86,12 @@ class ProducerApp:
             metrics,
         )
         self.publisher: Publisher | None = None
-        self._window = ConfirmWindow(settings.max_in_flight, settings.max_in_flight_bytes)
+        self.ledger = AckLedger(
+            self.checkpoint,
+            max_batches=settings.max_in_flight,
+            max_bytes=settings.max_in_flight_bytes,
+            gauge=metrics.in_flight,
+        )
 
     def ready(self) -> bool:
         return self.publisher is not None and self.publisher.ready
@@ -150,8 +155,8 @@ class ProducerApp:
             extra={"input": self.settings.input, "files": len(self.tails.tails)},
         )
         while not self.stop.is_set():
-            # backpressure: no reading while the confirm window is full
-            if not await self._window.wait_for_room(self.stop):
+            # backpressure: no reading while too much awaits its confirm
+            if not await self.ledger.wait_for_room(self.stop):
                 break
             batch = self.tails.read(once=self.settings.once)
             if batch is None:
@@ -176,18 +181,15 @@ class ProducerApp:
 
     def _send(self, batch: Batch) -> None:
         assert self.publisher is not None
-        self.checkpoint.sent(batch.source, batch.start, batch.end)
+        entry = self.ledger.sent(batch)
         self.metrics.batches_published.inc()
-        self.metrics.in_flight.inc()
-        size = batch.end - batch.start
-        self._window.add(size)
         confirmed = self.publisher.submit(batch)
 
         def settled(future: asyncio.Future[None]) -> None:
-            self.metrics.in_flight.dec()
-            self._window.remove(size)
-            if not future.cancelled():
-                self.checkpoint.confirmed(batch.source, batch.start)
+            if future.cancelled():
+                self.ledger.abandoned(entry)
+            else:
+                self.ledger.confirmed(entry)
 
         confirmed.add_done_callback(settled)
 
@@ -204,7 +206,7 @@ class ProducerApp:
         """A failed write is logged, not raised: a stale checkpoint only means re-sending (which
         the consumer skips); the next interval tries again."""
         try:
-            self.checkpoint.save()
+            self.checkpoint.save(prune_except=self.ledger.sources())
         except OSError as error:
             log.error(
                 "checkpoint_write_failed",
@@ -245,6 +247,6 @@ class ProducerApp:
                 "producer_stopped",
                 extra={
                     "lines_read": int(self.metrics.lines_read._value.get()),
-                    "in_flight_left": self.checkpoint.in_flight,
+                    "in_flight_left": self.ledger.unconfirmed,
                 },
             )

@@ -10,7 +10,7 @@ import logging
 import os
 import time
 import uuid
-from collections import deque
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -63,12 +63,12 @@ class SourceEntry:
 
 
 class Checkpoint:
-    """Identity → confirmed offset for every source, plus the batches in flight per source."""
+    """Identity → confirmed offset for every source. Offsets move only through `advance`, which the
+    acknowledgement ledger calls over confirmed batches in order."""
 
     def __init__(self, path: Path, entries: dict[str, SourceEntry]) -> None:
         self.path = path
         self.entries = entries
-        self._in_flight: dict[str, deque[list[int]]] = {}
         self._seq = max((e.seq for e in entries.values()), default=0)
         self.dirty = False
 
@@ -135,51 +135,34 @@ class Checkpoint:
         entry.updated = time.time()
         self.dirty = True
 
-    def sent(self, source: str, start: int, end: int) -> None:
-        self._in_flight.setdefault(source, deque()).append([start, end, 0])
-
-    def confirmed(self, source: str, start: int) -> None:
-        """Mark one batch confirmed; move the source's offset over every leading confirmed one."""
-        pending = self._in_flight.get(source)
-        if not pending:
-            return
-        for item in pending:
-            if item[0] == start:
-                item[2] = 1
-                break
+    def advance(self, source: str, end: int) -> None:
+        """Every byte of `source` before `end` is confirmed (the ledger calls this, in order)."""
         entry = self.entries.get(source)
-        while pending and pending[0][2]:
-            _, end, _ = pending.popleft()
-            if entry is not None and end > entry.offset:
-                entry.offset = end
-                entry.updated = time.time()
-                self.dirty = True
-        if not pending:
-            del self._in_flight[source]
+        if entry is not None and end > entry.offset:
+            entry.offset = end
+            entry.updated = time.time()
+            self.dirty = True
 
-    @property
-    def in_flight(self) -> int:
-        return sum(len(p) for p in self._in_flight.values())
-
-    def _prune(self) -> None:
+    def _prune(self, keep: Collection[str]) -> None:
         now = time.time()
         stale = [
             e.id
             for e in self.entries.values()
-            if e.finished and e.id not in self._in_flight and now - e.updated > FINISHED_RETENTION_S
+            if e.finished and e.id not in keep and now - e.updated > FINISHED_RETENTION_S
         ]
         for key in stale:
             del self.entries[key]
         if len(self.entries) > MAX_ENTRIES:
-            oldest = sorted((e for e in self.entries.values() if e.finished), key=lambda e: e.seq)[
-                : len(self.entries) - MAX_ENTRIES
-            ]
+            finished = (e for e in self.entries.values() if e.finished and e.id not in keep)
+            oldest = sorted(finished, key=lambda e: e.seq)[: len(self.entries) - MAX_ENTRIES]
             for e in oldest:
                 del self.entries[e.id]
 
-    def save(self) -> None:
-        """Atomically replace the checkpoint file: a crash leaves the old or the new one."""
-        self._prune()
+    def save(self, *, prune_except: Collection[str] | None = None) -> None:
+        """Atomically replace the checkpoint file: a crash leaves the old or the new one. With
+        `prune_except` (the sources still in flight), long-finished sources are dropped first."""
+        if prune_except is not None:
+            self._prune(prune_except)
         data = {
             "version": CHECKPOINT_VERSION,
             "sources": [asdict(e) for e in sorted(self.entries.values(), key=lambda e: e.seq)],

@@ -30,8 +30,7 @@ def drain(tails: TailSet) -> bytes:
             batch = tails.read()
             if batch is None:
                 return out
-        tails._checkpoint.sent(batch.source, batch.start, batch.end)
-        tails._checkpoint.confirmed(batch.source, batch.start)
+        tails._checkpoint.advance(batch.source, batch.end)
         out += bytes(batch.body)
     raise AssertionError("never ran dry")
 
@@ -124,8 +123,7 @@ def read_all(tails: TailSet) -> list[tuple[str, int, int, bytes]]:
     data keeps coming), confirmed as the publisher would."""
     batches = []
     while (batch := tails.read()) is not None:
-        tails._checkpoint.sent(batch.source, batch.start, batch.end)
-        tails._checkpoint.confirmed(batch.source, batch.start)
+        tails._checkpoint.advance(batch.source, batch.end)
         batches.append((batch.source, batch.start, batch.end, bytes(batch.body)))
     return batches
 
@@ -281,8 +279,7 @@ def test_copy_is_found_though_we_read_between_its_copy_and_the_truncate(tmp_path
 def _one(tails: TailSet) -> list[tuple[str, int, int, bytes]]:
     batch = tails.read()
     assert batch is not None
-    tails._checkpoint.sent(batch.source, batch.start, batch.end)
-    tails._checkpoint.confirmed(batch.source, batch.start)
+    tails._checkpoint.advance(batch.source, batch.end)
     return [(batch.source, batch.start, batch.end, bytes(batch.body))]
 
 
