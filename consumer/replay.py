@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings
 
 from logship.amqp import FatalConnectError, connect
 from logship.config import AmqpSettings, LogSettings, settings_config
+from logship.lenient_decode import undecodable
 from logship.wire import H_DEATH_REASON
 
 log = logging.getLogger("logship.consumer.replay")
@@ -63,7 +64,7 @@ async def replay(settings: ReplaySettings) -> int:
     except FatalConnectError as error:
         print(f"logship: error: {error}", file=sys.stderr)
         return 1
-    moved = 0
+    moved = left = 0
     try:
         # a returned (unroutable) copy raises: its dead letter is then kept, not acked away
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -73,6 +74,17 @@ async def replay(settings: ReplaySettings) -> int:
             message = await dead.get(no_ack=False, fail=False, timeout=10)
             if message is None:
                 break
+            mark = undecodable(message.headers)
+            if mark is not None:
+                # a copy could not carry the bytes that did not decode: keep it unacknowledged,
+                # so it goes back to the dead-letter queue when the channel closes
+                left += 1
+                print(
+                    f"logship: warning: leaving delivery {message.delivery_tag} in "
+                    f"{amqp.dead_letter_queue}: undecodable properties: {mark.describe()}",
+                    file=sys.stderr,
+                )
+                continue
             headers = dict(message.headers or {})
             print(
                 f"{'would move' if settings.dry_run else 'moving'} "
@@ -94,6 +106,12 @@ async def replay(settings: ReplaySettings) -> int:
         f"{'would move' if settings.dry_run else 'moved'} {moved} message(s) "
         f"from {amqp.dead_letter_queue} to {amqp.exchange}"
     )
+    if left:
+        print(
+            f"left {left} undecodable message(s) in {amqp.dead_letter_queue}: their AMQP "
+            "properties do not decode, so a copy would not be faithful; inspect them with "
+            "another client"
+        )
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from logship import lenient_decode
 from logship.amqp import FatalConnectError
 from logship.config import fail, load_settings
 from logship.lifecycle import install_stop_signals, run
@@ -16,6 +17,7 @@ from producer.settings import ProducerSettings
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings(ProducerSettings, argv)
     setup_logging(settings.log.level, settings.log.format)
+    lenient_decode.install()  # returned messages are decoded like deliveries
     try:
         from producer.app import ProducerApp
 
