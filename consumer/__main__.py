@@ -8,7 +8,7 @@ from consumer.metrics import ConsumerMetrics
 from consumer.settings import ConsumerSettings
 from consumer.sink import StateError
 from logship import lenient_decode
-from logship.amqp import FatalConnectError
+from logship.amqp import FatalConnectError, TopologyError
 from logship.config import fail, load_settings
 from logship.lifecycle import install_stop_signals, run
 from logship.logs import setup_logging
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return run(serve)
-    except (StateError, FatalConnectError) as error:
+    except (StateError, FatalConnectError, TopologyError) as error:
         fail(str(error))
     except OSError as error:
         fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))

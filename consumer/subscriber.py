@@ -18,7 +18,7 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import ChannelInvalidStateError
 
-from logship.amqp import declare_topology
+from logship.amqp import declare_topology, refusals_explained
 from logship.config import AmqpSettings
 from logship.lenient_decode import undecodable
 from logship.wire import H_DEATH_REASON
@@ -55,10 +55,11 @@ class Subscriber:
         )
         await channel.set_qos(prefetch_count=self._prefetch)
         await declare_topology(channel, self._settings)
-        # passive: with declaration off, a missing queue is a clear error at start
-        self._queue = await channel.get_queue(self._settings.queue, ensure=True)
-        self._channel = channel
-        self._consumer_tag = await self._queue.consume(self._deliver, no_ack=False)
+        async with refusals_explained(self._settings):
+            # passive: with declaration off, a missing queue is a clear error at start
+            self._queue = await channel.get_queue(self._settings.queue, ensure=True)
+            self._channel = channel
+            self._consumer_tag = await self._queue.consume(self._deliver, no_ack=False)
 
     async def _deliver(self, message: AbstractIncomingMessage) -> None:
         self.inbox.put_nowait(message)
