@@ -8,12 +8,15 @@ import importlib.metadata
 import inspect
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 import aio_pika
 import aiormq.connection
 import pamqp.frame
 import pytest
 from aiormq.abc import DeliveredMessage
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pamqp import commands, constants, header
 from pamqp.exceptions import UnmarshalingException
 
@@ -199,3 +202,42 @@ def test_a_header_named_like_the_mark_cannot_forge_it() -> None:
     assert undecodable(forged) is None
     assert decode(forged, b"line").body == b"line\n"
     assert isinstance(Undecodable(()), Undecodable)
+
+
+short_text = st.text(max_size=40).filter(lambda t: len(t.encode()) < 256)
+
+
+@settings(max_examples=300)
+@given(flags=st.integers(0, 0xFFFF).map(lambda f: f & ~1), data=st.binary(max_size=300))
+def test_any_properties_bytes_decode_without_raising(flags: int, data: bytes) -> None:
+    lenient_decode.install()
+    try:
+        properties = commands.Basic.Properties()
+        properties.unmarshal(flags, data)  # never raises: at worst everything is marked
+    finally:
+        lenient_decode.uninstall()
+
+
+@given(
+    message_id=st.none() | short_text,
+    app_id=st.none() | short_text,
+    headers=st.none() | st.dictionaries(short_text, st.integers(-(2**63), 2**63 - 1) | short_text,
+                                        max_size=5),
+    seconds=st.none() | st.integers(0, 2**32 - 1),
+)
+def test_sound_properties_are_untouched(
+    message_id: str | None, app_id: str | None, headers: dict[str, Any] | None,
+    seconds: int | None,
+) -> None:
+    timestamp = None if seconds is None else datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    sound = commands.Basic.Properties(
+        message_id=message_id, app_id=app_id, headers=headers, timestamp=timestamp
+    )
+    frame = pamqp.frame.marshal(header.ContentHeader(0, 1, sound), 1)
+    lenient_decode.install()
+    try:
+        decoded = content_header(frame).properties
+    finally:
+        lenient_decode.uninstall()
+    assert decoded == content_header(frame).properties  # the strict decoder agrees
+    assert undecodable(decoded.headers) is None
