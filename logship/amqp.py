@@ -84,25 +84,24 @@ _DENIED = re.compile(
 _QUOTED = re.compile(r"'([^']*)'")
 
 
-def _shown(value: str) -> str:
-    """`the value 'x' of type 'longstr'` → 'x'; `none` → none."""
-    quoted = _QUOTED.search(value)
-    return f"'{quoted.group(1)}'" if quoted else value.strip()
+def _value(text: str) -> str | None:
+    """`the value 'x' of type 'longstr'` or `'x'` → x; `none` (argument absent) → None."""
+    quoted = _QUOTED.search(text)
+    return quoted.group(1) if quoted else None
 
 
-def _argument_hint(arg: str, current: str, settings: AmqpSettings) -> str:
+def _queue_hint(arg: str, current: str | None) -> str:
     flag = {
         "x-queue-type": "--amqp.queue-type",
         "x-delivery-limit": "--amqp.delivery-limit",
         "x-dead-letter-exchange": "--amqp.dead-letter-exchange",
     }.get(arg)
-    if flag is None or current == "none":
-        why = " (without it, poison messages are dropped)" if arg.startswith("x-dead") else ""
-        return (
-            f": delete it so it is declared again{why}, or declare it yourself and set "
-            "--no-amqp.declare"
-        )
-    return f": delete it or set {flag} {current.strip(chr(39))}"
+    if flag is not None and current is not None:
+        return f"delete it or set {flag} {current}"
+    why = " (without it, poison messages are dropped)" if arg == "x-dead-letter-exchange" else ""
+    return (
+        f"delete it so it is declared again{why}, or declare it yourself and set --no-amqp.declare"
+    )
 
 
 def describe_refusal(error: BaseException, settings: AmqpSettings) -> str:
@@ -111,7 +110,9 @@ def describe_refusal(error: BaseException, settings: AmqpSettings) -> str:
     reply = text.split(" - ", 1)[-1]
     if match := _INEQUIVALENT.search(reply):
         arg, kind, name = match["arg"], match["kind"], match["name"]
-        current, wanted = _shown(match["current"]), _shown(match["wanted"])
+        current, wanted = _value(match["current"]), _value(match["wanted"])
+        there = "none" if current is None else f"'{current}'"
+        differs = f"{there} there, {'none' if wanted is None else repr(wanted)} wanted"
         if kind == "exchange":
             flag = (
                 "--amqp.dead-letter-exchange"
@@ -119,12 +120,12 @@ def describe_refusal(error: BaseException, settings: AmqpSettings) -> str:
                 else "--amqp.exchange"
             )
             return (
-                f"exchange '{name}' exists with a different {arg} ({current} there, {wanted} "
-                f"wanted): delete it or set {flag} to another name"
+                f"exchange '{name}' exists with a different {arg} ({differs}): delete it or set "
+                f"{flag} to another name"
             )
         return (
-            f"queue '{name}' exists with different arguments ({arg}: {current} there, {wanted} "
-            f"wanted){_argument_hint(arg, current, settings)}"
+            f"queue '{name}' exists with different arguments ({arg}: {differs}): "
+            f"{_queue_hint(arg, current)}"
         )
     if match := _MISSING.search(reply):
         hint = (
