@@ -131,6 +131,22 @@ def test_headers_table_with_a_key_that_is_not_utf8_is_marked(lenient: None) -> N
     assert mark is not None and mark.properties == ("headers",)
 
 
+@pytest.mark.parametrize(
+    "value",
+    [b"T" + struct.pack(">Q", 2**64 - 1), b"?junk"],
+    ids=["timestamp-out-of-range", "unknown-type"],
+)
+def test_headers_table_with_a_bad_value_is_marked(lenient: None, value: bytes) -> None:
+    entries = short(b"ok") + b"S" + struct.pack(">I", 2) + b"v1" + short(b"bad") + value
+    frame = header_frame(
+        P["headers"] | P["app_id"], struct.pack(">I", len(entries)) + entries + short(b"app")
+    )
+    properties = content_header(frame).properties
+    assert properties.app_id == "app"
+    mark = undecodable(properties.headers)
+    assert mark is not None and mark.properties == ("headers",)
+
+
 def test_truncated_properties_are_marked_not_raised(lenient: None) -> None:
     frame = header_frame(P["message_id"] | P["app_id"], short(b"\xff\xfe") + b"\x09ab")
     mark = undecodable(content_header(frame).properties.headers)
