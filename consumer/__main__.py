@@ -7,7 +7,8 @@ import sys
 from consumer.metrics import ConsumerMetrics
 from consumer.settings import ConsumerSettings
 from consumer.sink import StateError
-from logship.amqp import FatalConnectError
+from logship import lenient_decode
+from logship.amqp import FatalConnectError, TopologyError
 from logship.config import fail, load_settings
 from logship.lifecycle import install_stop_signals, run
 from logship.logs import setup_logging
@@ -19,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
         return replay_main(args[1:])
     settings = load_settings(ConsumerSettings, args)
     setup_logging(settings.log.level, settings.log.format)
+    lenient_decode.install()  # a delivery that does not decode must not close the connection
     from consumer.app import ConsumerApp
 
     async def serve() -> int:
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return run(serve)
-    except (StateError, FatalConnectError) as error:
+    except (StateError, FatalConnectError, TopologyError) as error:
         fail(str(error))
     except OSError as error:
         fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
@@ -39,6 +41,7 @@ def replay_main(args: list[str]) -> int:
 
     settings = load_settings(ReplaySettings, args)
     setup_logging(settings.log.level, settings.log.format)
+    lenient_decode.install()
     return run(lambda: replay(settings))
 
 

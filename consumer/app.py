@@ -156,7 +156,13 @@ class ConsumerApp:
         self, subscriber: Subscriber, message: AbstractIncomingMessage, error: PoisonMessage
     ) -> None:
         log.error(
-            "message_dead_lettered", extra={"message_id": message.message_id, "reason": str(error)}
+            "message_dead_lettered",
+            extra={
+                "message_id": message.message_id,
+                "delivery_tag": message.delivery_tag,
+                "kind": error.kind,
+                "reason": str(error),
+            },
         )
         self.metrics.dead_lettered.labels(error.kind).inc()
         await subscriber.dead_letter(message, str(error))

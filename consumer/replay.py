@@ -14,8 +14,9 @@ import aio_pika.exceptions
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
-from logship.amqp import FatalConnectError, connect
-from logship.config import AmqpSettings, LogSettings, settings_config
+from logship.amqp import FatalConnectError, TopologyError, connect, refusals_explained
+from logship.config import EXIT_BAD_SETTINGS, AmqpSettings, LogSettings, settings_config
+from logship.lenient_decode import undecodable
 from logship.wire import H_DEATH_REASON
 
 log = logging.getLogger("logship.consumer.replay")
@@ -62,39 +63,74 @@ async def replay(settings: ReplaySettings) -> int:
         connection = await connect(amqp, "logship-replay")
     except FatalConnectError as error:
         print(f"logship: error: {error}", file=sys.stderr)
-        return 1
-    moved = 0
+        return EXIT_BAD_SETTINGS
     try:
-        # a returned (unroutable) copy raises: its dead letter is then kept, not acked away
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        dead = await channel.get_queue(amqp.dead_letter_queue, ensure=True)
-        exchange = await channel.get_exchange(amqp.exchange, ensure=True)
-        while settings.limit is None or moved < settings.limit:
-            message = await dead.get(no_ack=False, fail=False, timeout=10)
-            if message is None:
-                break
-            headers = dict(message.headers or {})
-            print(
-                f"{'would move' if settings.dry_run else 'moving'} "
-                f"{message.message_id or '-'} reason={_reason(headers)} bytes={len(message.body)}"
-            )
-            if not settings.dry_run and not await _move(exchange, message, headers, amqp):
-                print(
-                    f"logship: error: {amqp.exchange} did not take {message.message_id or '-'}"
-                    f" (no queue bound for routing key {amqp.routing_key!r}?); it stays in "
-                    f"{amqp.dead_letter_queue}",
-                    file=sys.stderr,
-                )
-                return 1
-            moved += 1
+        async with refusals_explained(amqp):
+            # a returned (unroutable) copy raises: its dead letter is then kept, not acked away
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            dead = await channel.get_queue(amqp.dead_letter_queue, ensure=True)
+            exchange = await channel.get_exchange(amqp.exchange, ensure=True)
+        counts = await _replay_all(settings, dead, exchange)
         # in a dry run the unacknowledged messages return to the dead-letter queue on close
+    except TopologyError as error:
+        print(f"logship: error: {error}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
     finally:
         await asyncio.wait_for(connection.close(), 10)
+    if counts is None:
+        return 1
+    moved, left = counts
     print(
         f"{'would move' if settings.dry_run else 'moved'} {moved} message(s) "
         f"from {amqp.dead_letter_queue} to {amqp.exchange}"
     )
+    if left:
+        print(
+            f"left {left} undecodable message(s) in {amqp.dead_letter_queue}: their AMQP "
+            "properties do not decode, so a copy would not be faithful; inspect them with "
+            "another client"
+        )
     return 0
+
+
+async def _replay_all(
+    settings: ReplaySettings,
+    dead: aio_pika.abc.AbstractQueue,
+    exchange: aio_pika.abc.AbstractExchange,
+) -> tuple[int, int] | None:
+    """(moved, left undecodable), or None when the exchange did not take a copy."""
+    amqp = settings.amqp
+    moved = left = 0
+    while settings.limit is None or moved < settings.limit:
+        message = await dead.get(no_ack=False, fail=False, timeout=10)
+        if message is None:
+            break
+        mark = undecodable(message.headers)
+        if mark is not None:
+            # a copy could not carry the bytes that did not decode: keep it unacknowledged, so
+            # it goes back to the dead-letter queue when the channel closes
+            left += 1
+            print(
+                f"logship: warning: leaving delivery {message.delivery_tag} in "
+                f"{amqp.dead_letter_queue}: undecodable properties: {mark.describe()}",
+                file=sys.stderr,
+            )
+            continue
+        headers = dict(message.headers or {})
+        print(
+            f"{'would move' if settings.dry_run else 'moving'} "
+            f"{message.message_id or '-'} reason={_reason(headers)} bytes={len(message.body)}"
+        )
+        if not settings.dry_run and not await _move(exchange, message, headers, amqp):
+            print(
+                f"logship: error: {amqp.exchange} did not take {message.message_id or '-'}"
+                f" (no queue bound for routing key {amqp.routing_key!r}?); it stays in "
+                f"{amqp.dead_letter_queue}",
+                file=sys.stderr,
+            )
+            return None
+        moved += 1
+    return moved, left
 
 
 async def _move(

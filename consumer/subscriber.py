@@ -18,8 +18,9 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import ChannelInvalidStateError
 
-from logship.amqp import declare_topology
+from logship.amqp import declare_topology, refusals_explained
 from logship.config import AmqpSettings
+from logship.lenient_decode import undecodable
 from logship.wire import H_DEATH_REASON
 
 log = logging.getLogger("logship.consumer.subscriber")
@@ -54,10 +55,11 @@ class Subscriber:
         )
         await channel.set_qos(prefetch_count=self._prefetch)
         await declare_topology(channel, self._settings)
-        # passive: with declaration off, a missing queue is a clear error at start
-        self._queue = await channel.get_queue(self._settings.queue, ensure=True)
-        self._channel = channel
-        self._consumer_tag = await self._queue.consume(self._deliver, no_ack=False)
+        async with refusals_explained(self._settings):
+            # passive: with declaration off, a missing queue is a clear error at start
+            self._queue = await channel.get_queue(self._settings.queue, ensure=True)
+            self._channel = channel
+            self._consumer_tag = await self._queue.consume(self._deliver, no_ack=False)
 
     async def _deliver(self, message: AbstractIncomingMessage) -> None:
         self.inbox.put_nowait(message)
@@ -93,8 +95,11 @@ class Subscriber:
 
     async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         """Move a message that can never be written to the dead-letter exchange, with the reason
-        in a header when we may publish there, else by rejecting it (reason `rejected`)."""
-        if self._dead_publish_allowed and await self._published_dead(message, reason):
+        in a header when we may publish there, else by rejecting it (reason `rejected`). One whose
+        properties did not decode is always rejected: a copy could not carry its original bytes,
+        the broker's dead-lettering keeps them."""
+        copy = self._dead_publish_allowed and undecodable(message.headers) is None
+        if copy and await self._published_dead(message, reason):
             try:
                 await message.ack()
             except SETTLE_ERRORS as error:  # redelivered, then dead-lettered once more

@@ -4,11 +4,13 @@ topology both sides declare the same way."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import re
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aio_pika
@@ -58,6 +60,105 @@ class JitteredRobustConnection(aio_pika.RobustConnection):
 
 class FatalConnectError(RuntimeError):
     """The broker answered but will never let us in: wrong credentials, vhost, CA. Not retried."""
+
+
+class TopologyError(RuntimeError):
+    """The broker refused our topology at start: a queue or exchange that exists with other
+    arguments, one that is missing while declaring is off, or no permission. Not retried."""
+
+
+REFUSALS = (
+    aiormq.exceptions.ChannelPreconditionFailed,
+    aiormq.exceptions.ChannelNotFoundEntity,
+    aiormq.exceptions.ChannelAccessRefused,
+)
+_INEQUIVALENT = re.compile(
+    r"inequivalent arg '(?P<arg>[^']+)' for (?P<kind>queue|exchange) '(?P<name>[^']*)'"
+    r".*?: received (?P<wanted>.+?) but current is (?P<current>.+)$"
+)
+_MISSING = re.compile(r"no (?P<kind>queue|exchange) '(?P<name>[^']*)' in vhost '(?P<vhost>[^']*)'")
+_DENIED = re.compile(
+    r"access to (?P<kind>queue|exchange) '(?P<name>[^']*)' in vhost '(?P<vhost>[^']*)' "
+    r"refused for user '(?P<user>[^']*)'"
+)
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def _value(text: str) -> str | None:
+    """`the value 'x' of type 'longstr'` or `'x'` → x; `none` (argument absent) → None."""
+    quoted = _QUOTED.search(text)
+    return quoted.group(1) if quoted else None
+
+
+def _queue_hint(arg: str, current: str | None) -> str:
+    flag = {
+        "x-queue-type": "--amqp.queue-type",
+        "x-delivery-limit": "--amqp.delivery-limit",
+        "x-dead-letter-exchange": "--amqp.dead-letter-exchange",
+    }.get(arg)
+    if flag is not None and current is not None:
+        return f"delete it or set {flag} {current}"
+    why = " (without it, poison messages are dropped)" if arg == "x-dead-letter-exchange" else ""
+    return (
+        f"delete it so it is declared again{why}, or declare it yourself and set --no-amqp.declare"
+    )
+
+
+def describe_refusal(error: BaseException, settings: AmqpSettings) -> str:
+    """One line that says what the broker refused and what to do about it."""
+    text = str(error.args[0] if error.args else error)
+    reply = text.split(" - ", 1)[-1]
+    if match := _INEQUIVALENT.search(reply):
+        arg, kind, name = match["arg"], match["kind"], match["name"]
+        current, wanted = _value(match["current"]), _value(match["wanted"])
+        there = "none" if current is None else f"'{current}'"
+        differs = f"{there} there, {'none' if wanted is None else repr(wanted)} wanted"
+        if kind == "exchange":
+            flag = (
+                "--amqp.dead-letter-exchange"
+                if name == settings.dead_letter_exchange
+                else "--amqp.exchange"
+            )
+            return (
+                f"exchange '{name}' exists with a different {arg} ({differs}): delete it or set "
+                f"{flag} to another name"
+            )
+        return (
+            f"queue '{name}' exists with different arguments ({arg}: {differs}): "
+            f"{_queue_hint(arg, current)}"
+        )
+    if match := _MISSING.search(reply):
+        hint = (
+            "declare it beforehand, or drop --no-amqp.declare so logship declares it"
+            if not settings.declare
+            else "check the --amqp names, or start the producer or consumer once to declare it"
+        )
+        return (
+            f"{match['kind']} '{match['name']}' does not exist in vhost '{match['vhost']}': {hint}"
+        )
+    if match := _DENIED.search(reply):
+        hint = (
+            "grant configure permission on it, or declare the topology beforehand and set "
+            "--no-amqp.declare"
+            if settings.declare
+            else "grant the permission this program needs (producer: write on the exchange; "
+            "consumer: read on the queue)"
+        )
+        return (
+            f"broker refused user '{match['user']}' access to {match['kind']} '{match['name']}'"
+            f": {hint}"
+        )
+    return f"broker refused the topology: {reply}"
+
+
+@contextlib.asynccontextmanager
+async def refusals_explained(settings: AmqpSettings) -> AsyncIterator[None]:
+    """Turn the broker refusing a declare, a passive check or a consume at start into a
+    TopologyError with one clear line."""
+    try:
+        yield
+    except REFUSALS as error:
+        raise TopologyError(describe_refusal(error, settings)) from None
 
 
 def backoff_delays(first: float = 0.2, cap: float = 10.0) -> Any:
@@ -170,6 +271,11 @@ async def declare_topology(channel: AbstractChannel, settings: AmqpSettings) -> 
     With `declare` off nothing is declared: each side then checks passively what it needs."""
     if not settings.declare:
         return
+    async with refusals_explained(settings):
+        await _declare(channel, settings)
+
+
+async def _declare(channel: AbstractChannel, settings: AmqpSettings) -> None:
     dead_exchange = await channel.declare_exchange(
         settings.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
     )

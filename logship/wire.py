@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from logship.lenient_decode import undecodable
+
 WIRE_VERSION = 1
 H_VERSION = "x-logship-version"
 H_SOURCE = "x-logship-source"
@@ -47,6 +49,9 @@ def count_newlines(data: bytes, end: int | None = None) -> int:
         return data.count(NEWLINE, 0, stop)
     body = data if stop == len(data) else data[:stop]
     return stop - len(body.replace(NEWLINE, b""))
+
+
+UNDECODABLE = "undecodable_properties"
 
 
 class PoisonMessage(ValueError):
@@ -110,6 +115,9 @@ def _int_header(headers: dict[str, Any], name: str) -> int:
 
 def decode(headers: dict[str, Any] | None, body: bytes) -> Delivered:
     """Turn a received message into what the sink writes, or raise PoisonMessage."""
+    mark = undecodable(headers)
+    if mark is not None:  # the AMQP properties themselves did not decode (lenient_decode)
+        raise PoisonMessage(f"undecodable properties: {mark.describe()}", UNDECODABLE)
     if not headers or H_VERSION not in headers:
         # a line from another program; it gets its newline unless it brought one
         text = body if body.endswith(b"\n") else body + b"\n"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from logship.amqp import FatalConnectError
+from logship import lenient_decode
+from logship.amqp import FatalConnectError, TopologyError
 from logship.config import fail, load_settings
 from logship.lifecycle import install_stop_signals, run
 from logship.logs import setup_logging
@@ -16,6 +17,7 @@ from producer.settings import ProducerSettings
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings(ProducerSettings, argv)
     setup_logging(settings.log.level, settings.log.format)
+    lenient_decode.install()  # returned messages are decoded like deliveries
     try:
         from producer.app import ProducerApp
 
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
             return await app.run()
 
         return run(serve)
-    except (CheckpointError, FatalConnectError) as error:
+    except (CheckpointError, FatalConnectError, TopologyError) as error:
         fail(str(error))
     except OSError as error:
         fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))

@@ -15,7 +15,7 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.exceptions import ChannelInvalidStateError
 
-from logship.amqp import backoff_delays, declare_topology
+from logship.amqp import backoff_delays, declare_topology, refusals_explained
 from logship.config import AmqpSettings
 from logship.wire import Batch
 from producer.metrics import ProducerMetrics
@@ -76,7 +76,8 @@ class Publisher:
         await declare_topology(channel, self._settings)
         # With declaration switched off this is a passive check: a missing exchange is a clear
         # error at start, not a NOT_FOUND at the first publish.
-        self._exchange = await channel.get_exchange(self._settings.exchange, ensure=True)
+        async with refusals_explained(self._settings):
+            self._exchange = await channel.get_exchange(self._settings.exchange, ensure=True)
         self._channel = channel
 
     @property
