@@ -75,6 +75,14 @@ class ConsumerMetrics:
             "Writes that failed for a passing reason and are retried",
             registry=r,
         )
+        self.output_rotations = Counter(
+            "logship_consumer_output_rotations_total",
+            "Times the output file was found renamed, deleted or truncated and followed",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("rename", "delete", "truncate"):
+            self.output_rotations.labels(reason)
         self.write_latency = Histogram(
             "logship_consumer_write_latency_seconds",
             "Time to append a group of messages",
