@@ -246,17 +246,21 @@ class ConsumerApp:
     async def _follow_output(self) -> None:
         """Let go of a rotated output within OUTPUT_CHECK_INTERVAL even when no message comes
         (so logrotate can compress it), at once on SIGHUP. Writes check it themselves."""
+        failing = ""
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.reopen_output.wait(), OUTPUT_CHECK_INTERVAL)
             self.reopen_output.clear()
             try:
                 self.sink.follow()
-            except OSError as error:  # the next write retries it, with backoff
-                log.error(
-                    "output_reopen_failed",
-                    extra={"path": str(self.sink.path), "error": error.strerror or str(error)},
-                )
+                failing = ""
+            except OSError as error:  # a write retries it with backoff; logged once a streak
+                reason = error.strerror or str(error)
+                if reason != failing:
+                    failing = reason
+                    log.error(
+                        "output_reopen_failed", extra={"path": str(self.sink.path), "error": reason}
+                    )
 
     async def _shutdown(
         self,

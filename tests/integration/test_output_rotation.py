@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -171,3 +172,27 @@ def test_corrupt_state_file_is_one_line_and_exit_code_2(tmp_path: Path, payload:
     assert result.returncode == 2, stderr
     assert "Traceback" not in stderr
     assert stderr.count("\n") == 1 and "output.txt.state is unreadable" in stderr, stderr
+
+
+def test_output_that_cannot_be_reopened_pauses_the_consumer(pipe: Pipeline) -> None:
+    """Rotated away, and the path cannot be opened (here a directory took its place): nothing is
+    written to the rotated file or acknowledged; the failure is logged once, not every second;
+    once the path works again every line arrives."""
+    consumer = pipe.consumer().ready()
+    pipe.producer().ready()
+    first = b"".join(f"before {i}\n".encode() for i in range(1000))
+    pipe.append(first)
+    assert pipe.wait_for_output(first) == first
+    rotated = pipe.workdir / "output.txt.1"
+    os.rename(pipe.output, rotated)
+    pipe.output.mkdir()
+    second = b"".join(f"after {i}\n".encode() for i in range(1000))
+    pipe.append(second)
+    consumer.wait_for_event("write_failed")
+    time.sleep(3)  # three timer ticks
+    pipe.assert_alive()
+    assert rotated.read_bytes() == first, "nothing goes to the rotated file meanwhile"
+    assert consumer.log().count('"event": "output_reopen_failed"') == 1
+    pipe.output.rmdir()
+    assert pipe.wait_for_output(second) == second
+    assert rotated.read_bytes() == first
