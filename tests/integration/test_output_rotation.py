@@ -5,6 +5,7 @@ file is one line and exit code 2."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -68,6 +69,13 @@ class Writer:
             self._thread.join()
 
 
+def wait_for_growth(out: Path) -> None:
+    """Until the consumer appended some more (lines keep flowing meanwhile)."""
+    size = out.stat().st_size if out.exists() else 0
+    grew = wait_until(lambda: out.exists() and out.stat().st_size > size + 10_000, 30)
+    assert grew, f"{out} did not grow"
+
+
 @contextmanager
 def frozen(program: Program) -> Iterator[None]:
     """Hold the consumer still (SIGSTOP) for a copy-then-truncate, so the test does not race
@@ -90,10 +98,6 @@ def test_output_rotations_while_lines_flow(pipe: Pipeline) -> None:
     out = pipe.output
     pieces: list[Path | bytes] = []  # what was rotated away, in order
 
-    def grows() -> None:
-        size = out.stat().st_size if out.exists() else 0
-        assert wait_until(lambda: out.exists() and out.stat().st_size > size + 10_000, 30)
-
     def released(path: Path) -> bool:
         return wait_until(lambda: str(path) not in held_by(pid), 2.5)
 
@@ -104,24 +108,24 @@ def test_output_rotations_while_lines_flow(pipe: Pipeline) -> None:
     writer.start()
     try:
         # (a) logrotate `create` + `postrotate kill -HUP`
-        grows()
+        wait_for_growth(out)
         os.rename(out, pipe.workdir / "output.txt.1")
         pieces.append(pipe.workdir / "output.txt.1")
         consumer.signal(signal.SIGHUP)
         assert released(pipe.workdir / "output.txt.1"), "SIGHUP lets go of the renamed file"
         assert consumer.running, "SIGHUP reopens; it does not end the consumer"
         # (b) copytruncate
-        grows()
+        wait_for_growth(out)
         with frozen(consumer):
             shutil.copyfile(out, pipe.workdir / "output.txt.2")
             os.truncate(out, 0)
         pieces.append(pipe.workdir / "output.txt.2")
         # (c) `: > output.txt`, after someone took what it held
-        grows()
+        wait_for_growth(out)
         with frozen(consumer):
             pieces.append(out.read_bytes())
             out.open("wb").close()
-        grows()
+        wait_for_growth(out)
     finally:
         writer.stop()
     # (d) a rename nobody signals, while idle: the timer lets go of it
@@ -130,7 +134,7 @@ def test_output_rotations_while_lines_flow(pipe: Pipeline) -> None:
     pieces.append(pipe.workdir / "output.txt.3")
     assert released(pipe.workdir / "output.txt.3"), "an idle consumer lets go within ~1 s"
     writer.start()
-    grows()
+    wait_for_growth(out)
     writer.stop()
 
     assert wait_until(lambda: len(joined()) >= len(writer.written), 60)
@@ -151,6 +155,53 @@ def test_output_rotations_while_lines_flow(pipe: Pipeline) -> None:
         metrics = response.read().decode()
     counted = dict(re.findall(r'output_rotations_total\{reason="(\w+)"\} (\S+)', metrics))
     assert counted == {"rename": "2.0", "delete": "0.0", "truncate": "2.0"}
+
+
+@pytest.mark.skipif(shutil.which("logrotate") is None, reason="logrotate is not installed")
+def test_the_documented_logrotate_stanza_loses_and_duplicates_nothing(pipe: Pipeline) -> None:
+    """README "Output rotation": `create`, `compress`, `delaycompress`, `postrotate kill -HUP`,
+    the output named exactly (the state file beside it is left alone); real logrotate, forced
+    three times while lines flow."""
+    consumer = pipe.consumer().ready()
+    assert consumer.proc is not None
+    pipe.input.touch()
+    pipe.producer().ready()
+    out = pipe.output
+    config = pipe.workdir / "logrotate.conf"
+    config.write_text(
+        f"{out} {{\n  rotate 100\n  missingok\n  notifempty\n  create 0644\n  compress\n"
+        f"  delaycompress\n  postrotate\n    kill -HUP {consumer.proc.pid}\n  endscript\n}}\n"
+    )
+    writer = Writer(pipe.input)
+    writer.start()
+    try:
+        for _ in range(3):
+            wait_for_growth(out)
+            subprocess.run(
+                ["logrotate", "-f", "-s", str(pipe.workdir / "logrotate.status"), str(config)],
+                check=True,
+                timeout=30,
+            )
+    finally:
+        writer.stop()
+
+    def rotated() -> list[Path]:  # oldest first: output.txt.3.gz, output.txt.2.gz, output.txt.1
+        found = [p for p in pipe.workdir.glob("output.txt.*") if p.name.split(".")[2].isdigit()]
+        return sorted(found, key=lambda p: -int(p.name.split(".")[2]))
+
+    def joined() -> bytes:
+        parts = [gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+                 for p in rotated()]
+        return b"".join(parts) + out.read_bytes()
+
+    assert wait_until(lambda: len(joined()) >= len(writer.written), 60)
+    assert joined() == bytes(writer.written)
+    assert [p.name for p in rotated()] == ["output.txt.3.gz", "output.txt.2.gz", "output.txt.1"]
+    assert (pipe.workdir / "output.txt.state").exists()
+    assert not list(pipe.workdir.glob("output.txt.state.*")), "the state file is not rotated"
+    held = held_by(consumer.proc.pid)
+    assert all(str(p) not in held for p in rotated())
+    pipe.assert_alive()
 
 
 @pytest.mark.parametrize(
