@@ -314,11 +314,18 @@ def test_crash_after_rotation_cuts_the_unrecorded_tail_of_the_new_file(tmp_path:
     assert (tmp_path / "out.txt.1").read_bytes() + out.read_bytes() == b"first\nsecond\n"
 
 
-def test_state_file_rotated_by_a_careless_glob_is_rebuilt_at_its_path(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["rename", "copytruncate"])
+def test_state_file_rotated_by_a_careless_glob_is_rebuilt_at_its_path(
+    tmp_path: Path, how: str
+) -> None:
     out = tmp_path / "out.txt"
+    state = tmp_path / "out.txt.state"
     sink = sink_holding_first_line(out)
     write(sink, ranged("a", 6, b"second\n"))  # the state file is now written in place
-    (tmp_path / "out.txt.state").rename(tmp_path / "out.txt.state.1")
+    if how == "rename":
+        state.rename(tmp_path / "out.txt.state.1")
+    else:
+        os.truncate(state, 0)
     write(sink, ranged("a", 13, b"third\n"))
     sink.close()
     again = Sink(out, fsync=True)
