@@ -11,6 +11,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from consumer.sink import ROTATION_REASONS
 from logship.connection_metrics import ConnectionMetrics
 
 LATENCY_BUCKETS = (
@@ -81,7 +82,7 @@ class ConsumerMetrics:
             ["reason"],
             registry=r,
         )
-        for reason in ("rename", "delete", "truncate"):
+        for reason in ROTATION_REASONS:  # every reason present from the start, at 0
             self.output_rotations.labels(reason)
         self.write_latency = Histogram(
             "logship_consumer_write_latency_seconds",
