@@ -25,6 +25,7 @@ ROTATION_REASONS = ("rename", "delete", "truncate")
 # a file deleted under every rewrite of one group: stop rewriting and record it (someone keeps
 # deleting the output; what they delete is theirs to lose)
 MAX_REWRITES = 3
+CREATE_GRACE = 0.1
 
 
 class StateError(RuntimeError):
@@ -200,10 +201,9 @@ class Sink:
             log.error("state_file_replaced", extra={"path": str(self.state_path)})
             self._save_state(pending=pending)
         held = os.fstat(self._fd)
-        try:
-            named: os.stat_result | None = os.stat(self.path)
-        except FileNotFoundError:
-            named = None
+        named = self._stat_path()
+        if named is None and held.st_nlink:
+            named = self._await_successor()
         old = self.size
         if named is None or (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
             reason = "delete" if held.st_nlink == 0 else "rename"
@@ -234,6 +234,25 @@ class Sink:
         self._save_state(pending=pending)
         self._rotated(reason, old, self.size)
         return reason
+
+    def _stat_path(self) -> os.stat_result | None:
+        try:
+            return os.stat(self.path)
+        except FileNotFoundError:
+            return None
+
+    def _await_successor(self) -> os.stat_result | None:
+        """Renamed away and nothing at the path yet: logrotate's `create` is about to put a
+        file there. Creating it first would make logrotate move ours aside (to a `.backup`) and
+        report an error; so wait a moment for its file (once per rotation; blocks the loop for
+        at most CREATE_GRACE)."""
+        deadline = time.monotonic() + CREATE_GRACE
+        while time.monotonic() < deadline:
+            time.sleep(0.002)
+            named = self._stat_path()
+            if named is not None:
+                return named
+        return None
 
     def _rotated(self, reason: str, old: int, new: int, *, at_start: bool = False) -> None:
         log.warning(

@@ -197,6 +197,7 @@ def test_the_documented_logrotate_stanza_loses_and_duplicates_nothing(pipe: Pipe
     assert wait_until(lambda: len(joined()) >= len(writer.written), 60)
     assert joined() == bytes(writer.written)
     assert [p.name for p in rotated()] == ["output.txt.3.gz", "output.txt.2.gz", "output.txt.1"]
+    assert not list(pipe.workdir.glob("*.backup")), "logrotate created each new file itself"
     assert (pipe.workdir / "output.txt.state").exists()
     assert not list(pipe.workdir.glob("output.txt.state.*")), "the state file is not rotated"
     held = held_by(consumer.proc.pid)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -192,6 +194,30 @@ def test_rename_then_create_is_noticed_by_the_next_write(tmp_path: Path) -> None
     sink.close()
     assert (tmp_path / "out.txt.1").read_bytes() == b"first\n"
     assert out.read_bytes() == b"second\n"
+
+
+def test_a_rename_waits_a_moment_for_logrotates_create(tmp_path: Path) -> None:
+    """logrotate creates the new file with O_EXCL just after its rename; had the consumer created
+    it first, logrotate would move the consumer's file aside as a `.backup` and report an error."""
+    out = tmp_path / "out.txt"
+    sink = sink_holding_first_line(out)
+    refused: list[OSError] = []
+
+    def logrotate_create() -> None:
+        time.sleep(0.03)
+        try:
+            os.close(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
+        except OSError as error:
+            refused.append(error)
+
+    out.rename(tmp_path / "out.txt.1")
+    creator = threading.Thread(target=logrotate_create)
+    creator.start()
+    write(sink, ranged("a", 6, b"second\n"))
+    creator.join()
+    sink.close()
+    assert not refused, "the consumer created the file logrotate was about to create"
+    assert out.read_bytes() == b"second\n" and out.stat().st_mode & 0o777 == 0o640
 
 
 def test_deleted_output_is_replaced_by_a_new_file(tmp_path: Path) -> None:
