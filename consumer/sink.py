@@ -1,4 +1,4 @@
-"""The output file and its state file: append, fsync, exactly-once bookkeeping and recovery.
+"""The output file and its state file: append, fsync, exactly-once bookkeeping, recovery, rotation.
 Order of durability: data, then state (size + written ranges), then the caller acknowledges."""
 
 from __future__ import annotations
