@@ -112,6 +112,7 @@ def test_output_rotations_while_lines_flow(pipe: Pipeline) -> None:
         os.rename(out, pipe.workdir / "output.txt.1")
         pieces.append(pipe.workdir / "output.txt.1")
         consumer.signal(signal.SIGHUP)
+        consumer.wait_for_event("reopen_requested", timeout=5)
         assert released(pipe.workdir / "output.txt.1"), "SIGHUP lets go of the renamed file"
         assert consumer.running, "SIGHUP reopens; it does not end the consumer"
         # (b) copytruncate
