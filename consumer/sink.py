@@ -229,8 +229,8 @@ class Sink:
         else:
             return None
         # recorded before anything is written at the new base: a crash before this record
-        # leaves a state larger than the new file (taken as a rotation at start); one after it
-        # would otherwise leave unrecorded bytes that the old size could not tell apart
+        # leaves the old size, larger than a fresh file (taken as a rotation at start); without
+        # it, bytes written here and never recorded could not be told from acknowledged ones
         self._save_state(pending=pending)
         self._rotated(reason, old, self.size)
         return reason
