@@ -10,7 +10,7 @@ from consumer.sink import StateError
 from logship import lenient_decode
 from logship.amqp import FatalConnectError, TopologyError
 from logship.config import fail, load_settings
-from logship.lifecycle import install_stop_signals, run
+from logship.lifecycle import install_reopen_signal, install_stop_signals, run
 from logship.logs import setup_logging
 
 
@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     async def serve() -> int:
         app = ConsumerApp(settings, ConsumerMetrics())
         install_stop_signals(app.stop)
+        install_reopen_signal(app.reopen_output)
         return await app.run()
 
     try:

@@ -22,13 +22,20 @@ from logship.wire import Delivered, PoisonMessage, decode, now_ns
 
 log = logging.getLogger("logship.consumer")
 
+OUTPUT_CHECK_INTERVAL = 1.0
+
 
 class ConsumerApp:
     def __init__(self, settings: ConsumerSettings, metrics: ConsumerMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
         self.stop = asyncio.Event()
-        self.sink = Sink(settings.output, fsync=settings.fsync is FsyncPolicy.always)
+        self.reopen_output = asyncio.Event()  # SIGHUP: follow a rotated output now
+        self.sink = Sink(
+            settings.output,
+            fsync=settings.fsync is FsyncPolicy.always,
+            on_rotated=lambda reason: metrics.output_rotations.labels(reason).inc(),
+        )
         self.subscriber: Subscriber | None = None
         self._last_activity = time.monotonic()
         self._queue_empty_since: float | None = None
@@ -47,7 +54,8 @@ class ConsumerApp:
         )
         if self.settings.http.port:
             await telemetry.start()
-        background: list[asyncio.Task[None]] = []
+        # also while the broker is away: a rotated output is let go of all the same
+        background = [asyncio.create_task(self._follow_output(), name="follow-output")]
         connection: AbstractRobustConnection | None = None
         try:
             connection = await connect(
@@ -74,7 +82,7 @@ class ConsumerApp:
             watchdog = BlockedWatchdog(
                 connection, self.settings.amqp.blocked_timeout, self.metrics.connection
             )
-            background = [
+            background += [
                 asyncio.create_task(watchdog.run(), name="blocked-watchdog"),
                 asyncio.create_task(self._watch_queue(), name="queue-depth"),
             ]
@@ -240,6 +248,25 @@ class ConsumerApp:
                     self.stop.set()
                     return
             await asyncio.sleep(interval)
+
+    async def _follow_output(self) -> None:
+        """Let go of a rotated output within OUTPUT_CHECK_INTERVAL even when no message comes
+        (so logrotate can compress it), at once on SIGHUP. Writes check it themselves."""
+        failing = ""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.reopen_output.wait(), OUTPUT_CHECK_INTERVAL)
+            self.reopen_output.clear()
+            try:
+                self.sink.follow()
+                failing = ""
+            except OSError as error:  # a write retries it with backoff; logged once a streak
+                reason = error.strerror or str(error)
+                if reason != failing:
+                    failing = reason
+                    log.error(
+                        "output_reopen_failed", extra={"path": str(self.sink.path), "error": reason}
+                    )
 
     async def _shutdown(
         self,

@@ -11,6 +11,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from consumer.sink import ROTATION_REASONS
 from logship.connection_metrics import ConnectionMetrics
 
 LATENCY_BUCKETS = (
@@ -75,6 +76,14 @@ class ConsumerMetrics:
             "Writes that failed for a passing reason and are retried",
             registry=r,
         )
+        self.output_rotations = Counter(
+            "logship_consumer_output_rotations_total",
+            "Times the output file was found renamed, deleted or truncated and followed",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ROTATION_REASONS:  # every reason present from the start, at 0
+            self.output_rotations.labels(reason)
         self.write_latency = Histogram(
             "logship_consumer_write_latency_seconds",
             "Time to append a group of messages",

@@ -1,4 +1,4 @@
-"""The output file and its state file: append, fsync, exactly-once bookkeeping and recovery.
+"""The output file and its state file: append, fsync, exactly-once bookkeeping, recovery, rotation.
 Order of durability: data, then state (size + written ranges), then the caller acknowledges."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypeGuard
 
 from consumer.ranges import RangeSet
 from consumer.statefile import StateFile, read_record
@@ -21,6 +21,11 @@ log = logging.getLogger("logship.consumer.sink")
 STATE_VERSION = 1
 MAX_SOURCES = 10_000
 IOV_MAX = 1024
+ROTATION_REASONS = ("rename", "delete", "truncate")
+# a file deleted under every rewrite of one group: stop rewriting and record it (someone keeps
+# deleting the output; what they delete is theirs to lose)
+MAX_REWRITES = 3
+CREATE_GRACE = 0.1
 
 
 class StateError(RuntimeError):
@@ -50,16 +55,79 @@ def recorded_size(output: Path) -> int:
         return 0
 
 
+@dataclass
+class SavedState:
+    """The state file's record, checked: output size, identity of the output file it describes
+    (None in records from before rotation was followed), per source the written ranges."""
+
+    size: int
+    ino: int | None
+    sources: dict[str, RangeSet]
+    touched: dict[str, float]
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_ranges(value: object) -> RangeSet:
+    if not isinstance(value, list):
+        raise ValueError("a source's ranges are not a list")
+    ranges = RangeSet()
+    for pair in value:
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(_is_int(x) for x in pair)
+            or not 0 <= pair[0] < pair[1]
+        ):
+            raise ValueError(f"range {json.dumps(pair)[:40]} is not [start, end) offsets")
+        ranges.add(pair[0], pair[1])
+    return ranges
+
+
+def parse_state(raw: bytes) -> SavedState:
+    """Check every field of a state record; ValueError says which one is wrong."""
+    state = json.loads(raw)
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise ValueError("unknown format")
+    size, ino = state.get("size"), state.get("ino")
+    if not _is_int(size) or size < 0:
+        raise ValueError("size is not a byte count")
+    if ino is not None and not _is_int(ino):
+        raise ValueError("ino is not an inode number")
+    sources, touched = state.get("sources"), state.get("touched", {})
+    if not isinstance(sources, dict) or not isinstance(touched, dict):
+        raise ValueError("sources or touched is not a mapping")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in touched.values()):
+        raise ValueError("touched holds a value that is not a time")
+    return SavedState(
+        size=size,
+        ino=ino,
+        sources={str(k): _parse_ranges(v) for k, v in sources.items()},
+        touched={str(k): float(v) for k, v in touched.items()},
+    )
+
+
 class Sink:
     """Appends to `path`; keeps `<path>.state` with the output size and, per source, the byte
     ranges already written. On open it cuts any tail the state does not account for: those bytes
-    were never acknowledged, so the broker delivers them again."""
+    were never acknowledged, so the broker delivers them again.
 
-    def __init__(self, path: Path, *, fsync: bool) -> None:
+    The output may be rotated under it (`follow`, also run before every write): renamed or
+    deleted, it lets go of the old file and appends to a new one at the path; truncated, it
+    appends from the new end. Never zero-fills. Which source ranges were written is a fact about
+    the sources, kept across rotations; `size` is the size of the current output file."""
+
+    def __init__(
+        self, path: Path, *, fsync: bool, on_rotated: Callable[[str], None] | None = None
+    ) -> None:
         self.path = path
         self.state_path = path.with_name(path.name + ".state")
         self._fsync = fsync
+        self._on_rotated = on_rotated
         self._fd = -1
+        self._ino = -1
         self._state = StateFile(self.state_path, durable=fsync)
         self.size = 0
         self.sources: dict[str, RangeSet] = {}
@@ -67,47 +135,138 @@ class Sink:
 
     def open(self) -> None:
         state = self._load_state()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        actual = os.fstat(self._fd).st_size
+        self._fd = self._open_output()
+        held = os.fstat(self._fd)
+        self._ino = held.st_ino
+        actual = held.st_size
         if state is None:
             self.size = actual
             if actual:
                 log.warning("output_without_state", extra={"path": str(self.path), "size": actual})
             self._save_state()
             return
-        recorded = int(state["size"])
-        self.sources = {k: RangeSet([tuple(r) for r in v]) for k, v in state["sources"].items()}
-        self._touched_at = {k: float(v) for k, v in state.get("touched", {}).items()}
-        if actual > recorded:
+        self.sources, self._touched_at = state.sources, state.touched
+        if actual > state.size:
+            # also when the inode changed (a copy, a restore): the tail is still unrecorded
             log.warning(
-                "output_tail_discarded", extra={"path": str(self.path), "bytes": actual - recorded}
+                "output_tail_discarded",
+                extra={"path": str(self.path), "bytes": actual - state.size},
             )
-            os.ftruncate(self._fd, recorded)
+            os.ftruncate(self._fd, state.size)
             os.fsync(self._fd)
-        elif actual < recorded:
-            log.warning(
-                "output_shorter_than_state",
-                extra={"path": str(self.path), "size": actual, "recorded": recorded},
-            )
-        self.size = min(actual, recorded)
-        if actual != recorded:
+        elif actual < state.size:
+            # rotated while stopped (or before the rotation was recorded): start from the new
+            # end; the ranges still say what was written, so nothing comes twice
+            moved = state.ino is not None and state.ino != held.st_ino
+            self._rotated("rename" if moved else "truncate", state.size, actual, at_start=True)
+        self.size = min(actual, state.size)
+        if actual != state.size or state.ino != held.st_ino:
             self._save_state()
 
-    def _load_state(self) -> dict[str, Any] | None:
+    def _open_output(self) -> int:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        if self._fsync:  # the file may be new: make its name as durable as what goes in it
+            try:
+                dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+            except OSError:
+                os.close(fd)
+                raise
+        return fd
+
+    def _load_state(self) -> SavedState | None:
         try:
             raw = self._state.load()
-            if raw is None:
-                return None
-            state = json.loads(raw)
-            if state.get("version") != STATE_VERSION or not isinstance(state.get("sources"), dict):
-                raise ValueError("unknown format")
-            int(state["size"])
-        except (ValueError, KeyError, TypeError) as error:
+            return None if raw is None else parse_state(raw)
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
             raise StateError(
                 f"state file {self.state_path} is unreadable ({error}); "
                 "move it away to start over (duplicates become possible)"
             ) from None
-        return dict(state)
+
+    def follow(self) -> str | None:
+        """Check that the path still names the file held open, at its recorded size, and follow
+        it if not: the reason ("rename", "delete", "truncate") or None. Cheap (two stats): run
+        on a timer, on SIGHUP and before every write. Raises OSError if the new file cannot be
+        opened (the old one is then kept)."""
+        return self._follow(None)
+
+    def _follow(self, pending: Plan | None) -> str | None:
+        """`pending`: a plan whose ranges are already claimed in memory but not written yet;
+        a state recorded now must not include them."""
+        if self._state.follow_path():
+            log.error("state_file_replaced", extra={"path": str(self.state_path)})
+            self._save_state(pending=pending)
+        held = os.fstat(self._fd)
+        named = self._stat_path()
+        if named is None and held.st_nlink:
+            named = self._await_successor()
+        old = self.size
+        if named is None or (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
+            reason = "delete" if held.st_nlink == 0 else "rename"
+            fd = self._open_output()
+            try:
+                if self._fsync and reason == "rename":
+                    os.fsync(self._fd)  # acknowledged bytes are synced already: this is the rest
+            except OSError:
+                os.close(fd)
+                raise
+            os.close(self._fd)
+            self._fd = fd
+            now = os.fstat(fd)
+            self._ino, self.size = now.st_ino, now.st_size
+        elif held.st_size < self.size:
+            reason = "truncate"
+            self.size = held.st_size
+        elif held.st_size > self.size:
+            # a rollback's truncate failed: appending (O_APPEND) after its leftovers would put
+            # bytes where the state says others are
+            os.ftruncate(self._fd, self.size)
+            return None
+        else:
+            return None
+        # recorded before anything is written at the new base: a crash before this record
+        # leaves the old size, larger than a fresh file (taken as a rotation at start); without
+        # it, bytes written here and never recorded could not be told from acknowledged ones
+        self._save_state(pending=pending)
+        self._rotated(reason, old, self.size)
+        return reason
+
+    def _stat_path(self) -> os.stat_result | None:
+        try:
+            return os.stat(self.path)
+        except FileNotFoundError:
+            return None
+
+    def _await_successor(self) -> os.stat_result | None:
+        """Renamed away and nothing at the path yet: logrotate's `create` is about to put a
+        file there. Creating it first would make logrotate move ours aside (to a `.backup`) and
+        report an error; so wait a moment for its file (once per rotation; blocks the loop for
+        at most CREATE_GRACE)."""
+        deadline = time.monotonic() + CREATE_GRACE
+        while time.monotonic() < deadline:
+            time.sleep(0.002)
+            named = self._stat_path()
+            if named is not None:
+                return named
+        return None
+
+    def _rotated(self, reason: str, old: int, new: int, *, at_start: bool = False) -> None:
+        log.warning(
+            "output_rotated",
+            extra={
+                "path": str(self.path),
+                "reason": reason,
+                "old_size": old,
+                "size": new,
+                "while_stopped": at_start,
+            },
+        )
+        if self._on_rotated is not None:
+            self._on_rotated(reason)
 
     def plan(self, messages: Sequence[Delivered]) -> Plan:
         """Decide which bytes of these messages are new. Ranges are updated at once (so a group
@@ -152,26 +311,31 @@ class Sink:
             else:
                 self.sources[source] = RangeSet(before)
         try:
-            os.ftruncate(self._fd, self.size)
+            if os.fstat(self._fd).st_size > self.size:  # never extend: that would zero-fill
+                os.ftruncate(self._fd, self.size)
             self._save_state()
         except OSError as error:
             log.error("output_rollback_failed", extra={"path": str(self.path), "error": str(error)})
 
     def commit(self, plan: Plan) -> float:
-        """Append the pieces, fsync (by policy), then record the new size and ranges. Returns the
-        seconds spent in fsync. Raises OSError (disk full, I/O error): call rollback then."""
-        if os.fstat(self._fd).st_size != self.size:
-            # a rollback's truncate failed: appending (O_APPEND) after its leftovers would put
-            # bytes where the state says others are
-            os.ftruncate(self._fd, self.size)
-        pieces = plan.pieces
-        for i in range(0, len(pieces), IOV_MAX):
-            self._write_all(pieces[i : i + IOV_MAX])
+        """Follow a rotated output, append the pieces, fsync (by policy), then record the new
+        size and ranges. Returns the seconds spent in fsync. Raises OSError (disk full, I/O
+        error): call rollback then."""
         fsync_s = 0.0
-        if self._fsync and plan.bytes:
-            started = time.monotonic()
-            os.fdatasync(self._fd)  # data and the new size: all a reader needs after a crash
-            fsync_s = time.monotonic() - started
+        for attempt in range(MAX_REWRITES + 1):
+            self._follow(plan)
+            pieces = plan.pieces
+            for i in range(0, len(pieces), IOV_MAX):
+                self._write_all(pieces[i : i + IOV_MAX])
+            if self._fsync and plan.bytes:
+                started = time.monotonic()
+                os.fdatasync(self._fd)  # data and the new size: all a reader needs after a crash
+                fsync_s += time.monotonic() - started
+            if not plan.bytes or attempt == MAX_REWRITES or os.fstat(self._fd).st_nlink:
+                break
+            # deleted under this write: the bytes may never have been in any file anyone saw;
+            # write them again into the new file (nobody can see a duplicate in a deleted one)
+            log.warning("output_deleted_under_write", extra={"path": str(self.path)})
         if plan.bytes or plan.touched:
             now = time.time()
             for source in plan.touched:
@@ -191,16 +355,25 @@ class Sink:
             if pieces and written:
                 pieces = [pieces[0][written:], *pieces[1:]]
 
-    def _save_state(self, size: int | None = None) -> None:
-        if len(self.sources) > MAX_SOURCES:
+    def _save_state(self, size: int | None = None, *, pending: Plan | None = None) -> None:
+        sources = {k: v.ranges() for k, v in self.sources.items()}
+        if pending is not None:
+            for source, before in pending.touched.items():
+                if before is None:
+                    sources.pop(source, None)
+                else:
+                    sources[source] = before
+        elif len(self.sources) > MAX_SOURCES:
             oldest = sorted(self.sources, key=lambda s: self._touched_at.get(s, 0.0))
             for source in oldest[: len(self.sources) - MAX_SOURCES]:
                 del self.sources[source]
+                del sources[source]
                 self._touched_at.pop(source, None)
         state = {
             "version": STATE_VERSION,
             "size": self.size if size is None else size,
-            "sources": {k: v.ranges() for k, v in self.sources.items()},
+            "ino": self._ino,
+            "sources": sources,
             "touched": self._touched_at,
         }
         self._state.write(json.dumps(state, separators=(",", ":")).encode())

@@ -183,6 +183,27 @@ class StateFile:
             os.close(self._fd)
         self._fd, self._capacity = fd, capacity
 
+    def follow_path(self) -> bool:
+        """True when the path no longer names the file written in place at its full size
+        (renamed, deleted or truncated, e.g. by a logrotate glob that matched it): the file is
+        let go and the next write rebuilds it at the path. Two stats."""
+        if self._fd < 0:
+            return False
+        held = os.fstat(self._fd)
+        try:
+            named: os.stat_result | None = os.stat(self.path)
+        except FileNotFoundError:
+            named = None
+        if (
+            named is not None
+            and (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+            and held.st_size >= HEADER.size + 2 * self._capacity
+        ):
+            return False
+        os.close(self._fd)
+        self._fd = -1
+        return True
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

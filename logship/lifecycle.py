@@ -43,6 +43,17 @@ def install_stop_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
 
 
+def install_reopen_signal(reopen: asyncio.Event) -> None:
+    """SIGHUP asks to reopen output files now (logrotate's `postrotate kill -HUP` convention)."""
+    loop = asyncio.get_running_loop()
+
+    def on_hup() -> None:
+        log.info("reopen_requested", extra={"signal": "SIGHUP"})
+        reopen.set()
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+
 async def with_deadline(step: str, awaitable: Awaitable[object], seconds: float) -> None:
     """Run one shutdown step; log and move on if it overruns, so shutdown itself is bounded."""
     try:

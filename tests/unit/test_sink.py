@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from consumer.sink import Sink, StateError
+from consumer.statefile import StateFile
 from logship.wire import Delivered
 
 
@@ -147,3 +150,260 @@ def test_leftovers_of_a_failed_rollback_are_cut_before_the_next_write(
     write(sink, ranged("a", 6, b"second\n"))
     sink.close()
     assert out.read_bytes() == b"first\nsecond\n"
+
+
+# --- the output rotated under a running sink (logrotate) and at restart ----------------------
+
+
+def held_paths() -> list[str]:
+    """What this process holds open, as /proc shows it (a deleted file ends in ' (deleted)')."""
+    held = []
+    for entry in Path("/proc/self/fd").iterdir():
+        try:
+            held.append(os.readlink(entry))
+        except OSError:
+            continue
+    return held
+
+
+def test_renamed_output_is_let_go_and_writing_goes_on_in_a_new_file(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    rotations: list[str] = []
+    sink = Sink(out, fsync=True, on_rotated=rotations.append)
+    sink.open()
+    write(sink, ranged("a", 0, b"first\n"))
+    out.rename(tmp_path / "out.txt.1")
+    assert sink.follow() == "rename"
+    assert str(tmp_path / "out.txt.1") not in held_paths(), "the rotated file is released"
+    assert out.exists() and out.stat().st_size == 0
+    write(sink, ranged("a", 0, b"first\nsecond\n"))  # a redelivery overlapping the old file
+    sink.close()
+    assert (tmp_path / "out.txt.1").read_bytes() == b"first\n"
+    assert out.read_bytes() == b"second\n"
+    assert rotations == ["rename"]
+
+
+def test_rename_then_create_is_noticed_by_the_next_write(tmp_path: Path) -> None:
+    """logrotate's default `create`, with no SIGHUP: the write itself follows the path."""
+    out = tmp_path / "out.txt"
+    sink = sink_holding_first_line(out)
+    out.rename(tmp_path / "out.txt.1")
+    out.touch()
+    write(sink, ranged("a", 6, b"second\n"))
+    assert sink.follow() is None
+    sink.close()
+    assert (tmp_path / "out.txt.1").read_bytes() == b"first\n"
+    assert out.read_bytes() == b"second\n"
+
+
+def test_a_rename_waits_a_moment_for_logrotates_create(tmp_path: Path) -> None:
+    """logrotate creates the new file with O_EXCL just after its rename; had the consumer created
+    it first, logrotate would move the consumer's file aside as a `.backup` and report an error."""
+    out = tmp_path / "out.txt"
+    sink = sink_holding_first_line(out)
+    refused: list[OSError] = []
+
+    def logrotate_create() -> None:
+        time.sleep(0.03)
+        try:
+            os.close(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
+        except OSError as error:
+            refused.append(error)
+
+    out.rename(tmp_path / "out.txt.1")
+    creator = threading.Thread(target=logrotate_create)
+    creator.start()
+    write(sink, ranged("a", 6, b"second\n"))
+    creator.join()
+    sink.close()
+    assert not refused, "the consumer created the file logrotate was about to create"
+    assert out.read_bytes() == b"second\n" and out.stat().st_mode & 0o777 == 0o640
+
+
+def test_deleted_output_is_replaced_by_a_new_file(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    sink = sink_holding_first_line(out)
+    out.unlink()
+    assert sink.follow() == "delete"
+    assert f"{out} (deleted)" not in held_paths()
+    write(sink, ranged("a", 6, b"second\n"))
+    sink.close()
+    assert out.read_bytes() == b"second\n"
+
+
+def test_a_group_written_into_a_file_deleted_under_it_is_written_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleted between the check and the write: acknowledging bytes nobody can read would lose
+    them; written again into the new file, no one sees them twice."""
+    out = tmp_path / "out.txt"
+    sink = sink_holding_first_line(out)
+    real_fdatasync = os.fdatasync
+    deleted = []
+
+    def delete_first(fd: int) -> None:
+        if not deleted:
+            deleted.append(True)
+            out.unlink()
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", delete_first)
+    write(sink, ranged("a", 6, b"second\n"))
+    sink.close()
+    assert out.read_bytes() == b"second\n"
+
+
+@pytest.mark.parametrize("how", ["copytruncate", "truncate-to-empty"])
+def test_truncated_output_is_appended_to_from_its_new_end_without_zeros(
+    tmp_path: Path, how: str
+) -> None:
+    out = tmp_path / "out.txt"
+    rotations: list[str] = []
+    sink = Sink(out, fsync=True, on_rotated=rotations.append)
+    sink.open()
+    write(sink, ranged("a", 0, b"first\n"))
+    if how == "copytruncate":
+        (tmp_path / "out.txt.1").write_bytes(out.read_bytes())
+        os.truncate(out, 0)
+    else:
+        out.open("wb").close()  # `: > out.txt`
+    write(sink, ranged("a", 6, b"second\n"))
+    sink.close()
+    assert out.read_bytes() == b"second\n"
+    assert rotations == ["truncate"]
+    again = Sink(out, fsync=True)
+    again.open()
+    write(again, ranged("a", 0, b"first\nsecond\nthird\n"))
+    again.close()
+    assert out.read_bytes() == b"second\nthird\n", "ranges outlive the truncation"
+
+
+@pytest.mark.parametrize("rotate", ["rename", "truncate"])
+def test_output_rotated_while_stopped_is_a_new_base_not_a_hole(tmp_path: Path, rotate: str) -> None:
+    """A state larger than the output at start: the output is taken as it is (no zeros), and the
+    ranges still skip what the rotated-away part held."""
+    out = tmp_path / "out.txt"
+    sink = sink_holding_first_line(out)
+    write(sink, ranged("a", 6, b"second\n"))
+    sink.close()
+    if rotate == "rename":
+        out.rename(tmp_path / "out.txt.1")
+        out.write_bytes(b"")
+    else:
+        os.truncate(out, 3)  # whatever shrank it: never extended again
+    rotations: list[str] = []
+    again = Sink(out, fsync=True, on_rotated=rotations.append)
+    again.open()
+    write(again, ranged("a", 0, b"first\nsecond\nthird\n"))
+    again.close()
+    kept = b"" if rotate == "rename" else b"fir"
+    assert out.read_bytes() == kept + b"third\n"
+    assert rotations == [rotate]
+
+
+def test_crash_between_rotation_and_its_record_neither_loses_nor_duplicates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out.txt"
+    sink = sink_holding_first_line(out)
+    out.rename(tmp_path / "out.txt.1")
+    out.touch()
+
+    def crash(payload: bytes) -> None:
+        raise OSError(errno.EIO, "killed here")
+
+    monkeypatch.setattr(sink._state, "write", crash)
+    with pytest.raises(OSError):
+        sink.follow()  # the process dies before the rotation is recorded
+    monkeypatch.undo()
+    again = Sink(out, fsync=True)
+    again.open()
+    write(again, ranged("a", 0, b"first\n"), ranged("a", 6, b"second\n"))
+    again.close()
+    assert (tmp_path / "out.txt.1").read_bytes() + out.read_bytes() == b"first\nsecond\n"
+
+
+def test_crash_after_rotation_cuts_the_unrecorded_tail_of_the_new_file(tmp_path: Path) -> None:
+    """The new base is recorded before anything is written at it: bytes written after it and
+    never recorded are cut at restart, as in an unrotated file."""
+    out = tmp_path / "out.txt"
+    sink = sink_holding_first_line(out)
+    out.rename(tmp_path / "out.txt.1")
+    assert sink.follow() == "rename"
+    with out.open("ab") as handle:  # written, then killed before the state record
+        handle.write(b"second\n")
+    again = Sink(out, fsync=True)
+    again.open()
+    assert out.read_bytes() == b""
+    write(again, ranged("a", 0, b"first\nsecond\n"))
+    again.close()
+    assert (tmp_path / "out.txt.1").read_bytes() + out.read_bytes() == b"first\nsecond\n"
+
+
+@pytest.mark.parametrize("how", ["rename", "copytruncate"])
+def test_state_file_rotated_by_a_careless_glob_is_rebuilt_at_its_path(
+    tmp_path: Path, how: str
+) -> None:
+    out = tmp_path / "out.txt"
+    state = tmp_path / "out.txt.state"
+    sink = sink_holding_first_line(out)
+    write(sink, ranged("a", 6, b"second\n"))  # the state file is now written in place
+    if how == "rename":
+        state.rename(tmp_path / "out.txt.state.1")
+    else:
+        os.truncate(state, 0)
+    write(sink, ranged("a", 13, b"third\n"))
+    sink.close()
+    again = Sink(out, fsync=True)
+    again.open()
+    write(again, ranged("a", 0, b"first\nsecond\nthird\n"))
+    again.close()
+    assert out.read_bytes() == b"first\nsecond\nthird\n"
+
+
+def test_rollback_never_extends_a_file_truncated_under_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out.txt"
+    sink = sink_holding_first_line(out)
+    plan = sink.plan([ranged("a", 6, b"second\n")])
+
+    def full_disk(fd: int) -> None:
+        os.truncate(out, 0)  # logrotate's copytruncate, right as the disk fills
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdatasync", full_disk)
+    with pytest.raises(OSError):
+        sink.commit(plan)
+    monkeypatch.undo()
+    sink.rollback(plan)
+    assert b"\0" not in out.read_bytes()
+    write(sink, ranged("a", 6, b"second\n"))
+    sink.close()
+    assert b"\0" not in out.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"null",
+        b"[]",
+        b"{}",
+        b'{"version":1,"size":0,"sources":[]}',
+        b'{"version":1,"size":"12","sources":{}}',
+        b'{"version":1,"size":-1,"sources":{}}',
+        b'{"version":1,"size":0,"sources":{"a":5}}',
+        b'{"version":1,"size":0,"sources":{"a":[[1,2,3]]}}',
+        b'{"version":1,"size":0,"sources":{"a":[["x","y"]]}}',
+        b'{"version":1,"size":0,"sources":{"a":[[5,1]]}}',
+        b'{"version":1,"size":0,"sources":{},"touched":{"a":"soon"}}',
+        b'{"version":1,"size":0,"sources":{},"touched":[]}',
+        b'{"version":1,"size":0,"ino":"x","sources":{}}',
+        b"\xff\xfe",
+        b"[" * 100_000,
+    ],
+)
+def test_every_malformed_state_shape_is_a_state_error(tmp_path: Path, payload: bytes) -> None:
+    StateFile(tmp_path / "out.txt.state", durable=False).write(payload)
+    with pytest.raises(StateError, match="unreadable"):
+        Sink(tmp_path / "out.txt", fsync=True).open()
