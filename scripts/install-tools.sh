@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install the Debian tools the tests drive when they are missing: prometheus and promtool
-# (observability tests), shellcheck (script lint). Needs root or sudo; says so otherwise.
+# (observability tests), shellcheck (script lint), logrotate (output rotation test). Needs root or sudo; says so otherwise.
 set -euo pipefail
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || missing+=(logrotate)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
