@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian tools the tests drive when they are missing: prometheus and promtool
-# (observability tests), shellcheck (script lint), logrotate (output rotation test). Needs root or sudo; says so otherwise.
+# (observability tests), shellcheck (script lint), logrotate (output rotation test). Needs root or
+# sudo; says so otherwise.
 set -euo pipefail
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
