@@ -1,9 +1,10 @@
-"""One small asyncio HTTP server for /metrics, /livez and /readyz over a registry passed in: no web
-framework for three paths."""
+"""One small asyncio HTTP server for /metrics, /livez, /readyz and /status over a registry passed
+in: no web framework for four paths."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 
@@ -17,7 +18,8 @@ MAX_REQUEST_BYTES = 8192
 
 class TelemetryServer:
     """/livez answers while the event loop runs (never depends on the broker, so an outage does not
-    restart pods); /readyz answers 200 only while `is_ready()` is true."""
+    restart pods); /readyz answers 200 only while `is_ready()` is true; /status serves what
+    `status()` returns as JSON (what only the live process knows, for `logship status`)."""
 
     def __init__(
         self,
@@ -25,9 +27,12 @@ class TelemetryServer:
         is_ready: Callable[[], bool],
         host: str,
         port: int,
+        *,
+        status: Callable[[], object] | None = None,
     ) -> None:
         self._registry = registry
         self._is_ready = is_ready
+        self._status = status
         self._host = host
         self._port = port
         self._server: asyncio.Server | None = None
@@ -56,6 +61,8 @@ class TelemetryServer:
             if self._is_ready():
                 return "200 OK", "text/plain", b"ready\n"
             return "503 Service Unavailable", "text/plain", b"not ready\n"
+        if path == "/status" and self._status is not None:
+            return "200 OK", "application/json", json.dumps(self._status()).encode() + b"\n"
         return "404 Not Found", "text/plain", b"not found\n"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

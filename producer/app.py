@@ -96,9 +96,18 @@ class ProducerApp:
     def ready(self) -> bool:
         return self.publisher is not None and self.publisher.ready
 
+    def status(self) -> dict[str, object]:
+        """/status: per source the offset read so far, which only this process knows."""
+        files = (f for t in self.tails.tails.values() for f in (*t.files, *t.late))
+        return {"read": {f.source.id: f.read_offset for f in files}}
+
     async def run(self) -> int:
         telemetry = TelemetryServer(
-            self.metrics.registry, self.ready, self.settings.http.host, self.settings.http.port
+            self.metrics.registry,
+            self.ready,
+            self.settings.http.host,
+            self.settings.http.port,
+            status=self.status,
         )
         if self.settings.http.port:
             await telemetry.start()

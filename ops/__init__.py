@@ -1,0 +1,1 @@
+"""Operator commands (`logship status`): they read what the programs keep, never change it."""
