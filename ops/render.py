@@ -62,7 +62,8 @@ def _output_text(o: OutputStatus) -> str:
     size = f"size {o.size}" if o.exists else "missing"
     recorded = "no state file" if o.recorded is None else f"recorded {o.recorded}"
     paths = sorted({s.path or s.id for s in o.sources})
-    sources = f"{len(o.sources)} sources" + (f" ({', '.join(paths)})" if paths else "")
+    count = len(o.sources)
+    sources = f"{count} source{'' if count == 1 else 's'}" + (f" ({', '.join(paths)})" if paths else "")
     last = "" if o.last_write_age_s is None else f", last write {o.last_write_age_s} s ago"
     return f"{o.path}  {size}, {recorded}, {sources}{last}"
 
@@ -119,7 +120,10 @@ def to_rich(status: Status) -> RenderableType:
     head.add_row("output", _output_text(status.output))
     inputs = Table(title=f"inputs (checkpoint {status.checkpoint})", title_justify="left")
     for i, name in enumerate(COLUMNS):
-        inputs.add_column(name, justify="left" if i == 0 else "right", no_wrap=i != 0)
+        if i == 0:
+            inputs.add_column(name, overflow="fold")
+        else:
+            inputs.add_column(name, justify="right", no_wrap=True)
     for s in status.sources:
         style = "yellow" if s.lag_bytes else ""
         inputs.add_row(*_source_row(s), style=style)
