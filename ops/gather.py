@@ -215,7 +215,11 @@ async def gather(settings: StatusSettings) -> Status:
         sources=shown,
         hidden_sources=len(sources) - len(shown),
         output=output_status(
-            str(settings.output), stat_file(settings.output), state, checkpoint.entries, now
+            str(settings.output),
+            stat_file(settings.output),
+            state,
+            {s.id: s.path for s in sources},
+            now,
         ),
         broker=broker,
         producer=producer,

@@ -151,16 +151,17 @@ def output_status(
     path: str,
     seen: FileSeen | None,
     state: SavedState | None,
-    entries: Mapping[str, SourceEntry],
+    paths: Mapping[str, str],
     now: float,
 ) -> OutputStatus:
+    """The output file, what the consumer recorded of it, and its sources by input path (as
+    `paths`, source id → path, names them: None for a source the checkpoint no longer holds)."""
     sources = []
     last_write = None
     if state is not None:
         for source in sorted(state.sources, key=lambda s: state.touched.get(s, 0.0)):
-            entry = entries.get(source)
             written = written_offset(state, source) or 0
-            sources.append(OutputSource(source, entry.path if entry else None, written))
+            sources.append(OutputSource(source, paths.get(source), written))
         last_write = max(state.touched.values(), default=None)
     return OutputStatus(
         path=path,

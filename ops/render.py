@@ -63,7 +63,9 @@ def _output_text(o: OutputStatus) -> str:
     recorded = "no state file" if o.recorded is None else f"recorded {o.recorded}"
     paths = sorted({s.path or s.id for s in o.sources})
     count = len(o.sources)
-    sources = f"{count} source{'' if count == 1 else 's'}" + (f" ({', '.join(paths)})" if paths else "")
+    sources = f"{count} source{'' if count == 1 else 's'}" + (
+        f" ({', '.join(paths)})" if paths else ""
+    )
     last = "" if o.last_write_age_s is None else f", last write {o.last_write_age_s} s ago"
     return f"{o.path}  {size}, {recorded}, {sources}{last}"
 

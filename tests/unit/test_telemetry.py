@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -41,3 +42,21 @@ async def test_endpoints() -> None:
         assert (await get(server.port, "/livez"))[0] == 200
     finally:
         await server.stop()
+
+
+async def test_status_serves_what_the_app_provides_as_json() -> None:
+    offsets = {"read": {"source-a": 10}}
+    server = TelemetryServer(
+        CollectorRegistry(), lambda: True, "127.0.0.1", 0, status=lambda: offsets
+    )
+    plain = TelemetryServer(CollectorRegistry(), lambda: True, "127.0.0.1", 0)
+    await server.start()
+    await plain.start()
+    try:
+        assert await get(server.port, "/status") == (200, b'{"read": {"source-a": 10}}\n')
+        offsets["read"]["source-a"] = 25  # asked again on every request
+        assert json.loads((await get(server.port, "/status"))[1]) == {"read": {"source-a": 25}}
+        assert (await get(plain.port, "/status"))[0] == 404
+    finally:
+        await server.stop()
+        await plain.stop()
