@@ -13,6 +13,7 @@ import pytest
 from consumer.ranges import RangeSet
 from consumer.sink import SavedState
 from consumer.statefile import StateFile
+from logship.config import load_settings
 from ops.__main__ import main, with_watch_default
 from ops.gather import gather
 from ops.model import FileSeen, listed, source_status
@@ -95,25 +96,8 @@ def write_state(output: Path, size: int, sources: dict[str, list[list[int]]]) ->
     )
 
 
-def settings_for(tmp_path: Path, *extra: str) -> StatusSettings:
-    unreachable = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
-    return StatusSettings(
-        _cli_parse_args=[
-            "--checkpoint",
-            str(tmp_path / "cp"),
-            "--output",
-            str(tmp_path / "out.txt"),
-            "--producer-url",
-            "",
-            "--consumer-url",
-            "",
-            "--amqp.url",
-            unreachable,
-            "--amqp.connect-timeout",
-            "2",
-            *extra,
-        ]
-    )
+def settings_for(tmp_path: Path) -> StatusSettings:
+    return load_settings(StatusSettings, [*settings_args(tmp_path), "--amqp.connect-timeout=2"])
 
 
 async def test_gather_reads_checkpoint_state_and_files_and_finds_a_rotated_file(
