@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from ops.model import FileSeen, listed, source_status
 from ops.render import to_plain
 from ops.settings import StatusSettings
 from producer.checkpoint import Checkpoint, SourceEntry
-from tests.support.pipeline import free_port
+from tests.support.pipeline import REPO, free_port
 
 NOW = 1_000_000.0
 
@@ -207,3 +210,29 @@ def test_status_reads_without_writing(tmp_path: Path) -> None:
     assert main(["status", "--json", *settings_args(tmp_path)]) == 0
     after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
     assert after == before and tmp_path.stat().st_mtime == 0
+
+
+def test_watch_refreshes_until_ctrl_c_and_exits_0(tmp_path: Path) -> None:
+    program = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ops",
+            "status",
+            "--watch",
+            "0.1",
+            "--json",
+            *settings_args(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+    )
+    assert program.stdout is not None
+    first, second = program.stdout.readline(), program.stdout.readline()
+    assert json.loads(first)["time"] < json.loads(second)["time"]
+    program.send_signal(signal.SIGINT)
+    _, err = program.communicate(timeout=20)
+    assert program.returncode == 0, err
+    assert err == b""
