@@ -24,13 +24,15 @@ COPY pyproject.toml README.md ./
 COPY logship ./logship
 COPY producer ./producer
 COPY consumer ./consumer
+COPY ops ./ops
 
 # Every dependency ships a manylinux wheel, so no compiler is needed even here; `--only-binary`
 # makes a missing wheel fail the build instead of silently compiling.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
     && /opt/logship/bin/pip install --only-binary=:all: /wheels/logship-*.whl \
     && /opt/logship/bin/logship-producer --help > /dev/null \
-    && /opt/logship/bin/logship-consumer --help > /dev/null
+    && /opt/logship/bin/logship-consumer --help > /dev/null \
+    && /opt/logship/bin/logship status --help > /dev/null
 
 # ---- final: the venv on a clean slim image, no pip cache, no sources, no build tools ----------
 FROM ${PYTHON_IMAGE}

@@ -217,7 +217,7 @@ def test_the_build_context_builds_a_wheel_with_both_programs(tmp_path: Path) -> 
         names = archive.namelist()
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         text = archive.read(entry_points).decode()
-    for package in ("logship/", "producer/", "consumer/"):
+    for package in ("logship/", "producer/", "consumer/", "ops/"):
         assert any(n.startswith(package) for n in names), package
     for script in console_scripts():
         assert script in text
