@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 
 from logship.config import AmqpSettings, settings_config
 
 DEFAULT_WATCH_S = 2.0
+# flags named by an alias: pydantic-settings would also read them from the unprefixed variables
+# JSON and ALL, which an operator's shell may hold for other reasons
+FLAG_ONLY = ("json_output", "all_sources")
+
+
+class _EnvExceptFlagOnly(EnvSettingsSource):
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if field_name in FLAG_ONLY:
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
 
 
 class StatusSettings(BaseSettings):
@@ -59,6 +70,19 @@ class StatusSettings(BaseSettings):
         description="list every source, also rotated files that are fully written",
     )
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """--json and --all are flags only (see FLAG_ONLY); everything else as usual."""
+        env = _EnvExceptFlagOnly(settings_cls)
+        return init_settings, env, dotenv_settings, file_secret_settings
 
 
 # --help prints the docstring as written: without the class body's indentation

@@ -236,3 +236,25 @@ def test_watch_refreshes_until_ctrl_c_and_exits_0(tmp_path: Path) -> None:
     _, err = program.communicate(timeout=20)
     assert program.returncode == 0, err
     assert err == b""
+
+
+def test_settings_share_the_programs_variables_but_display_flags_come_only_from_flags(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {
+        "LOGSHIP_CHECKPOINT": "/srv/producer.checkpoint",
+        "LOGSHIP_OUTPUT": "/srv/out.txt",
+        "LOGSHIP_AMQP__QUEUE": "app-logs",
+        "JSON": "1",  # someone else's variables: must not switch the output format
+        "ALL": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(StatusSettings, [])
+    assert (str(settings.checkpoint), str(settings.output)) == (
+        "/srv/producer.checkpoint",
+        "/srv/out.txt",
+    )
+    assert settings.amqp.queue == "app-logs"
+    assert (settings.json_output, settings.all_sources, settings.watch) == (False, False, None)
+    flagged = load_settings(StatusSettings, ["--json", "--all", "--watch", "5"])
+    assert (flagged.json_output, flagged.all_sources, flagged.watch) == (True, True, 5.0)
