@@ -26,13 +26,22 @@ The programs themselves are logship-producer and logship-consumer.
 """
 
 
+def _is_number(text: str | None) -> bool:
+    try:
+        float(text or "")
+    except ValueError:
+        return False
+    return True
+
+
 def with_watch_default(args: list[str]) -> list[str]:
-    """`--watch` may come without SECONDS: give it the default, so the flag parser sees a value."""
+    """`--watch` may come without SECONDS: give it the default, so the flag parser sees a value
+    (a number that follows, even a wrong one like -1, is its value and checked as such)."""
     out: list[str] = []
     for i, arg in enumerate(args):
         out.append(arg)
         following = args[i + 1] if i + 1 < len(args) else None
-        if arg == "--watch" and (following is None or following.startswith("-")):
+        if arg == "--watch" and not _is_number(following):
             out.append(f"{DEFAULT_WATCH_S:g}")
     return out
 

@@ -158,6 +158,15 @@ async def _queue(connection: aio_pika.abc.AbstractConnection, name: str) -> Queu
         return QueueStatus(name, None, None, "access refused")
 
 
+def _connect_error(error: BaseException) -> str:
+    if isinstance(error, aiormq.exceptions.InvalidFrameError) and "Connection.Close" in str(error):
+        # the broker closed the connection in answer to connection.open (as logship.amqp.connect)
+        return "broker refused access to the virtual host (unknown vhost or no permission)"
+    if isinstance(error, TimeoutError):
+        return "no answer within --amqp.connect-timeout"
+    return describe_connect_error(error)
+
+
 async def ask_broker(settings: AmqpSettings) -> BrokerStatus:
     """Queue and dead-letter depth; an unreachable broker is a status, not a failure."""
     url = settings.redacted_url()
@@ -167,7 +176,7 @@ async def ask_broker(settings: AmqpSettings) -> BrokerStatus:
             settings.connect_timeout + 1,
         )
     except (TimeoutError, OSError, ssl.SSLError, aiormq.exceptions.AMQPError) as error:
-        return BrokerStatus(url, False, describe_connect_error(error))
+        return BrokerStatus(url, False, _connect_error(error))
     try:
         return await asyncio.wait_for(_queues(connection, settings), settings.connect_timeout)
     except (TimeoutError, aiormq.exceptions.AMQPError) as error:

@@ -54,7 +54,7 @@ def _queue_text(q: QueueStatus | None, what: str) -> str:
 
 def _broker_text(b: BrokerStatus) -> str:
     if not b.reachable:
-        return f"{b.url} unreachable: {b.error}"
+        return f"{b.url}  not connected: {b.error}"
     return f"{b.url}  {_queue_text(b.queue, 'queue')}; {_queue_text(b.dead_letters, 'dead')}"
 
 

@@ -145,7 +145,7 @@ async def test_gather_reads_checkpoint_state_and_files_and_finds_a_rotated_file(
     assert status.producer.state == status.consumer.state == "not asked"
     text = to_plain(status)
     assert f"{tmp_path / 'in.txt.1'} (rotated)  200" in text
-    assert "unreachable" in text
+    assert "not connected: AMQPConnectionError" in text
 
 
 def test_json_parses_with_nothing_running(
@@ -195,6 +195,7 @@ def test_watch_takes_an_optional_number_of_seconds() -> None:
     assert with_watch_default(["--watch"]) == ["--watch", "2"]
     assert with_watch_default(["--watch", "--json"]) == ["--watch", "2", "--json"]
     assert with_watch_default(["--watch", "5"]) == ["--watch", "5"]
+    assert with_watch_default(["--watch", "-1"]) == ["--watch", "-1"]  # refused by the settings
 
 
 def test_status_reads_without_writing(tmp_path: Path) -> None:
