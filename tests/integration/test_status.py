@@ -9,6 +9,7 @@ import subprocess
 import sys
 from typing import Any
 
+from consumer.sink import recorded_size
 from tests.support.pipeline import REPO, Pipeline, free_port, wait_until
 
 
@@ -52,6 +53,9 @@ def test_status_shows_offsets_and_lag_of_a_running_pipeline(pipe: Pipeline) -> N
     data = b"".join(b"line %d of the status test\n" % i for i in range(2000))
     pipe.append(data)
     assert pipe.wait_for_output(data) == data
+    # the consumer records the state just after the data, the producer its checkpoint a little
+    # after the confirm: wait for both
+    assert wait_until(lambda: recorded_size(pipe.output) == len(data), 30)
     assert wait_until(lambda: confirmed(pipe) == len(data), 30)
 
     caught_up = status_json(pipe, *urls)
