@@ -62,7 +62,7 @@ class QueueStatus:
 @dataclass
 class BrokerStatus:
     url: str  # redacted
-    reachable: bool
+    connected: bool  # answered the passive checks
     error: str | None = None
     queue: QueueStatus | None = None
     dead_letters: QueueStatus | None = None

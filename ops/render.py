@@ -53,7 +53,7 @@ def _queue_text(q: QueueStatus | None, what: str) -> str:
 
 
 def _broker_text(b: BrokerStatus) -> str:
-    if not b.reachable:
+    if not b.connected:
         return f"{b.url}  not connected: {b.error}"
     return f"{b.url}  {_queue_text(b.queue, 'queue')}; {_queue_text(b.dead_letters, 'dead')}"
 
@@ -118,7 +118,7 @@ def to_rich(status: Status) -> RenderableType:
             ),
         )
     broker = _broker_text(status.broker)
-    head.add_row("broker", Text(broker, style="" if status.broker.reachable else "red"))
+    head.add_row("broker", Text(broker, style="" if status.broker.connected else "red"))
     head.add_row("output", _output_text(status.output))
     inputs = Table(title=f"inputs (checkpoint {status.checkpoint})", title_justify="left")
     for i, name in enumerate(COLUMNS):

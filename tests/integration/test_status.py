@@ -72,7 +72,7 @@ def test_status_shows_offsets_and_lag_of_a_running_pipeline(pipe: Pipeline) -> N
     assert (output["size"], output["recorded"]) == (len(data), len(data))
     assert [(s["path"], s["written"]) for s in output["sources"]] == [(str(pipe.input), len(data))]
     broker = caught_up["broker"]
-    assert broker["reachable"] is True
+    assert broker["connected"] is True
     assert (broker["queue"]["name"], broker["queue"]["messages"]) == (pipe.topology.queue, 0)
     assert broker["queue"]["consumers"] == 1
     assert (broker["dead_letters"]["name"], broker["dead_letters"]["messages"]) == (

@@ -141,7 +141,7 @@ async def test_gather_reads_checkpoint_state_and_files_and_finds_a_rotated_file(
         (str(tmp_path / "in.txt.1"), 150),  # where the rotated file is now
         (str(log), 20),
     }
-    assert not status.broker.reachable and status.broker.error
+    assert not status.broker.connected and status.broker.error
     assert status.producer.state == status.consumer.state == "not asked"
     text = to_plain(status)
     assert f"{tmp_path / 'in.txt.1'} (rotated)  200" in text
@@ -155,7 +155,7 @@ def test_json_parses_with_nothing_running(
     assert main(["status", "--json", *args]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["sources"] == [] and shown["checkpoint_exists"] is False
-    assert shown["broker"]["reachable"] is False
+    assert shown["broker"]["connected"] is False
 
 
 def settings_args(tmp_path: Path) -> list[str]:
