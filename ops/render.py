@@ -29,7 +29,9 @@ def _stamp(at: float) -> str:
 
 def _source_row(s: SourceStatus) -> list[str]:
     path = (
-        s.path + (" (rotated)" if s.finished else "") + ("" if s.exists is not False else " (gone)")
+        s.path
+        + (" (finished)" if s.finished else "")
+        + ("" if s.exists is not False else " (gone)")
     )
     return [
         path,
@@ -73,7 +75,7 @@ def _output_text(o: OutputStatus) -> str:
 def _hidden(status: Status) -> str | None:
     if not status.hidden_sources:
         return None
-    return f"{status.hidden_sources} rotated files fully written not listed (--all lists them)"
+    return f"{status.hidden_sources} finished files fully written, not listed (--all lists them)"
 
 
 def _checkpoint_note(status: Status) -> str | None:

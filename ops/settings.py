@@ -67,7 +67,7 @@ class StatusSettings(BaseSettings):
     all_sources: bool = Field(
         default=False,
         alias="all",
-        description="list every source, also rotated files that are fully written",
+        description="list every source, also finished (rotated, truncated) files fully written",
     )
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
 

@@ -144,7 +144,7 @@ async def test_gather_reads_checkpoint_state_and_files_and_finds_a_rotated_file(
     assert not status.broker.connected and status.broker.error
     assert status.producer.state == status.consumer.state == "not asked"
     text = to_plain(status)
-    assert f"{tmp_path / 'in.txt.1'} (rotated)  200" in text
+    assert f"{tmp_path / 'in.txt.1'} (finished)  200" in text
     assert "not connected: AMQPConnectionError" in text
 
 
