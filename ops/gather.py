@@ -214,7 +214,7 @@ async def gather(settings: StatusSettings) -> Status:
     sources = [
         source_status(
             entry,
-            finder.find(entry) if may_lag(entry, state) else None,
+            finder.find(entry) if settings.all_sources or may_lag(entry, state) else None,
             read.get(entry.id),
             state,
             now,

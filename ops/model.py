@@ -25,7 +25,8 @@ class SourceStatus:
     id: str
     path: str  # where the file is now, else where the producer found it
     finished: bool  # rotated away (or truncated) and read to its end
-    exists: bool | None  # the file holding it was found (None: not looked for, nothing lags)
+    exists: bool  # the file holding it was found (finished sources fully written are looked
+    # for only with --all)
     size: int | None  # bytes to ship: the file's size, or where reading ended once finished
     read: int | None  # only a running producer knows (None: not asked or not running)
     confirmed: int  # by the broker: in the checkpoint
@@ -137,7 +138,7 @@ def source_status(
         id=entry.id,
         path=seen.path if seen is not None else entry.path,
         finished=entry.finished,
-        exists=True if seen is not None else (False if may_lag(entry, state) else None),
+        exists=seen is not None,
         size=size,
         read=read,
         confirmed=entry.offset,

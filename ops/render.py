@@ -19,6 +19,10 @@ def to_json(status: Status) -> str:
     return json.dumps(asdict(status), separators=(",", ":"))
 
 
+def _count(n: int | None, thing: str) -> str:
+    return f"{_n(n)} {thing}{'' if n == 1 else 's'}"
+
+
 def _n(value: int | float | None) -> str:
     return "-" if value is None else str(value)
 
@@ -28,11 +32,7 @@ def _stamp(at: float) -> str:
 
 
 def _source_row(s: SourceStatus) -> list[str]:
-    path = (
-        s.path
-        + (" (finished)" if s.finished else "")
-        + ("" if s.exists is not False else " (gone)")
-    )
+    path = s.path + (" (finished)" if s.finished else "") + ("" if s.exists else " (gone)")
     return [
         path,
         _n(s.size),
@@ -50,7 +50,7 @@ def _queue_text(q: QueueStatus | None, what: str) -> str:
     if q.error is not None:
         return f"{what} '{q.name}': {q.error}"
     if what == "queue":
-        return f"queue '{q.name}': {q.messages} ready, {q.consumers} consumers"
+        return f"queue '{q.name}': {q.messages} ready, {_count(q.consumers, 'consumer')}"
     return f"dead letters '{q.name}': {q.messages}"
 
 
@@ -64,10 +64,7 @@ def _output_text(o: OutputStatus) -> str:
     size = f"size {o.size}" if o.exists else "missing"
     recorded = "no state file" if o.recorded is None else f"recorded {o.recorded}"
     paths = sorted({s.path or s.id for s in o.sources})
-    count = len(o.sources)
-    sources = f"{count} source{'' if count == 1 else 's'}" + (
-        f" ({', '.join(paths)})" if paths else ""
-    )
+    sources = _count(len(o.sources), "source") + (f" ({', '.join(paths)})" if paths else "")
     last = "" if o.last_write_age_s is None else f", last write {o.last_write_age_s} s ago"
     return f"{o.path}  {size}, {recorded}, {sources}{last}"
 
@@ -75,7 +72,8 @@ def _output_text(o: OutputStatus) -> str:
 def _hidden(status: Status) -> str | None:
     if not status.hidden_sources:
         return None
-    return f"{status.hidden_sources} finished files fully written, not listed (--all lists them)"
+    files = _count(status.hidden_sources, "finished file")
+    return f"{files} fully written, not listed (--all lists them)"
 
 
 def _checkpoint_note(status: Status) -> str | None:

@@ -81,7 +81,7 @@ def test_a_rotated_source_is_measured_to_where_reading_ended() -> None:
     s = source_status(entry(4000, finished=True, end=4000), seen, None, state(s1=[(0, 3000)]), NOW)
     assert (s.path, s.size, s.read, s.lag_bytes) == ("/logs/in.txt.1", 4000, 4000, 1000)
     done = source_status(entry(4000, finished=True, end=4000), None, None, state(s1=[(0, 4000)]), 0)
-    assert (done.lag_bytes, done.exists) == (0, None)
+    assert (done.lag_bytes, done.exists) == (0, False)
     assert listed([s, done], everything=False) == [s]
     assert listed([s, done], everything=True) == [s, done]
 
@@ -99,8 +99,10 @@ def write_state(output: Path, size: int, sources: dict[str, list[list[int]]]) ->
     )
 
 
-def settings_for(tmp_path: Path) -> StatusSettings:
-    return load_settings(StatusSettings, [*settings_args(tmp_path), "--amqp.connect-timeout=2"])
+def settings_for(tmp_path: Path, *extra: str) -> StatusSettings:
+    return load_settings(
+        StatusSettings, [*settings_args(tmp_path), "--amqp.connect-timeout=2", *extra]
+    )
 
 
 async def test_gather_reads_checkpoint_state_and_files_and_finds_a_rotated_file(
@@ -146,6 +148,27 @@ async def test_gather_reads_checkpoint_state_and_files_and_finds_a_rotated_file(
     text = to_plain(status)
     assert f"{tmp_path / 'in.txt.1'} (finished)  200" in text
     assert "not connected: AMQPConnectionError" in text
+
+
+async def test_finished_sources_fully_written_are_counted_and_listed_with_all(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "in.txt"
+    log.write_bytes(b"a\n" * 100)
+    st = log.stat()
+    checkpoint = Checkpoint(tmp_path / "cp", {})
+    old = checkpoint.new_source(str(log), st.st_dev, st.st_ino, b"a\n" * 100, 200)
+    checkpoint.finish(old, 200)
+    checkpoint.save()
+    log.rename(tmp_path / "in.txt.1")
+    write_state(tmp_path / "out.txt", 200, {old.id: [[0, 200]]})
+
+    short = await gather(settings_for(tmp_path))
+    assert (short.sources, short.hidden_sources) == ([], 1)
+    assert "1 finished file fully written" in to_plain(short)
+    full = await gather(settings_for(tmp_path, "--all"))
+    [shown] = full.sources
+    assert (shown.path, shown.exists, shown.lag_bytes) == (str(tmp_path / "in.txt.1"), True, 0)
 
 
 def test_json_parses_with_nothing_running(
