@@ -99,18 +99,23 @@ class Copy:
 
 
 def find_copy(output: Path, skip: set[tuple[int, int]], stream: Stream, since: float) -> Copy:
-    """The copy a copytruncate made of `output`: a regular file beside it written since `since`
-    (when the output's current content began), not one of `skip` ((dev, ino) pairs: the output,
-    its state file), no larger than `stream.end`. A plain file whose last bytes equal the
-    stream's at the same offsets is verified, whatever its name (the largest such wins); failing
-    that, the largest file named like a rotation of the output (`output.txt.1.gz`,
-    `output-20261201.txt`) that cannot be checked (gzip, or further back than the tail) is
-    returned unverified, for counting. Raises LookupError when there is none."""
+    """The copy a copytruncate made of `output`: a regular file beside it, named like a rotation
+    of it (`output.txt.1`, `output.txt-20261201.gz`, `output-20261201.txt`: the name starts with
+    the output's up to its first dot), written since `since` (when the output's current content
+    began), not one of `skip` ((dev, ino) pairs: the output, its state file), no larger than
+    `stream.end`. A plain file whose last bytes equal the stream's at the same offsets is
+    verified (the largest such wins: any other is an older copy); failing that, the largest one
+    that cannot be checked (gzip, or further back than the tail) is returned unverified, for
+    counting. Raises LookupError when there is none.
+
+    The name matters: the producer's input, were it beside the output, holds the same bytes."""
     verified: list[Copy] = []
     unverified: list[Copy] = []
     stem = output.name.split(".")[0]
     with os.scandir(output.parent) as entries:
         for entry in entries:
+            if not entry.name.startswith(stem):
+                continue
             try:
                 found = entry.stat(follow_symlinks=False)
                 if (
@@ -122,10 +127,8 @@ def find_copy(output: Path, skip: set[tuple[int, int]], stream: Stream, since: f
                 copy = _examine(Path(entry.path), found.st_size, stream)
             except OSError:
                 continue  # gone meanwhile, or unreadable: not a copy we can use
-            if copy is not None and copy.verified:
-                verified.append(copy)
-            elif copy is not None and entry.name.startswith(stem):
-                unverified.append(copy)
+            if copy is not None:
+                (verified if copy.verified else unverified).append(copy)
     for found_copies in (verified, unverified):
         if found_copies:
             return max(found_copies, key=lambda c: c.size)

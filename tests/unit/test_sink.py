@@ -585,7 +585,9 @@ def test_copy_further_back_than_the_tail_held_is_counted(tmp_path: Path) -> None
     assert seen.repaired == [] and out.read_bytes() == b"".join(LINES[150:200])
 
 
-@pytest.mark.parametrize("other", ["different-bytes", "older-than-the-content", "the-state-file"])
+@pytest.mark.parametrize(
+    "other", ["different-bytes", "older-than-the-content", "the-state-file", "named-otherwise"]
+)
 def test_a_file_that_is_not_the_copy_is_not_used(tmp_path: Path, other: str) -> None:
     out, seen = tmp_path / "out.txt", Seen()
     sink = seen.sink(out)
@@ -600,6 +602,8 @@ def test_a_file_that_is_not_the_copy_is_not_used(tmp_path: Path, other: str) -> 
     elif other == "older-than-the-content":  # a rotation from before: same bytes by chance
         candidate.write_bytes(held[:size])
         os.utime(candidate, (time.time() - 3600, time.time() - 3600))
+    elif other == "named-otherwise":  # the producer's input, say: the same bytes, not a copy
+        (tmp_path / "input.txt").write_bytes(held)
     os.truncate(out, 0)
     lines(150, 200)
     sink.close()
