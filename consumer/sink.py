@@ -290,13 +290,13 @@ class Sink:
         return None
 
     def _cut(self, size: int, extra: bytes = b"") -> int:
-        """The output was found cut to `size` bytes. It held the tail, then `extra` (the bytes of
-        a write the cut interrupted, none of them recorded). If a copy beside it holds the first
+        """The output was found cut to `size` bytes. It held the tail, then `extra` (what reached
+        it of a write the cut interrupted, not recorded yet). If a copy beside it holds the first
         bytes and the tail holds the rest, the rest is appended now, before anything else: the
         copy, then the output, hold everything once. Returns how many leading bytes of `extra`
-        the copy holds (not to be written again); the rest of `extra` is the caller's to write.
-        Whatever cannot be put back is logged and counted. Raises OSError if the repair cannot
-        be written (nothing of it is then left in the file)."""
+        are dealt with (in the copy; or, with no copy, gone with the cut file like the bytes
+        before them, and counted with them): the caller writes the rest. Raises OSError if the
+        repair cannot be written (nothing of it is then left in the file)."""
         stream = Stream(self._tail, extra)
         old = self.size
         found: Copy | None = None
@@ -304,11 +304,11 @@ class Sink:
             with contextlib.suppress(LookupError):
                 found = find_copy(self.path, self._identities(), stream, self._since)
         if found is None or not found.verified:
+            self._lost(found, stream.end, size)
             self.size = size
             self._tail.reset(size)
             self._since = time.time()
-            self._lost(found, old, size)
-            return 0
+            return len(extra)
         repair = stream.get(found.size, max(found.size, old))
         try:
             self._write_all([memoryview(repair)])
@@ -338,7 +338,7 @@ class Sink:
         return covered
 
     def _lost(self, found: Copy | None, old: int, size: int) -> None:
-        """Recorded bytes [copy size or `size`, `old`) may be in no file: say so, once."""
+        """Bytes [copy size or `size`, `old`) may be in no file: say so, once."""
         reason = "truncated" if found is None else "copy_unverified"
         lost = max(0, old - (size if found is None else found.size))
         fields: dict[str, object] = {
@@ -366,13 +366,14 @@ class Sink:
 
     def _cut_under_write(self, plan: Plan, skip: int, size: int) -> int:
         """Cut while the plan (but its first `skip` bytes) was being written: what of it
-        reached the new file is unrecorded and unacknowledged, so it goes; then as `_cut`, with
-        the plan's bytes as the end of what the old file held."""
+        reached the new file is unrecorded and unacknowledged, so it goes (and is written again);
+        then as `_cut`, with what reached the old file as the end of what it held."""
         extra = b"".join(_drop(plan.pieces, skip))
         base = max(0, size - len(extra))  # logrotate cuts to 0; what was there before ours
+        landed_old = len(extra) - (size - base)
         os.ftruncate(self._fd, base)
         old = self.size
-        covered = self._cut(base, extra)
+        covered = self._cut(base, extra[:landed_old])
         self._save_state(pending=plan)
         self._rotated("truncate", old, self.size)
         return covered

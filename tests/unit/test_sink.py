@@ -534,6 +534,34 @@ def test_copytruncate_under_a_write_neither_loses_nor_duplicates(
     assert seen.lost == [] and seen.rotated == ["truncate"]
 
 
+def test_output_emptied_under_a_write_counts_what_reached_it_and_writes_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone took the output's bytes (to memory, elsewhere) and emptied it after a write
+    reached it, before the write was recorded: that write is gone with the rest, counted with
+    it, not written again (the taker has it)."""
+    out, seen = tmp_path / "out.txt", Seen()
+    sink = seen.sink(out)
+    lines = stream_writer(sink)
+    lines(0, 100)
+    real_fdatasync = os.fdatasync
+    taken: list[bytes] = []
+
+    def fdatasync(fd: int) -> None:
+        if not taken and fd == sink._fd:
+            taken.append(out.read_bytes())
+            out.open("wb").close()
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    lines(100, 150)
+    monkeypatch.undo()
+    lines(150, 200)
+    sink.close()
+    assert taken[0] + out.read_bytes() == b"".join(LINES[:200])
+    assert seen.lost == [("truncated", len(b"".join(LINES[:150])))]
+
+
 def test_copytruncate_compressed_at_once_is_counted(tmp_path: Path) -> None:
     out, seen = tmp_path / "out.txt", Seen()
     sink = seen.sink(out)
