@@ -323,7 +323,8 @@ class Sink:
         self.size = len(repair)
         self._tail.rebase(self.size)
         self._since = time.time()
-        log.warning(
+        log.log(
+            logging.WARNING if repair else logging.INFO,
             "output_copytruncate_repaired",
             extra={
                 "path": str(self.path),
