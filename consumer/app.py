@@ -35,6 +35,8 @@ class ConsumerApp:
             settings.output,
             fsync=settings.fsync is FsyncPolicy.always,
             on_rotated=lambda reason: metrics.output_rotations.labels(reason).inc(),
+            on_lost=lambda reason, lost: metrics.output_bytes_lost.labels(reason).inc(lost),
+            on_repaired=metrics.output_bytes_repaired.inc,
         )
         self.subscriber: Subscriber | None = None
         self._last_activity = time.monotonic()

@@ -11,7 +11,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-from consumer.sink import ROTATION_REASONS
+from consumer.sink import LOSS_REASONS, ROTATION_REASONS
 from logship.connection_metrics import ConnectionMetrics
 
 LATENCY_BUCKETS = (
@@ -84,6 +84,19 @@ class ConsumerMetrics:
         )
         for reason in ROTATION_REASONS:  # every reason present from the start, at 0
             self.output_rotations.labels(reason)
+        self.output_bytes_lost = Counter(
+            "logship_consumer_output_bytes_lost_total",
+            "Acknowledged output bytes cut from the output and found in no copy beside it",
+            ["reason"],
+            registry=r,
+        )
+        for reason in LOSS_REASONS:
+            self.output_bytes_lost.labels(reason)
+        self.output_bytes_repaired = Counter(
+            "logship_consumer_output_bytes_repaired_total",
+            "Bytes a copytruncate's copy missed, put back at the start of the truncated output",
+            registry=r,
+        )
         self.write_latency = Histogram(
             "logship_consumer_write_latency_seconds",
             "Time to append a group of messages",

@@ -3,6 +3,7 @@ Order of durability: data, then state (size + written ranges), then the caller a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeGuard
 
+from consumer.outputcopy import TAIL_BYTES, Copy, Stream, Tail, find_copy
 from consumer.ranges import RangeSet
 from consumer.statefile import StateFile, read_record
 from logship.wire import Delivered, count_newlines
@@ -22,6 +24,10 @@ STATE_VERSION = 1
 MAX_SOURCES = 10_000
 IOV_MAX = 1024
 ROTATION_REASONS = ("rename", "delete", "truncate")
+# why acknowledged output bytes may be in no file: cut with a copy beside the output that could
+# not be checked (compressed at once, or older than the tail held in memory), or cut with no copy
+# at all (`: > output.txt`, a copy put elsewhere: discarded on purpose, or lost)
+LOSS_REASONS = ("copy_unverified", "truncated")
 # a file deleted under every rewrite of one group: stop rewriting and record it (someone keeps
 # deleting the output; what they delete is theirs to lose)
 MAX_REWRITES = 3
@@ -109,6 +115,17 @@ def parse_state(raw: bytes) -> SavedState:
     )
 
 
+def _drop(pieces: list[memoryview], n: int) -> list[memoryview]:
+    """`pieces` without their first `n` bytes."""
+    kept = list(pieces)
+    while n and kept:
+        if n >= len(kept[0]):
+            n -= len(kept.pop(0))
+        else:
+            kept[0], n = kept[0][n:], 0
+    return kept
+
+
 class Sink:
     """Appends to `path`; keeps `<path>.state` with the output size and, per source, the byte
     ranges already written. On open it cuts any tail the state does not account for: those bytes
@@ -116,16 +133,30 @@ class Sink:
 
     The output may be rotated under it (`follow`, also run before every write): renamed or
     deleted, it lets go of the old file and appends to a new one at the path; truncated, it
-    appends from the new end. Never zero-fills. Which source ranges were written is a fact about
-    the sources, kept across rotations; `size` is the size of the current output file."""
+    appends from the new end, after putting back what a copytruncate's copy missed (found beside
+    the output and checked against the last `tail_bytes` written, held in memory); what it cannot
+    put back is logged and counted (`on_lost`). Never zero-fills. Which source ranges were
+    written is a fact about the sources, kept across rotations; `size` is the size of the
+    current output file."""
 
     def __init__(
-        self, path: Path, *, fsync: bool, on_rotated: Callable[[str], None] | None = None
+        self,
+        path: Path,
+        *,
+        fsync: bool,
+        on_rotated: Callable[[str], None] | None = None,
+        on_lost: Callable[[str, int], None] | None = None,
+        on_repaired: Callable[[int], None] | None = None,
+        tail_bytes: int = TAIL_BYTES,
     ) -> None:
         self.path = path
         self.state_path = path.with_name(path.name + ".state")
         self._fsync = fsync
         self._on_rotated = on_rotated
+        self._on_lost = on_lost
+        self._on_repaired = on_repaired
+        self._tail = Tail(tail_bytes)  # invariant: ends at `size`
+        self._since = time.time()  # when the current file's content began
         self._fd = -1
         self._ino = -1
         self._state = StateFile(self.state_path, durable=fsync)
@@ -141,6 +172,7 @@ class Sink:
         actual = held.st_size
         if state is None:
             self.size = actual
+            self._tail.reset(actual)
             if actual:
                 log.warning("output_without_state", extra={"path": str(self.path), "size": actual})
             self._save_state()
@@ -160,6 +192,7 @@ class Sink:
             moved = state.ino is not None and state.ino != held.st_ino
             self._rotated("rename" if moved else "truncate", state.size, actual, at_start=True)
         self.size = min(actual, state.size)
+        self._tail.reset(self.size)
         if actual != state.size or state.ino != held.st_ino:
             self._save_state()
 
@@ -218,9 +251,11 @@ class Sink:
             self._fd = fd
             now = os.fstat(fd)
             self._ino, self.size = now.st_ino, now.st_size
+            self._tail.reset(self.size)
+            self._since = time.time()
         elif held.st_size < self.size:
             reason = "truncate"
-            self.size = held.st_size
+            self._cut(held.st_size)
         elif held.st_size > self.size:
             # a rollback's truncate failed: appending (O_APPEND) after its leftovers would put
             # bytes where the state says others are
@@ -253,6 +288,96 @@ class Sink:
             if named is not None:
                 return named
         return None
+
+    def _cut(self, size: int, extra: bytes = b"") -> int:
+        """The output was found cut to `size` bytes. It held the tail, then `extra` (what reached
+        it of a write the cut interrupted, not recorded yet). If a copy beside it holds the first
+        bytes and the tail holds the rest, the rest is appended now, before anything else: the
+        copy, then the output, hold everything once. Returns how many leading bytes of `extra`
+        are dealt with (in the copy; or, with no copy, gone with the cut file like the bytes
+        before them, and counted with them): the caller writes the rest. Raises OSError if the
+        repair cannot be written (nothing of it is then left in the file)."""
+        stream = Stream(self._tail, extra)
+        old = self.size
+        found: Copy | None = None
+        if size == 0 and stream.end > 0:
+            with contextlib.suppress(LookupError):
+                found = find_copy(self.path, self._identities(), stream, self._since)
+        if found is None or not found.verified:
+            self._lost(found, stream.end, size)
+            self.size = size
+            self._tail.reset(size)
+            self._since = time.time()
+            return len(extra)
+        repair = stream.get(found.size, max(found.size, old))
+        try:
+            self._write_all([memoryview(repair)])
+            if self._fsync:
+                os.fdatasync(self._fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, size)
+            raise
+        covered = max(0, found.size - old)
+        self._tail.append(extra[:covered])
+        self.size = len(repair)
+        self._tail.rebase(self.size)
+        self._since = time.time()
+        log.log(
+            logging.WARNING if repair else logging.INFO,
+            "output_copytruncate_repaired",
+            extra={
+                "path": str(self.path),
+                "copy": str(found.path),
+                "copy_size": found.size,
+                "old_size": old + covered,
+                "bytes": len(repair),
+            },
+        )
+        if self._on_repaired is not None:
+            self._on_repaired(len(repair))
+        return covered
+
+    def _lost(self, found: Copy | None, old: int, size: int) -> None:
+        """Bytes [copy size or `size`, `old`) may be in no file: say so, once."""
+        reason = "truncated" if found is None else "copy_unverified"
+        lost = max(0, old - (size if found is None else found.size))
+        fields: dict[str, object] = {
+            "path": str(self.path),
+            "reason": reason,
+            "old_size": old,
+            "size": size,
+            "bytes": lost,
+        }
+        if found is not None:
+            fields |= {"copy": str(found.path), "copy_size": found.size}
+            fields["compressed"] = found.compressed
+        log.log(logging.WARNING if lost else logging.INFO, "output_bytes_unverified", extra=fields)
+        if self._on_lost is not None and lost:
+            self._on_lost(reason, lost)
+
+    def _identities(self) -> set[tuple[int, int]]:
+        """(dev, ino) of the files that are never the copy: the output itself, its state."""
+        held = os.fstat(self._fd)
+        found = {(held.st_dev, held.st_ino)}
+        with contextlib.suppress(OSError):
+            state = os.stat(self.state_path)
+            found.add((state.st_dev, state.st_ino))
+        return found
+
+    def _cut_under_write(self, plan: Plan, skip: int, size: int) -> int:
+        """Cut while the plan (but its first `skip` bytes) was being written: what of it
+        reached the new file is unrecorded and unacknowledged, so it goes (and is written again);
+        then as `_cut`, with what reached the old file as the end of what it held."""
+        extra = b"".join(_drop(plan.pieces, skip))
+        base = max(0, size - len(extra))  # logrotate cuts to 0; what was there before ours
+        landed_old = len(extra) - (size - base)
+        os.ftruncate(self._fd, base)
+        old = self.size
+        covered = self._cut(base, extra[:landed_old])
+        self._save_state(pending=plan)
+        self._rotated("truncate", old, self.size)
+        return covered
 
     def _rotated(self, reason: str, old: int, new: int, *, at_start: bool = False) -> None:
         log.warning(
@@ -322,27 +447,38 @@ class Sink:
         size and ranges. Returns the seconds spent in fsync. Raises OSError (disk full, I/O
         error): call rollback then."""
         fsync_s = 0.0
+        skip = 0  # leading bytes of the plan a copytruncate's copy took while it was written
         for attempt in range(MAX_REWRITES + 1):
             self._follow(plan)
-            pieces = plan.pieces
+            pieces = _drop(plan.pieces, skip)
             for i in range(0, len(pieces), IOV_MAX):
                 self._write_all(pieces[i : i + IOV_MAX])
             if self._fsync and plan.bytes:
                 started = time.monotonic()
                 os.fdatasync(self._fd)  # data and the new size: all a reader needs after a crash
                 fsync_s += time.monotonic() - started
-            if not plan.bytes or attempt == MAX_REWRITES or os.fstat(self._fd).st_nlink:
+            if not plan.bytes or attempt == MAX_REWRITES:
                 break
-            # deleted under this write: the bytes may never have been in any file anyone saw;
-            # write them again into the new file (nobody can see a duplicate in a deleted one)
-            log.warning("output_deleted_under_write", extra={"path": str(self.path)})
+            held = os.fstat(self._fd)
+            if not held.st_nlink:
+                # deleted under this write: the bytes may never have been in any file anyone
+                # saw; write them again into the new file (nobody sees a duplicate in a
+                # deleted one)
+                log.warning("output_deleted_under_write", extra={"path": str(self.path)})
+                continue
+            if held.st_size >= self.size + plan.bytes - skip:
+                break
+            # cut (copytruncate) between the check and the write, or during it
+            skip += self._cut_under_write(plan, skip, held.st_size)
         if plan.bytes or plan.touched:
             now = time.time()
             for source in plan.touched:
                 self._touched_at[source] = now
             started = time.monotonic()
-            self._save_state(self.size + plan.bytes)
-            self.size += plan.bytes
+            self._save_state(self.size + plan.bytes - skip)
+            self.size += plan.bytes - skip
+            for piece in _drop(plan.pieces, skip):
+                self._tail.append(piece)
             fsync_s += time.monotonic() - started
         return fsync_s
 

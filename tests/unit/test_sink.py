@@ -4,13 +4,17 @@ failed write."""
 from __future__ import annotations
 
 import errno
+import gzip
 import os
+import shutil
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
+from consumer.outputcopy import Tail
 from consumer.sink import Sink, StateError
 from consumer.statefile import StateFile
 from logship.wire import Delivered
@@ -407,3 +411,244 @@ def test_every_malformed_state_shape_is_a_state_error(tmp_path: Path, payload: b
     StateFile(tmp_path / "out.txt.state", durable=False).write(payload)
     with pytest.raises(StateError, match="unreadable"):
         Sink(tmp_path / "out.txt", fsync=True).open()
+
+
+# --- copytruncate on the output: what the copy missed is put back, or counted ----------------
+
+
+class Seen:
+    """What a sink reported through its callbacks."""
+
+    def __init__(self) -> None:
+        self.rotated: list[str] = []
+        self.lost: list[tuple[str, int]] = []
+        self.repaired: list[int] = []
+
+    def sink(self, out: Path, **options: int) -> Sink:
+        sink = Sink(
+            out,
+            fsync=True,
+            on_rotated=self.rotated.append,
+            on_lost=lambda reason, n: self.lost.append((reason, n)),
+            on_repaired=self.repaired.append,
+            **options,
+        )
+        sink.open()
+        return sink
+
+
+LINES = [f"line {i:04d} {'x' * (i % 37)}\n".encode() for i in range(400)]
+
+
+def stream_writer(sink: Sink) -> Callable[[int, int], None]:
+    """Writes LINES[a:b] as one batch of source "a" (offsets follow on)."""
+    offsets = [0]
+    for line in LINES:
+        offsets.append(offsets[-1] + len(line))
+
+    def lines(a: int, b: int) -> None:
+        write(sink, ranged("a", offsets[a], b"".join(LINES[a:b])))
+
+    return lines
+
+
+def copytruncate(out: Path, copy: Path, between: Callable[[], None]) -> None:
+    """logrotate's copytruncate, with the consumer writing `between` the copy and the cut."""
+    shutil.copyfile(out, copy)
+    between()
+    os.truncate(out, 0)
+
+
+def test_copytruncate_copy_found_the_bytes_it_missed_are_put_back_first(tmp_path: Path) -> None:
+    out, seen = tmp_path / "out.txt", Seen()
+    sink = seen.sink(out)
+    lines = stream_writer(sink)
+    lines(0, 100)
+    copytruncate(out, tmp_path / "out.txt.1", lambda: lines(100, 150))
+    lines(150, 200)  # the write finds the cut, puts back 100..150, then appends
+    lines(200, 250)
+    sink.close()
+    assert (tmp_path / "out.txt.1").read_bytes() + out.read_bytes() == b"".join(LINES[:250])
+    assert seen.repaired == [len(b"".join(LINES[100:150]))]
+    assert seen.lost == [] and seen.rotated == ["truncate"]
+    again = seen.sink(out)  # the repair was recorded: nothing cut or written again at restart
+    write(again, ranged("a", 0, b"".join(LINES[:250])))
+    again.close()
+    assert (tmp_path / "out.txt.1").read_bytes() + out.read_bytes() == b"".join(LINES[:250])
+
+
+def test_copytruncate_found_by_the_timer_check_while_idle(tmp_path: Path) -> None:
+    out, seen = tmp_path / "out.txt", Seen()
+    sink = seen.sink(out)
+    lines = stream_writer(sink)
+    lines(0, 100)
+    copytruncate(out, tmp_path / "out.txt-20261201", lambda: lines(100, 101))
+    assert sink.follow() == "truncate"
+    assert out.read_bytes() == LINES[100]
+    lines(101, 120)
+    sink.close()
+    assert (tmp_path / "out.txt-20261201").read_bytes() + out.read_bytes() == b"".join(LINES[:120])
+    assert seen.repaired == [len(LINES[100])]
+
+
+@pytest.mark.parametrize("moment", ["before-write", "during-write", "during-fsync"])
+def test_copytruncate_under_a_write_neither_loses_nor_duplicates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moment: str
+) -> None:
+    """Cut between the write's check and its bytes, or after they reached the old file (before
+    or after the copy took them): what landed in the new file is unrecorded and written again
+    in order, what the copy holds is not."""
+    out, seen = tmp_path / "out.txt", Seen()
+    sink = seen.sink(out)
+    lines = stream_writer(sink)
+    lines(0, 100)
+    real_writev, real_fdatasync = os.writev, os.fdatasync
+    done: list[bool] = []
+
+    def writev(fd: int, buffers: Sequence[memoryview]) -> int:
+        if done or moment == "during-fsync":
+            return real_writev(fd, buffers)
+        done.append(True)
+        shutil.copyfile(out, tmp_path / "out.txt.1")
+        if moment == "before-write":
+            os.truncate(out, 0)
+            return real_writev(fd, buffers)
+        written = real_writev(fd, buffers)  # after the copy, before the cut: in neither file
+        os.truncate(out, 0)
+        return written
+
+    def fdatasync(fd: int) -> None:
+        if moment == "during-fsync" and not done and fd == sink._fd:
+            done.append(True)
+            shutil.copyfile(out, tmp_path / "out.txt.1")  # holds this write's bytes too
+            os.truncate(out, 0)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "writev", writev)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    lines(100, 150)
+    monkeypatch.undo()
+    lines(150, 200)
+    sink.close()
+    assert (tmp_path / "out.txt.1").read_bytes() + out.read_bytes() == b"".join(LINES[:200])
+    assert seen.lost == [] and seen.rotated == ["truncate"]
+
+
+def test_output_emptied_under_a_write_counts_what_reached_it_and_writes_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone took the output's bytes (to memory, elsewhere) and emptied it after a write
+    reached it, before the write was recorded: that write is gone with the rest, counted with
+    it, not written again (the taker has it)."""
+    out, seen = tmp_path / "out.txt", Seen()
+    sink = seen.sink(out)
+    lines = stream_writer(sink)
+    lines(0, 100)
+    real_fdatasync = os.fdatasync
+    taken: list[bytes] = []
+
+    def fdatasync(fd: int) -> None:
+        if not taken and fd == sink._fd:
+            taken.append(out.read_bytes())
+            out.open("wb").close()
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    lines(100, 150)
+    monkeypatch.undo()
+    lines(150, 200)
+    sink.close()
+    assert taken[0] + out.read_bytes() == b"".join(LINES[:200])
+    assert seen.lost == [("truncated", len(b"".join(LINES[:150])))]
+
+
+def test_copytruncate_compressed_at_once_is_counted(tmp_path: Path) -> None:
+    out, seen = tmp_path / "out.txt", Seen()
+    sink = seen.sink(out)
+    lines = stream_writer(sink)
+    lines(0, 100)
+    copy = tmp_path / "out.txt.1"
+    copytruncate(out, copy, lambda: lines(100, 150))
+    (tmp_path / "out.txt.1.gz").write_bytes(gzip.compress(copy.read_bytes()))
+    copy.unlink()
+    lines(150, 200)
+    sink.close()
+    assert seen.lost == [("copy_unverified", len(b"".join(LINES[100:150])))]
+    assert seen.repaired == [] and out.read_bytes() == b"".join(LINES[150:200])
+
+
+def test_copytruncate_compressed_while_idle_loses_nothing(tmp_path: Path) -> None:
+    """An idle consumer: the gzip'd copy holds all that was written (its trailer says so)."""
+    out, seen = tmp_path / "out.txt", Seen()
+    sink = seen.sink(out)
+    stream_writer(sink)(0, 100)
+    (tmp_path / "out.txt.1.gz").write_bytes(gzip.compress(out.read_bytes()))
+    os.truncate(out, 0)
+    assert sink.follow() == "truncate"
+    sink.close()
+    assert seen.lost == [] and seen.repaired == []
+
+
+def test_output_emptied_by_hand_is_counted_as_truncated(tmp_path: Path) -> None:
+    out, seen = tmp_path / "out.txt", Seen()
+    sink = seen.sink(out)
+    lines = stream_writer(sink)
+    lines(0, 100)
+    out.open("wb").close()  # `: > out.txt`: discarded on purpose, counted so it is visible
+    lines(100, 150)
+    sink.close()
+    assert seen.lost == [("truncated", len(b"".join(LINES[:100])))]
+    assert out.read_bytes() == b"".join(LINES[100:150])
+
+
+def test_copy_further_back_than_the_tail_held_is_counted(tmp_path: Path) -> None:
+    out, seen = tmp_path / "out.txt", Seen()
+    sink = seen.sink(out, tail_bytes=1000)
+    lines = stream_writer(sink)
+    lines(0, 100)
+    copytruncate(out, tmp_path / "out.txt.1", lambda: lines(100, 150))  # > 1000 bytes
+    lines(150, 200)
+    sink.close()
+    assert seen.lost == [("copy_unverified", len(b"".join(LINES[100:150])))]
+    assert seen.repaired == [] and out.read_bytes() == b"".join(LINES[150:200])
+
+
+@pytest.mark.parametrize(
+    "other", ["different-bytes", "older-than-the-content", "the-state-file", "named-otherwise"]
+)
+def test_a_file_that_is_not_the_copy_is_not_used(tmp_path: Path, other: str) -> None:
+    out, seen = tmp_path / "out.txt", Seen()
+    sink = seen.sink(out)
+    lines = stream_writer(sink)
+    lines(0, 100)
+    size = out.stat().st_size
+    lines(100, 150)
+    held = out.read_bytes()
+    candidate = tmp_path / "out.txt.1"
+    if other == "different-bytes":
+        candidate.write_bytes(held[: size - 1] + b"?")
+    elif other == "older-than-the-content":  # a rotation from before: same bytes by chance
+        candidate.write_bytes(held[:size])
+        os.utime(candidate, (time.time() - 3600, time.time() - 3600))
+    elif other == "named-otherwise":  # the producer's input, say: the same bytes, not a copy
+        (tmp_path / "input.txt").write_bytes(held)
+    os.truncate(out, 0)
+    lines(150, 200)
+    sink.close()
+    reason = "truncated"
+    assert seen.repaired == [] and seen.lost == [(reason, len(held))]
+    assert out.read_bytes() == b"".join(LINES[150:200])
+
+
+def test_tail_keeps_the_last_bytes_by_offset_across_wraps() -> None:
+    tail = Tail(10)
+    tail.append(b"abcdefgh")
+    tail.append(b"ijklmn")  # wraps
+    assert (tail.start, tail.end) == (4, 14)
+    assert tail.get(4, 14) == b"efghijklmn" and tail.get(9, 12) == b"jkl"
+    tail.append(b"0123456789ABC")  # larger than the ring
+    assert tail.get(tail.start, tail.end) == b"3456789ABC" and tail.end == 27
+    tail.rebase(10)
+    assert tail.get(0, 10) == b"3456789ABC"
+    with pytest.raises(ValueError):
+        tail.get(-1, 5)
