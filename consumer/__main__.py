@@ -13,12 +13,33 @@ from logship.config import fail, load_settings
 from logship.lifecycle import install_reopen_signal, install_stop_signals, run
 from logship.logs import setup_logging
 
+EPILOG = """\
+commands:
+  (none)         consume the queue and append to --output (the options above)
+  replay-dead    move dead letters back to the exchange once their cause is fixed:
+                 logship-consumer replay-dead --help
+
+examples:
+  logship-consumer --output /data/output.txt --amqp.url amqps://writer@broker:5671/
+  LOGSHIP_AMQP__PASSWORD=s3cret logship-consumer --exit-when-idle 30   # drain, then exit 0
+
+exit codes: 0 stopped or idle (--exit-when-idle), 2 wrong setting or refused by the broker at
+start, 130 forced by a second stop signal."""
+
+REPLAY_EPILOG = """\
+examples:
+  logship-consumer replay-dead --dry-run    # list what would move
+  logship-consumer replay-dead --limit 10   # move the first 10 back
+
+exit codes: 0 done, 1 the exchange did not take a copy (nothing lost: it stays dead-lettered),
+2 wrong setting or refused by the broker."""
+
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "replay-dead":
         return replay_main(args[1:])
-    settings = load_settings(ConsumerSettings, args)
+    settings = load_settings(ConsumerSettings, args, EPILOG)
     setup_logging(settings.log.level, settings.log.format)
     lenient_decode.install()  # a delivery that does not decode must not close the connection
     from consumer.app import ConsumerApp
@@ -40,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 def replay_main(args: list[str]) -> int:
     from consumer.replay import ReplaySettings, replay
 
-    settings = load_settings(ReplaySettings, args)
+    settings = load_settings(ReplaySettings, args, REPLAY_EPILOG)
     setup_logging(settings.log.level, settings.log.format)
     lenient_decode.install()
     return run(lambda: replay(settings))

@@ -13,9 +13,18 @@ from producer.checkpoint import CheckpointError
 from producer.metrics import ProducerMetrics
 from producer.settings import ProducerSettings
 
+EPILOG = """\
+examples:
+  logship-producer --input /var/log/app.log --checkpoint /var/lib/logship/producer.checkpoint \\
+      --amqp.url amqps://shipper@broker:5671/ --amqp.ca-file /etc/logship/ca.pem
+  LOGSHIP_INPUT='/var/log/app/*.log' LOGSHIP_AMQP__PASSWORD=s3cret logship-producer --once
+
+exit codes: 0 stopped or done (--once), 2 wrong setting or refused by the broker at start,
+130 forced by a second stop signal."""
+
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load_settings(ProducerSettings, argv)
+    settings = load_settings(ProducerSettings, argv, EPILOG)
     setup_logging(settings.log.level, settings.log.format)
     lenient_decode.install()  # returned messages are decoded like deliveries
     try:
