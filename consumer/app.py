@@ -48,14 +48,12 @@ class ConsumerApp:
         return self.subscriber is not None and self.subscriber.consuming
 
     async def run(self) -> int:
-        self.sink.open()
         telemetry = TelemetryServer(
             self.metrics.registry, self.ready, self.settings.http.host, self.settings.http.port
         )
         if self.settings.http.port:
             await telemetry.start()
-        # also while the broker is away: a rotated output is let go of all the same
-        background = [asyncio.create_task(self._follow_output(), name="follow-output")]
+        background: list[asyncio.Task[None]] = []
         connection: AbstractRobustConnection | None = None
         try:
             connection = await connect(
@@ -64,6 +62,11 @@ class ConsumerApp:
                 stop=self.stop,
                 on_attempt_failed=self.metrics.connection.reconnects.inc,
             )
+            # output and state are created only once the broker took us: a start refused for
+            # its credentials or topology leaves no files behind
+            self.sink.open()
+            # also while the broker is away later: a rotated output is let go of all the same
+            background.append(asyncio.create_task(self._follow_output(), name="follow-output"))
             self.metrics.connection.watch(connection)
             self.subscriber = Subscriber(
                 connection, self.settings.amqp, prefetch=self.settings.prefetch
@@ -77,6 +80,7 @@ class ConsumerApp:
                     "amqp": self.settings.amqp.redacted_url(),
                     "prefetch": self.settings.prefetch,
                     "fsync": self.settings.fsync.value,
+                    "http": telemetry.address,
                 },
             )
             watchdog = BlockedWatchdog(

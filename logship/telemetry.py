@@ -38,9 +38,16 @@ class TelemetryServer:
             return self._port
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def address(self) -> str:
+        """`host:port` while serving, else "off": the programs' started lines show it."""
+        return f"{self._host}:{self.port}" if self._server is not None else "off"
+
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, self._host, self._port)
-        log.info("telemetry_listening", extra={"host": self._host, "port": self.port})
+        # debug: at start nothing may come before a refusal's one-line error; the started line
+        # of each program carries the address
+        log.debug("telemetry_listening", extra={"host": self._host, "port": self.port})
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -119,6 +119,7 @@ class ProducerApp:
                     "amqp": self.settings.amqp.redacted_url(),
                     "exchange": self.settings.amqp.exchange,
                     "queue_type": self.settings.amqp.queue_type.value,
+                    "http": telemetry.address,
                 },
             )
             self.publisher = Publisher(
@@ -236,7 +237,9 @@ class ProducerApp:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        self._save_checkpoint()
+        if self.publisher is not None or self.checkpoint.dirty:
+            # not before the broker took us: a refused start leaves no checkpoint behind
+            self._save_checkpoint()
         self.tails.close()
         close = getattr(connection, "close", None)
         if close is not None:

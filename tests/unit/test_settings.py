@@ -28,7 +28,7 @@ def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         ("consumer", ["--output", "/nonexistent/dir/out.txt"], "does not exist"),
         ("consumer", ["--prefetch", "-3"], "--prefetch / LOGSHIP_PREFETCH: must be at least 1"),
         ("consumer", ["--prefetch", "lots"], "--prefetch / LOGSHIP_PREFETCH: must be a whole"),
-        ("consumer", ["--amqp.ca-file", "/nonexistent.pem"], "--amqp.ca-file / LOGSHIP_AMQP__CA_FILE"),
+        ("consumer", ["--amqp.ca-file", "/no.pem"], "--amqp.ca-file / LOGSHIP_AMQP__CA_FILE"),
         ("producer", ["--input", "/nonexistent/dir/in.txt"], "does not exist"),
         ("producer", ["--batch-max-bytes", "0"], "--batch-max-bytes / LOGSHIP_BATCH_MAX_BYTES"),
         ("producer", ["--read-from", "middle"], "--read-from / LOGSHIP_READ_FROM"),
