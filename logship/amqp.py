@@ -264,7 +264,9 @@ async def connect(
                 raise
             await asyncio.sleep(delay)
             continue
-        log.info("amqp_connected", extra={"url": settings.redacted_url(), "connection": name})
+        # debug: the topology may still be refused, and then its one-line error must come
+        # alone; the programs' started lines say where they connected
+        log.debug("amqp_connected", extra={"url": settings.redacted_url(), "connection": name})
         return connection
 
 

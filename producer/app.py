@@ -12,7 +12,7 @@ from pathlib import Path
 
 import watchfiles
 
-from logship.amqp import BlockedWatchdog, connect
+from logship.amqp import BlockedWatchdog, FatalConnectError, TopologyError, connect
 from logship.lifecycle import with_deadline
 from logship.telemetry import TelemetryServer
 from logship.wire import Batch
@@ -86,6 +86,7 @@ class ProducerApp:
             metrics,
         )
         self.publisher: Publisher | None = None
+        self._refused = False  # the broker refused the start (credentials, topology)
         self.ledger = AckLedger(
             self.checkpoint,
             max_batches=settings.max_in_flight,
@@ -112,6 +113,14 @@ class ProducerApp:
                 on_attempt_failed=self.metrics.connection.reconnects.inc,
             )
             self.metrics.connection.watch(connection)
+            self.publisher = Publisher(
+                connection,
+                self.settings.amqp,
+                self.metrics,
+                publish_timeout=self.settings.publish_timeout,
+            )
+            await self.publisher.start()
+            # after the topology is declared: a refused one is the only line printed
             log.info(
                 "producer_started",
                 extra={
@@ -122,13 +131,6 @@ class ProducerApp:
                     "http": telemetry.address,
                 },
             )
-            self.publisher = Publisher(
-                connection,
-                self.settings.amqp,
-                self.metrics,
-                publish_timeout=self.settings.publish_timeout,
-            )
-            await self.publisher.start()
             waker = Waker(
                 self.tails.directory, self.settings.input, poll=self.settings.poll, stop=self.stop
             )
@@ -144,6 +146,9 @@ class ProducerApp:
             return 0
         except asyncio.CancelledError:
             return 0
+        except (FatalConnectError, TopologyError):
+            self._refused = True
+            raise
         finally:
             await self._shutdown(background, connection, telemetry)
 
@@ -237,15 +242,14 @@ class ProducerApp:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        if self.publisher is not None or self.checkpoint.dirty:
-            # not before the broker took us: a refused start leaves no checkpoint behind
+        if not self._refused:  # a start the broker refused leaves no checkpoint behind
             self._save_checkpoint()
         self.tails.close()
         close = getattr(connection, "close", None)
         if close is not None:
             await with_deadline("close connection", close(), 5)
         await telemetry.stop()
-        if self.publisher is not None:  # started: say how it ended
+        if self.publisher is not None and not self._refused:  # started: say how it ended
             log.info(
                 "producer_stopped",
                 extra={

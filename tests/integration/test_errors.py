@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pika
 import pytest
 
 from tests.support.pipeline import REPO, Topology
@@ -159,3 +160,21 @@ def test_log_level_and_format_are_taken_in_any_case(workdir: Path, topology: Top
     result = run_in(workdir, "producer", ["--once", "--http.port", "0"], env)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # taken: the info lines of a good run are left out
+
+
+@pytest.mark.parametrize("module", ["producer", "consumer"])
+def test_a_refused_topology_leaves_no_files(module: str, workdir: Path, topology: Topology) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(topology.url))
+    try:  # a classic queue where a quorum one is wanted: the broker refuses the declaration
+        connection.channel().queue_declare(
+            topology.queue,
+            durable=True,
+            arguments={
+                "x-queue-type": "classic",
+                "x-dead-letter-exchange": f"{topology.prefix}.dead",
+            },
+        )
+    finally:
+        connection.close()
+    line = the_one_error(run_in(workdir, module, ["--http.port", "0"], topology.env()), workdir)
+    assert line.endswith("delete it or set --amqp.queue-type classic"), line
