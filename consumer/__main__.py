@@ -12,6 +12,7 @@ from logship.amqp import FatalConnectError, TopologyError
 from logship.config import fail, load_settings
 from logship.lifecycle import install_reopen_signal, install_stop_signals, run
 from logship.logs import setup_logging
+from logship.telemetry import TelemetryError
 
 EPILOG = """\
 commands:
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return run(serve)
-    except (StateError, FatalConnectError, TopologyError) as error:
+    except (StateError, FatalConnectError, TopologyError, TelemetryError) as error:
         fail(str(error))
     except OSError as error:
         fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))

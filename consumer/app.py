@@ -56,15 +56,19 @@ class ConsumerApp:
         return self.subscriber is not None and self.subscriber.consuming
 
     async def run(self) -> int:
-        # opened before connecting, so a bad state file is reported without a broker; what this
-        # creates is removed again if the broker refuses the start (see _remove_if_refused)
-        created = [p for p in (self.sink.path, self.sink.state_path) if not p.exists()]
-        self.sink.open()
         telemetry = TelemetryServer(
             self.metrics.registry, self.ready, self.settings.http.host, self.settings.http.port
         )
         if self.settings.http.port:
-            await telemetry.start()
+            await telemetry.start()  # a port in use fails here, before any file is created
+        # opened before connecting, so a bad state file is reported without a broker; what this
+        # creates is removed again if the broker refuses the start (see _remove_if_refused)
+        created = [p for p in (self.sink.path, self.sink.state_path) if not p.exists()]
+        try:
+            self.sink.open()
+        except BaseException:
+            await telemetry.stop()
+            raise
         # also while the broker is away: a rotated output is let go of all the same
         background = [asyncio.create_task(self._follow_output(), name="follow-output")]
         connection: AbstractRobustConnection | None = None

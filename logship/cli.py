@@ -236,8 +236,8 @@ def describe_validation_error(model: type[BaseModel], error: ValidationError) ->
     info = field_at(model, dest) if dest else None
     typed = first.get("input")
     secret = info is not None and _plain_type(info.annotation) is SecretStr
-    if field is None and not secret and isinstance(typed, str | int | float):
-        message += f" (got {typed})" if str(typed) else " (got an empty value)"
+    if field is None and not secret and isinstance(typed, str | int | float) and str(typed):
+        message += f" (got {typed})"
     more = error.error_count() - 1
     if more:
         message += f" (and {more} more)"
@@ -255,6 +255,14 @@ def describe_cli_error(parser: ArgumentParser, text: str) -> str:
         hint = f"did you mean {close[0]}?" if close else "see --help"
         what = "unknown flag" if word.startswith("-") else "unexpected argument"
         return f"{what} {word}: {hint}"
+    group = re.fullmatch(
+        r'error parsing value for field "(\w+)" from source "EnvSettingsSource"', text
+    )
+    if group:
+        return (
+            f"{env_var(group.group(1))}: is not JSON; set the group's settings one by one instead "
+            f"({env_var(group.group(1))}__<SETTING>, see --help)"
+        )
     about = re.fullmatch(r"argument (--[\w.-]+)(?:/--[\w.-]+)?: (.*)", text)
     if about:
         dest = about.group(1).removeprefix("--").removeprefix("no-").replace("-", "_")

@@ -9,6 +9,7 @@ from logship.amqp import FatalConnectError, TopologyError
 from logship.config import fail, load_settings
 from logship.lifecycle import install_stop_signals, run
 from logship.logs import setup_logging
+from logship.telemetry import TelemetryError
 from producer.checkpoint import CheckpointError
 from producer.metrics import ProducerMetrics
 from producer.settings import ProducerSettings
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             return await app.run()
 
         return run(serve)
-    except (CheckpointError, FatalConnectError, TopologyError) as error:
+    except (CheckpointError, FatalConnectError, TopologyError, TelemetryError) as error:
         fail(str(error))
     except OSError as error:
         fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))

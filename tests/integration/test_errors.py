@@ -4,6 +4,7 @@ printed before it; no file left in the working directory."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -178,3 +179,19 @@ def test_a_refused_topology_leaves_no_files(module: str, workdir: Path, topology
         connection.close()
     line = the_one_error(run_in(workdir, module, ["--http.port", "0"], topology.env()), workdir)
     assert line.endswith("delete it or set --amqp.queue-type classic"), line
+
+
+@pytest.mark.parametrize("module", ["producer", "consumer"])
+def test_a_metrics_port_in_use_names_the_flag_and_leaves_no_files(
+    module: str, workdir: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["--http.host", "127.0.0.1", "--http.port", str(port)]
+        line = the_one_error(run_in(workdir, module, args), workdir)
+    assert line == (
+        f"--http.port / LOGSHIP_HTTP__PORT: cannot listen on 127.0.0.1:{port} (address already "
+        "in use); choose another port (or another --http.host), or 0 to switch the server off"
+    )
