@@ -9,6 +9,7 @@ from consumer.settings import ConsumerSettings
 from consumer.sink import StateError
 from logship import lenient_decode
 from logship.amqp import FatalConnectError, TopologyError
+from logship.cli import named
 from logship.config import fail, load_settings
 from logship.lifecycle import install_reopen_signal, install_stop_signals, run
 from logship.logs import setup_logging
@@ -53,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return run(serve)
-    except (StateError, FatalConnectError, TopologyError, TelemetryError) as error:
+    except StateError as error:
+        fail(f"{named('output')}: {error}")
+    except (FatalConnectError, TopologyError, TelemetryError) as error:
         fail(str(error))
     except OSError as error:
         fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))

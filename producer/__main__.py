@@ -6,6 +6,7 @@ import sys
 
 from logship import lenient_decode
 from logship.amqp import FatalConnectError, TopologyError
+from logship.cli import named
 from logship.config import fail, load_settings
 from logship.lifecycle import install_stop_signals, run
 from logship.logs import setup_logging
@@ -37,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
             return await app.run()
 
         return run(serve)
-    except (CheckpointError, FatalConnectError, TopologyError, TelemetryError) as error:
+    except CheckpointError as error:
+        fail(f"{named('checkpoint')}: {error}")
+    except (FatalConnectError, TopologyError, TelemetryError) as error:
         fail(str(error))
     except OSError as error:
         fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))

@@ -31,14 +31,16 @@ def run_in(
     )
 
 
-def the_one_error(result: subprocess.CompletedProcess[str], workdir: Path) -> str:
+def the_one_error(
+    result: subprocess.CompletedProcess[str], workdir: Path, *, there_before: str = "afile"
+) -> str:
     """Assert the error shape shared by every case; return the line without its prefix."""
     assert result.returncode == 2, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("logship: error: "), result.stderr
     assert result.stdout == ""
-    left = sorted(p.name for p in workdir.iterdir() if p.name != "afile")
+    left = sorted(p.name for p in workdir.iterdir() if p.name not in ("afile", there_before))
     assert left == [], f"files left behind: {left}"
     return lines[0].removeprefix("logship: error: ")
 
@@ -195,3 +197,20 @@ def test_a_metrics_port_in_use_names_the_flag_and_leaves_no_files(
         f"--http.port / LOGSHIP_HTTP__PORT: cannot listen on 127.0.0.1:{port} (address already "
         "in use); choose another port (or another --http.host), or 0 to switch the server off"
     )
+
+
+@pytest.mark.parametrize(
+    ("module", "path", "flag"),
+    [
+        ("producer", "logship-producer.checkpoint", "--checkpoint / LOGSHIP_CHECKPOINT"),
+        ("consumer", "output.txt.state", "--output / LOGSHIP_OUTPUT"),
+    ],
+)
+def test_an_unreadable_checkpoint_or_state_names_its_flag(
+    module: str, path: str, flag: str, workdir: Path
+) -> None:
+    (workdir / path).write_text("garbage")
+    result = run_in(workdir, module, ["--http.port", "0"])
+    line = the_one_error(result, workdir, there_before=path)
+    assert line.startswith(f"{flag}: ") and f"{path} is unreadable" in line, line
+    assert "move it away to start over" in line
