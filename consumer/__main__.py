@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "replay-dead":
         return replay_main(args[1:])
-    settings = load_settings(ConsumerSettings, args, EPILOG)
+    settings = load_settings(ConsumerSettings, args, EPILOG, "%(prog)s [replay-dead] [options]")
     setup_logging(settings.log.level, settings.log.format)
     lenient_decode.install()  # a delivery that does not decode must not close the connection
     from consumer.app import ConsumerApp

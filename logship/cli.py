@@ -131,7 +131,7 @@ def metavar(dest: str, info: FieldInfo) -> str | None:
 def _bytes_text(value: int) -> str:
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if value >= size and value % size == 0:
-            return f"{value} ({value // size} {unit})"
+            return f"{value} = {value // size} {unit}"
     return str(value)
 
 
@@ -155,9 +155,12 @@ def default_text(model: type[BaseModel], dest: str) -> str:
     return str(value) if str(value) else '""'
 
 
-def polish_help(parser: ArgumentParser, model: type[BaseModel], epilog: str) -> None:
+def polish_help(
+    parser: ArgumentParser, model: type[BaseModel], epilog: str, usage: str | None = None
+) -> None:
     """Give every flag of a parser pydantic-settings built a readable metavar, its description
     and its real default, and end the help with the environment rule and the caller's text."""
+    parser.usage = usage or "%(prog)s [options]"  # the options are listed right below
     for action in parser._actions:
         info = field_at(model, action.dest) if action.option_strings else None
         if info is None or action.help == "==SUPPRESS==":
@@ -169,9 +172,11 @@ def polish_help(parser: ArgumentParser, model: type[BaseModel], epilog: str) -> 
     parser.epilog = "\n\n".join(part for part in (ENV_RULE, epilog.strip("\n")) if part)
 
 
-def cli_source(model: type[BaseSettings], epilog: str) -> CliSettingsSource[Any]:
+def cli_source(
+    model: type[BaseSettings], epilog: str, usage: str | None = None
+) -> CliSettingsSource[Any]:
     source: CliSettingsSource[Any] = CliSettingsSource(model)
-    polish_help(source.root_parser, model, epilog)
+    polish_help(source.root_parser, model, epilog, usage)
     return source
 
 

@@ -256,10 +256,12 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(EXIT_BAD_SETTINGS)
 
 
-def load_settings(cls: type[SettingsT], argv: list[str] | None, epilog: str = "") -> SettingsT:
+def load_settings(
+    cls: type[SettingsT], argv: list[str] | None, epilog: str = "", usage: str | None = None
+) -> SettingsT:
     """Build settings from the environment and the flags in argv, or fail with one line that names
     the flag and the variable. `epilog` ends --help (an example, the commands)."""
-    source = cli_source(cls, epilog)
+    source = cli_source(cls, epilog, usage)
     try:
         return cls(_cli_settings_source=source(args=argv if argv is not None else sys.argv[1:]))
     except ValidationError as error:

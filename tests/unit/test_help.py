@@ -60,7 +60,7 @@ def test_defaults_are_the_values_the_programs_use() -> None:
     # a default a factory makes (each program's own metrics port) is shown as its value
     assert default_text(ProducerSettings, "http.port") == "9101"
     assert default_text(ConsumerSettings, "http.port") == "9102"
-    assert default_text(ProducerSettings, "batch_max_bytes") == "1048576 (1 MiB)"
+    assert default_text(ProducerSettings, "batch_max_bytes") == "1048576 = 1 MiB"
     assert default_text(ConsumerSettings, "exit_when_idle") == "never"
     assert metavar("amqp.url", ProducerSettings.model_fields["amqp"]) != "SecretStr"
 
