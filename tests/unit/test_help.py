@@ -18,7 +18,7 @@ from consumer.__main__ import REPLAY_EPILOG
 from consumer.replay import ReplaySettings
 from consumer.settings import ConsumerSettings
 from logship.cli import cli_source, default_text, fields, metavar
-from logship.config import LogSettings
+from logship.config import LogSettings, load_settings
 from producer.__main__ import EPILOG as PRODUCER_EPILOG
 from producer.settings import ProducerSettings
 
@@ -139,3 +139,10 @@ def expected_table() -> dict[str, tuple[str, str]]:
 
 def test_readme_settings_table_matches_the_settings_classes() -> None:
     assert readme_table() == expected_table()
+
+
+def test_a_flag_wins_over_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOGSHIP_BATCH_MAX_BYTES", "100")
+    monkeypatch.setenv("LOGSHIP_AMQP__HEARTBEAT", "5")
+    settings = load_settings(ProducerSettings, ["--batch-max-bytes", "200"])
+    assert settings.batch_max_bytes == 200 and settings.amqp.heartbeat == 5
