@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Start (or find) a broker, then run producer and consumer on ./input.txt → ./output.txt.
+## Start (or find) a broker, then run producer and consumer on ./input.txt → ./output.txt;
+## one Ctrl-C stops both gracefully and make exits 0 (scripts/demo.py says how).
 demo: install broker
 	@bash scripts/demo.sh
 

@@ -9,16 +9,39 @@ from consumer.settings import ConsumerSettings
 from consumer.sink import StateError
 from logship import lenient_decode
 from logship.amqp import FatalConnectError, TopologyError
+from logship.cli import named
 from logship.config import fail, load_settings
 from logship.lifecycle import install_reopen_signal, install_stop_signals, run
 from logship.logs import setup_logging
+from logship.telemetry import TelemetryError
+
+EPILOG = """\
+commands:
+  (none)         consume the queue and append to --output (the options above)
+  replay-dead    move dead letters back to the exchange once their cause is fixed:
+                 logship-consumer replay-dead --help
+
+examples:
+  logship-consumer --output /data/output.txt --amqp.url amqps://writer@broker:5671/
+  LOGSHIP_AMQP__PASSWORD=s3cret logship-consumer --exit-when-idle 30   # drain, then exit 0
+
+exit codes: 0 stopped or idle (--exit-when-idle), 2 wrong setting or refused by the broker at
+start, 130 forced by a second stop signal."""
+
+REPLAY_EPILOG = """\
+examples:
+  logship-consumer replay-dead --dry-run    # list what would move
+  logship-consumer replay-dead --limit 10   # move the first 10 back
+
+exit codes: 0 done, 1 the exchange did not take a copy (nothing lost: it stays dead-lettered),
+2 wrong setting or refused by the broker."""
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "replay-dead":
         return replay_main(args[1:])
-    settings = load_settings(ConsumerSettings, args)
+    settings = load_settings(ConsumerSettings, args, EPILOG, "%(prog)s [replay-dead] [options]")
     setup_logging(settings.log.level, settings.log.format)
     lenient_decode.install()  # a delivery that does not decode must not close the connection
     from consumer.app import ConsumerApp
@@ -31,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return run(serve)
-    except (StateError, FatalConnectError, TopologyError) as error:
+    except StateError as error:
+        fail(f"{named('output')}: {error}")
+    except (FatalConnectError, TopologyError, TelemetryError) as error:
         fail(str(error))
     except OSError as error:
         fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
@@ -40,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 def replay_main(args: list[str]) -> int:
     from consumer.replay import ReplaySettings, replay
 
-    settings = load_settings(ReplaySettings, args)
+    settings = load_settings(ReplaySettings, args, REPLAY_EPILOG)
     setup_logging(settings.log.level, settings.log.format)
     lenient_decode.install()
     return run(lambda: replay(settings))

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
@@ -15,7 +16,13 @@ from consumer.metrics import ConsumerMetrics
 from consumer.settings import ConsumerSettings, FsyncPolicy
 from consumer.sink import Plan, Sink
 from consumer.subscriber import Subscriber
-from logship.amqp import BlockedWatchdog, backoff_delays, connect
+from logship.amqp import (
+    BlockedWatchdog,
+    FatalConnectError,
+    TopologyError,
+    backoff_delays,
+    connect,
+)
 from logship.lifecycle import with_deadline
 from logship.telemetry import TelemetryServer
 from logship.wire import Delivered, PoisonMessage, decode, now_ns
@@ -45,17 +52,25 @@ class ConsumerApp:
         # set when a group was left unwritten at stop: from then on nothing is written or
         # acknowledged (a multiple ack of a later delivery would cover the unwritten one)
         self._left_unwritten = False
+        self._refused = False  # the broker refused the start (credentials, topology)
 
     def ready(self) -> bool:
         return self.subscriber is not None and self.subscriber.consuming
 
     async def run(self) -> int:
-        self.sink.open()
         telemetry = TelemetryServer(
             self.metrics.registry, self.ready, self.settings.http.host, self.settings.http.port
         )
         if self.settings.http.port:
-            await telemetry.start()
+            await telemetry.start()  # a port in use fails here, before any file is created
+        # opened before connecting, so a bad state file is reported without a broker; what this
+        # creates is removed again if the broker refuses the start (see _remove_if_refused)
+        created = [p for p in (self.sink.path, self.sink.state_path) if not p.exists()]
+        try:
+            self.sink.open()
+        except BaseException:
+            await telemetry.stop()
+            raise
         # also while the broker is away: a rotated output is let go of all the same
         background = [asyncio.create_task(self._follow_output(), name="follow-output")]
         connection: AbstractRobustConnection | None = None
@@ -79,6 +94,7 @@ class ConsumerApp:
                     "amqp": self.settings.amqp.redacted_url(),
                     "prefetch": self.settings.prefetch,
                     "fsync": self.settings.fsync.value,
+                    "http": telemetry.address,
                 },
             )
             watchdog = BlockedWatchdog(
@@ -97,8 +113,20 @@ class ConsumerApp:
             # so a draining Job is not taken as done; unacknowledged messages go back
             log.error("consumer_cancelled_unexpectedly")
             return 1
+        except (FatalConnectError, TopologyError):
+            self._refused = True
+            raise
         finally:
             await self._shutdown(background, connection, telemetry)
+            if self._refused:
+                self._remove_if_refused(created)
+
+    def _remove_if_refused(self, created: list[Path]) -> None:
+        """A start the broker refused (credentials, topology) leaves no files behind: remove the
+        output and state this run created, as long as nothing was written to them."""
+        if self.sink.size == 0 and not self.sink.sources:
+            for path in created:
+                path.unlink(missing_ok=True)
 
     async def _next_group(self, subscriber: Subscriber) -> list[AbstractIncomingMessage]:
         """Wait for a delivery, then take everything already delivered: one write, one fsync and
@@ -291,7 +319,7 @@ class ConsumerApp:
         if connection is not None:
             await with_deadline("close connection", connection.close(), 5)
         await telemetry.stop()
-        if self.subscriber is not None:  # started: say how it ended
+        if self.subscriber is not None and not self._refused:  # started: say how it ended
             log.info(
                 "consumer_stopped",
                 extra={

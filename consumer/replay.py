@@ -41,7 +41,9 @@ class ReplaySettings(BaseSettings):
     model_config = settings_config("logship-consumer replay-dead")
 
     dry_run: bool = Field(default=False, description="list what would move, move nothing")
-    limit: Annotated[int, Field(ge=1)] | None = Field(default=None, description="move at most N")
+    limit: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="move at most N", json_schema_extra={"unset": "all"}
+    )
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 

@@ -10,7 +10,14 @@ from typing import Annotated
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings
 
-from logship.config import AmqpSettings, HttpSettings, LogSettings, settings_config
+from logship.cli import SettingProblem
+from logship.config import (
+    AmqpSettings,
+    HttpSettings,
+    LogSettings,
+    check_file_path,
+    settings_config,
+)
 
 
 class FsyncPolicy(StrEnum):
@@ -28,11 +35,21 @@ class ConsumerSettings(BaseSettings):
         default=8,
         description="messages in hand before acknowledging (x batch-max-bytes bounds memory)",
     )
-    fsync: FsyncPolicy = Field(default=FsyncPolicy.always)
-    exit_when_idle: Annotated[float, Field(gt=0, le=86400)] | None = Field(
-        default=None, description="exit 0 once the queue has been empty this many seconds"
+    fsync: FsyncPolicy = Field(
+        default=FsyncPolicy.always,
+        description="always: fsync before every acknowledgement (survives a machine crash); "
+        "never: the OS flushes (survives a process crash)",
     )
-    shutdown_timeout: Annotated[float, Field(gt=0, le=600)] = Field(default=20.0)
+    exit_when_idle: Annotated[float, Field(gt=0, le=86400)] | None = Field(
+        default=None,
+        description="exit 0 once the queue has been empty this many seconds (a draining Job)",
+        json_schema_extra={"unset": "never"},
+    )
+    shutdown_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=20.0,
+        description="seconds to finish and acknowledge messages in hand at stop (keep it under "
+        "the orchestrator's grace period)",
+    )
     retry_max_delay: Annotated[float, Field(gt=0, le=600)] = Field(
         default=10.0, description="longest pause between retries of a failing write"
     )
@@ -45,11 +62,10 @@ class ConsumerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _output_writable(self) -> ConsumerSettings:
+        check_file_path("output", self.output)
         directory = self.output.parent
-        if not directory.is_dir():
-            raise ValueError(f"output directory {directory} does not exist")
         if not os.access(directory, os.W_OK | os.X_OK):
-            raise ValueError(f"output directory {directory} is not writable")
+            raise SettingProblem("output", f"directory {directory} is not writable")
         if self.output.exists() and not os.access(self.output, os.W_OK):
-            raise ValueError(f"output file {self.output} is not writable")
+            raise SettingProblem("output", f"{self.output} is not writable")
         return self

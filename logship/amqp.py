@@ -182,16 +182,27 @@ def _tls_cause(error: BaseException) -> ssl.SSLError | None:
     return None
 
 
+CREDENTIALS_HINT = (
+    "check --amqp.username / LOGSHIP_AMQP__USERNAME and --amqp.password / "
+    "LOGSHIP_AMQP__PASSWORD, or the user and password in --amqp.url / LOGSHIP_AMQP__URL"
+)
+VHOST_HINT = "the vhost is the path of --amqp.url / LOGSHIP_AMQP__URL ('/' when none is given)"
+CA_HINT = "give the CA that signed it with --amqp.ca-file / LOGSHIP_AMQP__CA_FILE"
+
+
 def describe_connect_error(error: BaseException) -> str:
     if isinstance(error, ssl.SSLCertVerificationError):
-        return f"TLS certificate of the broker not trusted ({error.verify_message})"
+        return f"TLS certificate of the broker not trusted ({error.verify_message}): {CA_HINT}"
     if isinstance(
         error,
         aiormq.exceptions.ProbableAuthenticationError | aiormq.exceptions.AuthenticationError,
     ):
-        return "broker refused the credentials (wrong user or password)"
+        return f"broker refused the credentials (wrong user or password): {CREDENTIALS_HINT}"
     if isinstance(error, aiormq.exceptions.ConnectionNotAllowed):
-        return "broker refused access to the virtual host (unknown vhost or no permission)"
+        return (
+            "broker refused access to the virtual host (unknown vhost or no permission): "
+            + VHOST_HINT
+        )
     return f"{type(error).__name__}: {error}"
 
 
@@ -222,7 +233,8 @@ async def connect(
             if "Connection.Close" in str(error) or "Connection.OpenOk" in str(error):
                 # the broker closed the connection in answer to connection.open: the vhost
                 raise FatalConnectError(
-                    "broker refused access to the virtual host (unknown vhost or no permission)"
+                    "broker refused access to the virtual host (unknown vhost or no permission): "
+                    + VHOST_HINT
                 ) from None
             raise
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as error:
@@ -252,7 +264,9 @@ async def connect(
                 raise
             await asyncio.sleep(delay)
             continue
-        log.info("amqp_connected", extra={"url": settings.redacted_url(), "connection": name})
+        # debug: the topology may still be refused, and then its one-line error must come
+        # alone; the programs' started lines say where they connected
+        log.debug("amqp_connected", extra={"url": settings.redacted_url(), "connection": name})
         return connection
 
 

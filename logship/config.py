@@ -9,8 +9,23 @@ from pathlib import Path
 from typing import Annotated, Literal, NoReturn, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from logship.cli import (
+    SettingProblem,
+    cli_source,
+    describe_cli_error,
+    describe_validation_error,
+)
 
 EXIT_BAD_SETTINGS = 2
 
@@ -26,34 +41,87 @@ class AmqpSettings(BaseModel):
 
     url: SecretStr = Field(
         default=SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
-        description="AMQP URL, amqp:// or amqps://; user and password may also come separately",
+        description="broker URL, amqp:// or amqps:// (TLS); user and password may come separately",
+        json_schema_extra={"metavar": "URL"},
     )
-    username: str | None = Field(default=None, description="overrides the user in the URL")
-    password: SecretStr | None = Field(default=None, description="overrides the URL's password")
-    ca_file: Path | None = Field(default=None, description="CA that verifies the broker (TLS)")
-    cert_file: Path | None = Field(default=None, description="client certificate (mutual TLS)")
-    key_file: Path | None = Field(default=None, description="client key (mutual TLS)")
+    username: str | None = Field(
+        default=None,
+        description="user to log in as, instead of the URL's",
+        json_schema_extra={"metavar": "USER", "unset": "the URL's"},
+    )
+    password: SecretStr | None = Field(
+        default=None,
+        description="password, instead of the URL's (keeps it out of the URL)",
+        json_schema_extra={"metavar": "PASSWORD", "unset": "the URL's"},
+    )
+    ca_file: Path | None = Field(
+        default=None,
+        description="CA certificate (PEM) that verifies the broker",
+        json_schema_extra={"unset": "the system's CAs"},
+    )
+    cert_file: Path | None = Field(
+        default=None, description="client certificate (PEM) for mutual TLS"
+    )
+    key_file: Path | None = Field(default=None, description="client key (PEM) for mutual TLS")
     heartbeat: Annotated[int, Field(ge=0, le=3600)] = Field(
-        default=15, description="AMQP heartbeat in seconds (0 disables it)"
+        default=15,
+        description="AMQP heartbeat in seconds (0 disables it)",
+        json_schema_extra={"metavar": "SECONDS"},
     )
     blocked_timeout: Annotated[float, Field(gt=0, le=86400)] = Field(
         default=60.0,
         description="seconds a connection may stay blocked by a broker alarm before it is dropped",
     )
-    connect_timeout: Annotated[float, Field(gt=0, le=600)] = Field(default=10.0)
-    exchange: str = Field(default="logs", min_length=1, max_length=255)
-    queue: str = Field(default="logs", min_length=1, max_length=255)
-    routing_key: str = Field(default="logs", max_length=255)
-    queue_type: QueueType = Field(default=QueueType.quorum)
-    dead_letter_exchange: str = Field(default="logs.dead", min_length=1, max_length=255)
-    dead_letter_queue: str = Field(default="logs.dead", min_length=1, max_length=255)
+    connect_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=10.0, description="seconds one connection attempt may take"
+    )
+    exchange: str = Field(
+        default="logs",
+        min_length=1,
+        max_length=255,
+        description="exchange batches are published to",
+        json_schema_extra={"metavar": "NAME"},
+    )
+    queue: str = Field(
+        default="logs",
+        min_length=1,
+        max_length=255,
+        description="queue the consumer reads, bound to the exchange",
+        json_schema_extra={"metavar": "NAME"},
+    )
+    routing_key: str = Field(
+        default="logs",
+        max_length=255,
+        description="routing key of published batches and of the queue's binding",
+        json_schema_extra={"metavar": "KEY"},
+    )
+    queue_type: QueueType = Field(
+        default=QueueType.quorum,
+        description="quorum (replicated, delivery limit) or classic",
+    )
+    dead_letter_exchange: str = Field(
+        default="logs.dead",
+        min_length=1,
+        max_length=255,
+        description="exchange poison messages are dead-lettered to",
+        json_schema_extra={"metavar": "NAME"},
+    )
+    dead_letter_queue: str = Field(
+        default="logs.dead",
+        min_length=1,
+        max_length=255,
+        description="queue that keeps dead letters (see replay-dead)",
+        json_schema_extra={"metavar": "NAME"},
+    )
     delivery_limit: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=20, description="deliveries before a quorum queue dead-letters a message"
     )
     declare: bool = Field(
         default=True, description="declare the topology (switch off for locked-down brokers)"
     )
-    reconnect_max_delay: Annotated[float, Field(gt=0, le=600)] = Field(default=10.0)
+    reconnect_max_delay: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=10.0, description="longest pause between reconnection attempts (backoff cap)"
+    )
 
     @field_validator("url")
     @classmethod
@@ -76,7 +144,7 @@ class AmqpSettings(BaseModel):
         for name in ("ca_file", "cert_file", "key_file"):
             path = getattr(self, name)
             if path is not None and not path.is_file():
-                raise ValueError(f"{name} {path} is not a readable file")
+                raise SettingProblem(name, f"{path} is not a readable file")
         return self
 
     def connection_url(self) -> str:
@@ -115,15 +183,51 @@ class AmqpSettings(BaseModel):
 class HttpSettings(BaseModel):
     """Where /metrics, /livez and /readyz are served."""
 
-    host: str = Field(default="0.0.0.0", description="address of the metrics and health server")
+    host: str = Field(
+        default="0.0.0.0",
+        description="address of the metrics and health server",
+        json_schema_extra={"metavar": "HOST"},
+    )
     port: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=9100, description="port of the metrics and health server (0 = off)"
     )
 
 
 class LogSettings(BaseModel):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    format: Literal["json", "text"] = "json"
+    """Where logs go (stderr) and how they read. Names are taken in any case."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="least severe level logged, any case",
+        json_schema_extra={"metavar": "{debug,info,warning,error}"},
+    )
+    format: Literal["json", "text"] = Field(
+        default="json", description="json: one object a line; text: for people"
+    )
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        return value.upper() if info.field_name == "level" else value.lower()
+
+
+def check_file_path(field: str, path: Path) -> None:
+    """A file the program creates or rewrites: its directory exists and is a directory, and the
+    path itself is not a directory. Raises SettingProblem saying which part is wrong."""
+    if path.is_dir():
+        raise SettingProblem(field, f"{path} is a directory; give the path of a file in it")
+    for ancestor in path.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise SettingProblem(field, f"{ancestor} is a file, not a directory (in {path})")
+            break
+    if not path.parent.is_dir():
+        raise SettingProblem(
+            field, f"directory {path.parent} does not exist; create it first (in {path})"
+        )
 
 
 def settings_config(prog: str) -> SettingsConfigDict:
@@ -152,15 +256,15 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(EXIT_BAD_SETTINGS)
 
 
-def load_settings(cls: type[SettingsT], argv: list[str] | None) -> SettingsT:
-    """Build settings from the environment and the flags in argv, or fail with one line."""
+def load_settings(
+    cls: type[SettingsT], argv: list[str] | None, epilog: str = "", usage: str | None = None
+) -> SettingsT:
+    """Build settings from the environment and the flags in argv, or fail with one line that names
+    the flag and the variable. `epilog` ends --help (an example, the commands)."""
+    source = cli_source(cls, epilog, usage)
     try:
-        return cls(_cli_parse_args=argv if argv is not None else sys.argv[1:])
+        return cls(_cli_settings_source=source(args=argv if argv is not None else sys.argv[1:]))
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "settings"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-        fail(f"invalid setting {where}: {message}{more}")
+        fail(describe_validation_error(cls, error))
     except SettingsError as error:
-        fail(str(error).splitlines()[0])
+        fail(describe_cli_error(source.root_parser, str(error)))

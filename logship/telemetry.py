@@ -11,9 +11,15 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from logship.cli import named
+
 log = logging.getLogger("logship.telemetry")
 
 MAX_REQUEST_BYTES = 8192
+
+
+class TelemetryError(RuntimeError):
+    """The server cannot listen where it was told (port taken, address not ours): a setting."""
 
 
 class TelemetryServer:
@@ -43,9 +49,23 @@ class TelemetryServer:
             return self._port
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def address(self) -> str:
+        """`host:port` while serving, else "off": the programs' started lines show it."""
+        return f"{self._host}:{self.port}" if self._server is not None else "off"
+
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self._host, self._port)
-        log.info("telemetry_listening", extra={"host": self._host, "port": self.port})
+        try:
+            self._server = await asyncio.start_server(self._handle, self._host, self._port)
+        except OSError as error:
+            reason = str(error).rsplit(": ", 1)[-1]  # asyncio repeats the address before it
+            raise TelemetryError(
+                f"{named('http.port')}: cannot listen on {self._host}:{self._port} ({reason}); "
+                "choose another port (or another --http.host), or 0 to switch the server off"
+            ) from None
+        # debug: at start nothing may come before a refusal's one-line error; the started line
+        # of each program carries the address
+        log.debug("telemetry_listening", extra={"host": self._host, "port": self.port})
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -6,16 +6,27 @@ import sys
 
 from logship import lenient_decode
 from logship.amqp import FatalConnectError, TopologyError
+from logship.cli import named
 from logship.config import fail, load_settings
 from logship.lifecycle import install_stop_signals, run
 from logship.logs import setup_logging
+from logship.telemetry import TelemetryError
 from producer.checkpoint import CheckpointError
 from producer.metrics import ProducerMetrics
 from producer.settings import ProducerSettings
 
+EPILOG = """\
+examples:
+  logship-producer --input /var/log/app.log --checkpoint /var/lib/logship/producer.checkpoint \\
+      --amqp.url amqps://shipper@broker:5671/ --amqp.ca-file /etc/logship/ca.pem
+  LOGSHIP_INPUT='/var/log/app/*.log' LOGSHIP_AMQP__PASSWORD=s3cret logship-producer --once
+
+exit codes: 0 stopped or done (--once), 2 wrong setting or refused by the broker at start,
+130 forced by a second stop signal."""
+
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load_settings(ProducerSettings, argv)
+    settings = load_settings(ProducerSettings, argv, EPILOG)
     setup_logging(settings.log.level, settings.log.format)
     lenient_decode.install()  # returned messages are decoded like deliveries
     try:
@@ -27,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
             return await app.run()
 
         return run(serve)
-    except (CheckpointError, FatalConnectError, TopologyError) as error:
+    except CheckpointError as error:
+        fail(f"{named('checkpoint')}: {error}")
+    except (FatalConnectError, TopologyError, TelemetryError) as error:
         fail(str(error))
     except OSError as error:
         fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import watchfiles
 
-from logship.amqp import BlockedWatchdog, connect
+from logship.amqp import BlockedWatchdog, FatalConnectError, TopologyError, connect
 from logship.lifecycle import with_deadline
 from logship.telemetry import TelemetryServer
 from logship.wire import Batch
@@ -86,6 +86,7 @@ class ProducerApp:
             metrics,
         )
         self.publisher: Publisher | None = None
+        self._refused = False  # the broker refused the start (credentials, topology)
         self.ledger = AckLedger(
             self.checkpoint,
             max_batches=settings.max_in_flight,
@@ -121,15 +122,6 @@ class ProducerApp:
                 on_attempt_failed=self.metrics.connection.reconnects.inc,
             )
             self.metrics.connection.watch(connection)
-            log.info(
-                "producer_started",
-                extra={
-                    "input": self.settings.input,
-                    "amqp": self.settings.amqp.redacted_url(),
-                    "exchange": self.settings.amqp.exchange,
-                    "queue_type": self.settings.amqp.queue_type.value,
-                },
-            )
             self.publisher = Publisher(
                 connection,
                 self.settings.amqp,
@@ -137,6 +129,17 @@ class ProducerApp:
                 publish_timeout=self.settings.publish_timeout,
             )
             await self.publisher.start()
+            # after the topology is declared: a refused one is the only line printed
+            log.info(
+                "producer_started",
+                extra={
+                    "input": self.settings.input,
+                    "amqp": self.settings.amqp.redacted_url(),
+                    "exchange": self.settings.amqp.exchange,
+                    "queue_type": self.settings.amqp.queue_type.value,
+                    "http": telemetry.address,
+                },
+            )
             waker = Waker(
                 self.tails.directory, self.settings.input, poll=self.settings.poll, stop=self.stop
             )
@@ -152,6 +155,9 @@ class ProducerApp:
             return 0
         except asyncio.CancelledError:
             return 0
+        except (FatalConnectError, TopologyError):
+            self._refused = True
+            raise
         finally:
             await self._shutdown(background, connection, telemetry)
 
@@ -245,13 +251,14 @@ class ProducerApp:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        self._save_checkpoint()
+        if not self._refused:  # a start the broker refused leaves no checkpoint behind
+            self._save_checkpoint()
         self.tails.close()
         close = getattr(connection, "close", None)
         if close is not None:
             await with_deadline("close connection", close(), 5)
         await telemetry.stop()
-        if self.publisher is not None:  # started: say how it ended
+        if self.publisher is not None and not self._refused:  # started: say how it ended
             log.info(
                 "producer_stopped",
                 extra={

@@ -9,7 +9,14 @@ from typing import Annotated
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings
 
-from logship.config import AmqpSettings, HttpSettings, LogSettings, settings_config
+from logship.cli import SettingProblem
+from logship.config import (
+    AmqpSettings,
+    HttpSettings,
+    LogSettings,
+    check_file_path,
+    settings_config,
+)
 
 
 class ReadFrom(StrEnum):
@@ -22,7 +29,12 @@ class ProducerSettings(BaseSettings):
 
     model_config = settings_config("logship-producer")
 
-    input: str = Field(default="input.txt", min_length=1, description="file or glob to tail")
+    input: str = Field(
+        default="input.txt",
+        min_length=1,
+        description="file to tail, or a glob in its last part ('/var/log/app/*.log')",
+        json_schema_extra={"metavar": "PATH|GLOB"},
+    )
     checkpoint: Path = Field(
         default=Path("logship-producer.checkpoint"),
         description="where file identities and confirmed offsets are kept",
@@ -35,7 +47,9 @@ class ProducerSettings(BaseSettings):
     poll_interval: Annotated[float, Field(gt=0, le=60)] = Field(
         default=0.25, description="seconds between polls and between safety re-checks"
     )
-    batch_max_lines: Annotated[int, Field(ge=1, le=10_000_000)] = Field(default=200_000)
+    batch_max_lines: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        default=200_000, description="lines per message at most"
+    )
     batch_max_bytes: Annotated[int, Field(ge=64, le=64 * 1024 * 1024)] = Field(
         default=1024 * 1024,
         description="bytes per message; a longer line is split across messages",
@@ -61,17 +75,23 @@ class ProducerSettings(BaseSettings):
         default=2.0, description="seconds a rotated-away file is still drained for late writes"
     )
     once: bool = Field(default=False, description="ship what the files hold now, then exit 0")
-    shutdown_timeout: Annotated[float, Field(gt=0, le=600)] = Field(default=15.0)
+    shutdown_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=15.0,
+        description="seconds to wait for outstanding confirms at stop (keep it under the "
+        "orchestrator's grace period)",
+    )
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
     http: HttpSettings = Field(default_factory=lambda: HttpSettings(port=9101))
     log: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="after")
     def _paths_usable(self) -> ProducerSettings:
-        parent = Path(self.input).parent
-        if not any(ch in str(parent) for ch in "*?[") and not parent.is_dir():
-            raise ValueError(f"input directory {parent} does not exist")
-        checkpoint_dir = self.checkpoint.parent
-        if not checkpoint_dir.is_dir():
-            raise ValueError(f"checkpoint directory {checkpoint_dir} does not exist")
+        given = Path(self.input)
+        if not any(ch in str(given.parent) for ch in "*?["):
+            if given.is_dir():
+                raise SettingProblem(
+                    "input", f"{given} is a directory; give a file or a glob ('{given}/*.log')"
+                )
+            check_file_path("input", given)  # the file itself may appear later
+        check_file_path("checkpoint", self.checkpoint)
         return self

@@ -23,16 +23,16 @@ def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("module", "args", "expected"),
     [
-        ("consumer", ["--amqp.url", "http://x"], "amqp:// or amqps://"),
+        ("consumer", ["--amqp.url", "http://x"], "--amqp.url / LOGSHIP_AMQP__URL: must start"),
         ("consumer", ["--amqp.url", "amqp://u:p@host:notaport/"], "port"),
         ("consumer", ["--output", "/nonexistent/dir/out.txt"], "does not exist"),
-        ("consumer", ["--prefetch", "-3"], "prefetch"),
-        ("consumer", ["--prefetch", "lots"], "prefetch"),
-        ("consumer", ["--amqp.ca-file", "/nonexistent.pem"], "ca_file"),
+        ("consumer", ["--prefetch", "-3"], "--prefetch / LOGSHIP_PREFETCH: must be at least 1"),
+        ("consumer", ["--prefetch", "lots"], "--prefetch / LOGSHIP_PREFETCH: must be a whole"),
+        ("consumer", ["--amqp.ca-file", "/no.pem"], "--amqp.ca-file / LOGSHIP_AMQP__CA_FILE"),
         ("producer", ["--input", "/nonexistent/dir/in.txt"], "does not exist"),
-        ("producer", ["--batch-max-bytes", "0"], "batch_max_bytes"),
-        ("producer", ["--read-from", "middle"], "read_from"),
-        ("producer", ["--max-in-flight", "1000000"], "max_in_flight"),
+        ("producer", ["--batch-max-bytes", "0"], "--batch-max-bytes / LOGSHIP_BATCH_MAX_BYTES"),
+        ("producer", ["--read-from", "middle"], "--read-from / LOGSHIP_READ_FROM"),
+        ("producer", ["--max-in-flight", "1000000"], "must be at most 1024 (got 1000000)"),
     ],
 )
 def test_bad_setting_is_one_line_and_exit_2(
