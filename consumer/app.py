@@ -23,7 +23,7 @@ from logship.amqp import (
     backoff_delays,
     connect,
 )
-from logship.lifecycle import with_deadline
+from logship.lifecycle import stop_tasks, with_deadline
 from logship.telemetry import TelemetryServer
 from logship.wire import Delivered, PoisonMessage, decode, now_ns
 
@@ -312,9 +312,7 @@ class ConsumerApp:
         if self.subscriber is not None:
             await with_deadline("cancel consumer", self.subscriber.cancel(), min(5, budget / 4))
             await with_deadline("finish in-hand messages", self._finish_inbox(), budget / 2)
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await stop_tasks(background)
         self.sink.close()
         if connection is not None:
             await with_deadline("close connection", connection.close(), 5)

@@ -9,7 +9,7 @@ import ctypes.util
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any
 
 log = logging.getLogger("logship.lifecycle")
@@ -27,9 +27,38 @@ MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
 TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
 
 
-def install_stop_signals(stop: asyncio.Event) -> None:
+class EarlySignals:
+    """Stop signals that arrive before the event loop runs: while the program imports (~0.4 s),
+    reads its settings or connects. They are remembered and honoured as a graceful stop once the
+    loop runs; without this, a SIGTERM in the first second (a pod deleted while it starts) ended
+    the process with -15 instead of exit 0."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    @classmethod
+    def catch(cls) -> EarlySignals:
+        early = cls()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, early._note)
+        return early
+
+    def _note(self, signum: int, _frame: object) -> None:
+        self.received.append(signum)
+
+    def release(self) -> None:
+        """Give the signals back to their defaults (for a command that installs no handlers of
+        its own), delivering again one that was caught meanwhile."""
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if self.received:
+            signal.raise_signal(self.received[0])
+
+
+def install_stop_signals(stop: asyncio.Event, early: EarlySignals | None = None) -> None:
     """First signal: ask for a graceful stop. Second: exit now (unacked messages go back to the
-    queue; the producer re-reads from its checkpoint)."""
+    queue; the producer re-reads from its checkpoint). A signal `early` caught before the loop ran
+    is the first one."""
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
@@ -41,6 +70,8 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    if early is not None and early.received:
+        on_signal(early.received[0])
 
 
 def install_reopen_signal(reopen: asyncio.Event) -> None:
@@ -55,11 +86,28 @@ def install_reopen_signal(reopen: asyncio.Event) -> None:
 
 
 async def with_deadline(step: str, awaitable: Awaitable[object], seconds: float) -> None:
-    """Run one shutdown step; log and move on if it overruns, so shutdown itself is bounded."""
-    try:
-        await asyncio.wait_for(awaitable, seconds)
-    except TimeoutError:
-        log.warning("shutdown_step_timeout", extra={"step": step, "seconds": seconds})
+    """Run one shutdown step; log and move on if it overruns, so shutdown itself is bounded. Not
+    `asyncio.wait_for`: that waits for the cancelled step to finish, and a library call that
+    swallows the cancellation (aio-pika opening a channel) then holds the shutdown forever."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if task in done:
+        task.result()  # its error, if any, is the caller's
+        return
+    task.cancel()
+    log.warning("shutdown_step_timeout", extra={"step": step, "seconds": seconds})
+
+
+async def stop_tasks(tasks: Collection[asyncio.Task[Any]], seconds: float = 2.0) -> None:
+    """Cancel background tasks and give them `seconds` to end; one that ignores its cancellation
+    is left behind (logged) instead of holding the shutdown."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=seconds)
+    for task in pending:
+        log.warning("background_task_stuck", extra={"task": task.get_name()})
 
 
 def tune_malloc() -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 import watchfiles
 
 from logship.amqp import BlockedWatchdog, FatalConnectError, TopologyError, connect
-from logship.lifecycle import with_deadline
+from logship.lifecycle import stop_tasks, with_deadline
 from logship.telemetry import TelemetryServer
 from logship.wire import Batch
 from producer.checkpoint import Checkpoint
@@ -248,9 +248,7 @@ class ProducerApp:
         await self._drain_in_flight(self.settings.shutdown_timeout)
         if self.publisher is not None:
             await with_deadline("abandon unconfirmed batches", self.publisher.close(), 5)
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await stop_tasks(background)
         if not self._refused:  # a start the broker refused leaves no checkpoint behind
             self._save_checkpoint()
         self.tails.close()

@@ -7,8 +7,9 @@ import os
 import random
 import signal
 import time
+from pathlib import Path
 
-from tests.support.pipeline import Pipeline, sha256, wait_until
+from tests.support.pipeline import Pipeline, Program, sha256, wait_until
 
 
 def lines(n: int, tag: str = "line", width: int = 60) -> bytes:
@@ -37,8 +38,7 @@ def test_binary_crlf_nul_invalid_utf8_and_empty_lines(pipe: Pipeline) -> None:
         b"\x00\x00nul bytes\x00\n"
         b"\xff\xfe\xc3\x28 invalid utf-8 \xed\xa0\x80\n"
         b"\n\n"
-        b"lone cr\rinside\n"
-        + bytes(range(256)).replace(b"\n", b"") + b"\n"
+        b"lone cr\rinside\n" + bytes(range(256)).replace(b"\n", b"") + b"\n"
     )
     pipe.append(data)
     pipe.consumer()
@@ -127,6 +127,35 @@ def test_restart_of_producer_and_consumer_mid_stream(pipe: Pipeline) -> None:
     time.sleep(0.5)
     pipe.append(data[2 * len(data) // 3 :])
     pipe.consumer()
+    assert pipe.wait_for_output(data) == data
+
+
+def _catches_sigterm(program: Program) -> bool:
+    """True once the process has a SIGTERM handler (the kernel's SigCgt mask): from then on a
+    SIGTERM is the program's to handle, not the interpreter's default death."""
+    assert program.proc is not None
+    try:
+        status = Path(f"/proc/{program.proc.pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+
+
+def test_sigterm_while_starting_is_a_graceful_stop(pipe: Pipeline) -> None:
+    """A pod deleted while it starts: a SIGTERM during the imports (~0.4 s), the settings or the
+    connect is a clean stop with exit 0 (it used to end the process with -15), nothing lost."""
+    data = lines(1000, "early")
+    pipe.append(data)
+    for delay in (0.0, 0.1, 0.3):
+        programs = (pipe.consumer(), pipe.producer())
+        assert wait_until(lambda p=programs: all(_catches_sigterm(x) for x in p), 10)  # type: ignore[misc]
+        consumer, producer = programs
+        time.sleep(delay)
+        assert consumer.terminate() == 0, consumer.log()[-2000:]
+        assert producer.terminate() == 0, producer.log()[-2000:]
+    pipe.consumer()
+    pipe.producer()
     assert pipe.wait_for_output(data) == data
 
 
