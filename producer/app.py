@@ -17,10 +17,11 @@ from logship.lifecycle import with_deadline
 from logship.telemetry import TelemetryServer
 from logship.wire import Batch
 from producer.checkpoint import Checkpoint
+from producer.discover import TailSet
+from producer.follow import TailOptions
 from producer.metrics import ProducerMetrics
 from producer.publisher import Publisher
 from producer.settings import ProducerSettings
-from producer.tail import TailOptions, TailSet
 from producer.window import ConfirmWindow
 
 log = logging.getLogger("logship.producer")

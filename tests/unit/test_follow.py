@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 
 from producer.checkpoint import Checkpoint
+from producer.discover import TailSet
+from producer.follow import TailOptions
 from producer.metrics import ProducerMetrics
-from producer.tail import TailOptions, TailSet
 
 
 def make_tails(tmp_path: Path, pattern: str = "in.txt", **options: object) -> TailSet:
