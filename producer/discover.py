@@ -5,15 +5,83 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from logship.wire import Batch
-from producer.checkpoint import Checkpoint
-from producer.follow import FileTail, TailOptions
+from producer.checkpoint import Checkpoint, SourceEntry
+from producer.follow import FileTail, TailOptions, report_lost
+from producer.identity import COMPRESSED_SUFFIXES, HEAD_BYTES, digest, open_regular, rotation_of
 from producer.metrics import ProducerMetrics
 
+log = logging.getLogger("logship.producer.discover")
+
 GLOB_CHARS = "*?["
+
+
+Taken = set[tuple[int, int]]
+Opened = tuple[int, str, os.stat_result]
+_LOST: Opened = (-1, "", os.stat_result((0,) * 10))
+Located = Opened | None
+
+
+def _directory_files(directory: str) -> list[tuple[str, os.stat_result]]:
+    """Every regular file in the directory (not following symlinks), with its stat."""
+    found = []
+    try:
+        with os.scandir(directory or ".") as items:
+            for item in items:
+                try:
+                    if item.is_file(follow_symlinks=False):
+                        found.append((item.path, item.stat(follow_symlinks=False)))
+                except OSError:
+                    continue
+    except OSError:
+        pass
+    return found
+
+
+def _head(fd: int) -> bytes:
+    return os.pread(fd, HEAD_BYTES, 0)
+
+
+def _open_if(
+    path: str, wanted: Callable[[int, int], bool], *, close: bool = False
+) -> Opened | None:
+    """The file opened (never blocking) if `wanted(fd, size)` says so (closed again if `close`);
+    else None, closed."""
+    try:
+        fd, st = open_regular(path)
+    except OSError:
+        return None
+    try:
+        if wanted(fd, st.st_size):
+            if close:
+                os.close(fd)
+            return fd, path, st
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _holds(entry: SourceEntry, fd: int, size: int, *, by_inode: bool) -> bool:
+    """The open file holds the source's bytes up to its confirmed offset: its first bytes and
+    the bytes before the checked offset are the ones we read. By content alone (a copy under
+    another inode) that needs a fingerprint, and a check near the offset unless the fingerprint
+    covers all of it."""
+    if size < entry.offset or size < entry.check_end:
+        return False
+    if not by_inode and (not entry.head_len or (not entry.check_len and size > entry.head_len)):
+        return False
+    head = os.pread(fd, entry.head_len, 0)
+    return (
+        len(head) == entry.head_len
+        and digest(head) == entry.head_sha
+        and entry.same_bytes_before(fd)
+    )
 
 
 class TailSet:
@@ -71,36 +139,133 @@ class TailSet:
             tail.check()
 
     def _resume_rotated(self) -> None:
-        """After a restart, find unfinished sources whose file was renamed (app.log → app.log.1)
-        while we were down, and drain them first."""
+        """After a restart, before any current file is opened: drain first what rotation moved
+        while we were down. Unfinished sources are found where they went (renamed: by inode;
+        copied by copytruncate: by content), oldest first; what is found nowhere is counted as
+        lost. Then the rotations of the input written while we were down that no source knows
+        (created and rotated away before we could open them), oldest first."""
+        files = _directory_files(str(self.directory))
+        taken: set[tuple[int, int]] = set()
         unfinished = sorted(
-            (e for e in self._checkpoint.entries.values() if not e.drained),
-            key=lambda e: e.seq,
-            reverse=True,
+            (e for e in self._checkpoint.entries.values() if not e.drained), key=lambda e: e.seq
         )
-        if not unfinished:
-            return
-        by_inode: dict[tuple[int, int], str] = {}
-        try:
-            with os.scandir(self.directory) as entries:
-                for item in entries:
-                    try:
-                        st = item.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    by_inode[(st.st_dev, st.st_ino)] = item.path
-        except OSError:
-            return
         for entry in unfinished:
-            candidate = by_inode.get((entry.dev, entry.ino))
-            if candidate is None or os.path.abspath(candidate) == os.path.abspath(entry.path):
+            tail = self._tail_of(entry.path)
+            if tail is None:
                 continue
-            tail = self.tails.get(entry.path)
-            if tail is None and self._is_glob and fnmatch.fnmatch(entry.path, self.pattern):
-                # renamed away and not yet re-created: the glob no longer names its path
-                tail = self.tails[entry.path] = self._new_tail(entry.path, at_startup=True)
-            if tail is not None:
-                tail.resume_rotated(entry, candidate)
+            found = self._locate(entry, files, taken)
+            if found is None:
+                continue  # where it was: the tail resumes it when it opens its path
+            if found is _LOST:
+                self._lost(entry, files)
+                continue
+            fd, path, st = found
+            if (st.st_dev, st.st_ino) != (entry.dev, entry.ino):
+                self._checkpoint.relocate(entry, st.st_dev, st.st_ino)
+            taken.add((st.st_dev, st.st_ino))
+            tail.adopt(fd, path, st, entry)
+        if not self._is_glob and self._checkpoint.written_at is not None:
+            self._adopt_unknown_rotations(files, taken)
+
+    def _tail_of(self, path: str) -> FileTail | None:
+        tail = self.tails.get(path)
+        if tail is None and self._is_glob and fnmatch.fnmatch(path, self.pattern):
+            # renamed away and not yet re-created: the glob no longer names its path
+            tail = self.tails[path] = self._new_tail(path, at_startup=True)
+        return tail
+
+    def _is_rotation(self, entry_path: str, path: str) -> bool:
+        """A name rotation of the source's path gives (or, for a glob, a name the glob names)."""
+        name = os.path.basename(entry_path)
+        if rotation_of(name, os.path.basename(path)) is not None:
+            return True
+        return self._is_glob and fnmatch.fnmatch(path, self.pattern)
+
+    def _locate(
+        self, entry: SourceEntry, files: list[tuple[str, os.stat_result]], taken: Taken
+    ) -> Located:
+        """Where the source's unread bytes are: None when still at its own path (resumed by the
+        tail), an open file elsewhere, or _LOST."""
+        home = os.path.abspath(entry.path)
+        for path, st in files:
+            if (st.st_dev, st.st_ino) == (entry.dev, entry.ino):
+                opened = _open_if(path, lambda fd, size: _holds(entry, fd, size, by_inode=True))
+                if opened is not None and os.path.abspath(path) == home:
+                    os.close(opened[0])
+                    return None
+                if opened is not None:
+                    return opened
+        for path, st in files:
+            if (st.st_dev, st.st_ino) in taken or not self._is_rotation(entry.path, path):
+                continue
+            if rotation_of(os.path.basename(entry.path), os.path.basename(path)) is not None and (
+                path.endswith(COMPRESSED_SUFFIXES)
+            ):
+                continue
+            opened = _open_if(path, lambda fd, size: _holds(entry, fd, size, by_inode=False))
+            if opened is not None:
+                log.info("source_copy_found", extra={"path": path, "source": entry.id})
+                return opened
+        return _LOST
+
+    def _lost(self, entry: SourceEntry, files: list[tuple[str, os.stat_result]]) -> None:
+        """An unfinished source found nowhere: its unread bytes are counted as lost, once."""
+        name = os.path.basename(entry.path)
+        compressed = any(
+            st.st_mtime >= entry.updated
+            for path, st in files
+            if (r := rotation_of(name, os.path.basename(path))) is not None and r.compressed
+        )
+        # still there, cut or rewritten in place (copytruncate), or gone (an inode reused by a
+        # new file holds other first bytes)
+        in_place = any(
+            _open_if(path, lambda fd, _: entry.matches(entry.dev, entry.ino, _head(fd)), close=True)
+            for path, st in files
+            if (st.st_dev, st.st_ino) == (entry.dev, entry.ino)
+        )
+        reason = "copy_compressed" if compressed else "copy_missing" if in_place else "deleted"
+        end = max(entry.end or 0, entry.size)
+        report_lost(self._metrics, entry.path, entry.id, entry.offset, end, reason)
+        self._checkpoint.finish(entry, entry.offset)
+
+    def _adopt_unknown_rotations(
+        self, files: list[tuple[str, os.stat_result]], taken: Taken
+    ) -> None:
+        """Rotations of the input written since the checkpoint was last written (so while we
+        were down, or just before a crash) that no source knows: created and rotated away before
+        we could open them. Shipped oldest first (mtime, then the rotation's own order)."""
+        tail = self.tails.get(self.pattern)
+        if tail is None or not self._checkpoint.knows_path(self.pattern):
+            return
+        assert self._checkpoint.written_at is not None
+        name = os.path.basename(self.pattern)
+        rotations = []
+        for path, st in files:
+            rotation = rotation_of(name, os.path.basename(path), path)
+            if (
+                rotation is not None
+                and not rotation.compressed
+                and st.st_mtime >= self._checkpoint.written_at
+                and (st.st_dev, st.st_ino) not in taken
+            ):
+                rotations.append((st.st_mtime_ns, rotation.age_key, path))
+        for _, _, path in sorted(rotations):
+            opened = _open_if(path, lambda fd, size: not self._known(fd, size))
+            if opened is None:
+                continue
+            fd, path, st = opened
+            head = os.pread(fd, HEAD_BYTES, 0)
+            entry = self._checkpoint.new_source(self.pattern, st.st_dev, st.st_ino, head, 0)
+            log.info("rotation_written_while_down", extra={"path": path, "source": entry.id})
+            tail.adopt(fd, path, st, entry)
+
+    def _known(self, fd: int, size: int) -> bool:
+        """Some source is this file (by inode and first bytes) or its copy (by content)."""
+        st = os.fstat(fd)
+        head = os.pread(fd, HEAD_BYTES, 0)
+        if self._checkpoint.find(st.st_dev, st.st_ino, head) is not None:
+            return True
+        return any(_holds(e, fd, size, by_inode=False) for e in self._checkpoint.entries.values())
 
     def read(self, *, once: bool = False) -> Batch | None:
         tails = list(self.tails.values())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import time
 from collections import deque
 from collections.abc import Callable
@@ -13,12 +12,22 @@ from dataclasses import dataclass, field
 
 from logship.wire import Batch, now_ns
 from producer.batcher import cut_batch
-from producer.checkpoint import HEAD_BYTES, Checkpoint, SourceEntry, head_digest
+from producer.checkpoint import Checkpoint, SourceEntry
+from producer.identity import (
+    BEFORE_BYTES,
+    HEAD_BYTES,
+    NotRegularFile,
+    Rotation,
+    bytes_before,
+    digest,
+    open_regular,
+    rotation_of,
+)
 from producer.metrics import ProducerMetrics
 
 log = logging.getLogger("logship.producer.tail")
 
-RECENT_BYTES = 64
+RECENT_BYTES = BEFORE_BYTES
 
 
 @dataclass
@@ -35,9 +44,15 @@ class OpenFile:
     rotated_at: float | None = None
     in_oversized_line: bool = False
     last_growth: float = field(default_factory=time.monotonic)
-    # the last bytes read (up to RECENT_BYTES, ending at read_offset): a copytruncate copy
-    # holds them at the same offset
+    # the last bytes read (up to RECENT_BYTES, ending at read_offset): the file still holds
+    # them there unless it was rewritten, and a copytruncate copy holds them at the same offset
     recent: bytes = b""
+    # the largest size the file was seen at while it was intact: what a truncation cost
+    size_seen: int = 0
+    # its mtime when opened (ns): a copy made of it later, before we read anything, is newer
+    opened_mtime_ns: int = 0
+    # rewritten after it was rotated away: nothing more to read from it
+    gone: bool = False
 
     @classmethod
     def at(
@@ -51,8 +66,9 @@ class OpenFile:
     ) -> OpenFile:
         """An open file about to be read from `offset`, knowing the bytes just before it."""
         opened = cls(fd, path, st.st_dev, st.st_ino, source, offset, rotated_at)
-        start = max(0, offset - RECENT_BYTES)
-        opened.recent = os.pread(fd, offset - start, start)
+        opened.recent = bytes_before(fd, offset, RECENT_BYTES)
+        opened.size_seen = st.st_size
+        opened.opened_mtime_ns = st.st_mtime_ns
         return opened
 
     def head(self) -> bytes:
@@ -68,6 +84,15 @@ class OpenFile:
         self.read_offset += len(body)
         self.recent = (self.recent + body[-RECENT_BYTES:])[-RECENT_BYTES:]
 
+    def intact(self) -> bool:
+        """The bytes just before the read offset are still the ones we read there: otherwise
+        the file was rewritten (same inode, other bytes), whatever its first bytes say."""
+        return (
+            not self.recent
+            or os.pread(self.fd, len(self.recent), self.read_offset - len(self.recent))
+            == self.recent
+        )
+
 
 @dataclass(frozen=True)
 class TailOptions:
@@ -75,6 +100,27 @@ class TailOptions:
     max_lines: int
     rotation_grace: float
     read_from_end: bool
+
+
+def report_lost(
+    metrics: ProducerMetrics, path: str, source: str, start: int, end: int, reason: str
+) -> None:
+    """Bytes nobody can read any more: counted and logged once (the contract a monitor parses:
+    event bytes_lost with path, source, start, end, bytes, reason)."""
+    if end <= start:
+        return
+    metrics.bytes_lost.labels(reason).inc(end - start)
+    log.warning(
+        "bytes_lost",
+        extra={
+            "path": path,
+            "source": source,
+            "start": start,
+            "end": end,
+            "bytes": end - start,
+            "reason": reason,
+        },
+    )
 
 
 def _end_of_last_line(fd: int, size: int) -> int:
@@ -112,6 +158,8 @@ class FileTail:
         self._options = options
         self._metrics = metrics
         self._at_startup = at_startup
+        # the kind of thing at the path we last refused to read (logged once until it changes)
+        self._refused: str | None = None
         self.files: deque[OpenFile] = deque()
         # rotated files retired early because the writer moved on, still read for late writes
         # (another writer process) until their grace ends
@@ -121,19 +169,29 @@ class FileTail:
 
     def _open(self) -> OpenFile | None:
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+            fd, st = open_regular(self.path)
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        except PermissionError:
-            log.error("input_unreadable", extra={"path": self.path})
+        except NotRegularFile as error:
+            self._refuse(error.kind, error.strerror)
             return None
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in self._claimed():
+        except OSError as error:
+            self._refuse("unreadable", error.strerror)
+            return None
+        self._refused = None
+        if (st.st_dev, st.st_ino) in self._claimed():
             os.close(fd)
             return None
         head = os.pread(fd, HEAD_BYTES, 0)
         entry = self._checkpoint.find(st.st_dev, st.st_ino, head)
-        if entry is not None and entry.offset <= st.st_size:
+        if entry is not None and not (entry.offset <= st.st_size and entry.same_bytes_before(fd)):
+            # same inode and first bytes, other bytes before the offset: rewritten in place
+            log.info(
+                "source_rewritten",
+                extra={"path": self.path, "source": entry.id, "offset": entry.offset},
+            )
+            entry = None
+        if entry is not None:
             offset = entry.offset
             log.info(
                 "source_resumed", extra={"path": self.path, "source": entry.id, "offset": offset}
@@ -153,22 +211,22 @@ class FileTail:
             log.info("source_new", extra={"path": self.path, "source": entry.id, "offset": offset})
         return OpenFile.at(fd, self.path, st, entry, offset)
 
-    def resume_rotated(self, entry: SourceEntry, candidate: str) -> None:
-        """Reopen an unfinished source found under another name after a restart."""
-        try:
-            fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+    def _refuse(self, kind: str, reason: str | None) -> None:
+        """Something at the path we cannot read: said once (until it changes), never waited on."""
+        if self._refused == kind:
             return
-        st = os.fstat(fd)
-        if not entry.matches(st.st_dev, st.st_ino, os.pread(fd, HEAD_BYTES, 0)):
-            os.close(fd)
-            return
+        self._refused = kind
+        log.error("input_not_readable", extra={"path": self.path, "kind": kind, "error": reason})
+
+    def adopt(self, fd: int, path: str, st: os.stat_result, entry: SourceEntry) -> None:
+        """Drain a file found at start (a known source where rotation moved it, or a rotation
+        written while we were down) before the current file, in the order adopted."""
         log.info(
             "source_resumed_rotated",
-            extra={"path": candidate, "source": entry.id, "offset": entry.offset},
+            extra={"path": path, "source": entry.id, "offset": entry.offset},
         )
         entry.updated = time.time()  # being read again: not stale, whenever it was finished
-        self.files.appendleft(OpenFile.at(fd, candidate, st, entry, entry.offset, time.monotonic()))
+        self.files.append(OpenFile.at(fd, path, st, entry, entry.offset, time.monotonic()))
 
     # -- checking for rotation and truncation ------------------------------------------------------
 
@@ -214,37 +272,59 @@ class FileTail:
                 self._checkpoint.widen_head(current.source, head)
         elif not truncated and current.read_offset:
             self._checkpoint.widen_head(current.source, current.read_head())
-        if truncated:
-            self._metrics.truncations.inc()
-            log.warning(
-                "file_truncated",
-                extra={
-                    "path": self.path,
-                    "source": current.source.id,
-                    "offset": current.read_offset,
-                    "size": size,
-                },
-            )
-            if not self._drain_copy_of(current):
-                self._checkpoint.finish(current.source, current.read_offset)
-            current.source = self._checkpoint.new_source(
-                self.path, current.dev, current.ino, current.head(), 0
-            )
-            current.read_offset = 0
-            current.recent = b""
-            current.in_oversized_line = False
+        copy = None
+        if not truncated and size and not current.read_offset and not current.source.head_len:
+            # nothing read yet, so no content to tell a copytruncate by: only a new copy can
+            copy = self._unread_copy(current)
+        if truncated or copy is not None:
+            self._truncated(current, size, copy)
+        else:
+            current.size_seen = max(current.size_seen, size)
+            current.source.size = max(current.source.size, size)
 
-    def _drain_copy_of(self, truncated: OpenFile) -> bool:
+    def _truncated(
+        self,
+        current: OpenFile,
+        size: int,
+        copy: tuple[int, str, os.stat_result] | None = None,
+    ) -> None:
+        """The file was cut (or rewritten) in place: what we had not read is in copytruncate's
+        copy if we find one (drained first, under the same source); what is in no copy is lost,
+        and counted. The file itself starts over as a new source."""
+        self._metrics.truncations.inc()
+        source = current.source
+        log.warning(
+            "file_truncated",
+            extra={
+                "path": self.path,
+                "source": source.id,
+                "offset": current.read_offset,
+                "size": size,
+            },
+        )
+        if copy is None and source.head_len and current.recent:
+            copy = self._find_copy(source, current)
+        known_end = max(current.size_seen, source.size)
+        if copy is not None:
+            lost_from, reason = self._drain_copy(current, *copy), "truncated"
+        else:
+            self._checkpoint.finish(source, current.read_offset)
+            lost_from = current.read_offset
+            reason = "copy_compressed" if self._compressed_since(current) else "truncated"
+        report_lost(self._metrics, self.path, source.id, lost_from, known_end, reason)
+        current.source = self._checkpoint.new_source(
+            self.path, current.dev, current.ino, current.head(), 0
+        )
+        current.read_offset = 0
+        current.recent = b""
+        current.size_seen = size
+        current.in_oversized_line = False
+
+    def _drain_copy(self, truncated: OpenFile, fd: int, path: str, st: os.stat_result) -> int:
         """copytruncate: the lines written since our last read are in the copy it made. Drain the
         copy from our offset under the same source before the truncated file starts over, as
-        for a rename rotation."""
+        for a rename rotation. Returns where the copy ends."""
         entry = truncated.source
-        if not entry.head_len or not truncated.recent:
-            return False
-        found = self._find_copy(entry, truncated)
-        if found is None:
-            return False
-        fd, path, st = found
         log.info(
             "truncated_copy_found",
             extra={"path": path, "source": entry.id, "offset": truncated.read_offset},
@@ -253,7 +333,19 @@ class FileTail:
         copy = OpenFile.at(fd, path, st, entry, truncated.read_offset, time.monotonic())
         copy.in_oversized_line = truncated.in_oversized_line
         self.files.insert(len(self.files) - 1, copy)  # before the truncated file, always last
-        return True
+        return st.st_size
+
+    def _candidates(self) -> list[str]:
+        try:
+            with os.scandir(os.path.dirname(self.path) or ".") as items:
+                return [item.path for item in items if item.is_file(follow_symlinks=False)]
+        except OSError:
+            return []
+
+    def _rotations(self) -> list[Rotation]:
+        name = os.path.basename(self.path)
+        found = (rotation_of(name, os.path.basename(path), path) for path in self._candidates())
+        return [rotation for rotation in found if rotation is not None]
 
     def _find_copy(
         self, entry: SourceEntry, truncated: OpenFile
@@ -261,44 +353,65 @@ class FileTail:
         """A regular file in the same directory, held by no tail, longer than what we read, with
         our fingerprint at its start and the bytes we read last just before our offset."""
         claimed = self._claimed()
-        try:
-            with os.scandir(os.path.dirname(self.path) or ".") as items:
-                candidates = [item.path for item in items if item.is_file(follow_symlinks=False)]
-        except OSError:
-            return None
-        for path in candidates:
+        recent = truncated.recent
+        for path in self._candidates():
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+                fd, st = open_regular(path)
             except OSError:
                 continue
             try:
-                st = os.fstat(fd)
-                if self._is_copy(fd, st, entry, truncated, claimed):
+                if (
+                    (st.st_dev, st.st_ino) not in claimed
+                    and st.st_size > truncated.read_offset
+                    and digest(os.pread(fd, entry.head_len, 0)) == entry.head_sha
+                    and bytes_before(fd, truncated.read_offset, len(recent)) == recent
+                ):
                     return fd, path, st
             except OSError:
                 pass
             os.close(fd)
         return None
 
-    @staticmethod
-    def _is_copy(
-        fd: int,
-        st: os.stat_result,
-        entry: SourceEntry,
-        truncated: OpenFile,
-        claimed: set[tuple[int, int]],
-    ) -> bool:
-        if (
-            not stat.S_ISREG(st.st_mode)
-            or (st.st_dev, st.st_ino) in claimed
-            or st.st_size <= truncated.read_offset
-        ):
-            return False
-        recent = truncated.recent
-        return (
-            head_digest(os.pread(fd, entry.head_len, 0)) == entry.head_sha
-            and os.pread(fd, len(recent), truncated.read_offset - len(recent)) == recent
-        )
+    def _unread_copy(self, current: OpenFile) -> tuple[int, str, os.stat_result] | None:
+        """A file truncated before we read any of it (say opened empty after a rotation, then
+        written, copied and truncated before our next look) has no content we could recognise
+        in a copy. Its copy is a rotation of our path that appeared since we opened the file,
+        that no source is known by, and whose bytes are not where our file starts (a plain
+        `copy` of it, not truncated, would be)."""
+        claimed = self._claimed()
+        ours = os.pread(current.fd, HEAD_BYTES, 0)
+        for path in (r.path for r in self._rotations() if not r.compressed):
+            try:
+                fd, st = open_regular(path)
+            except OSError:
+                continue
+            try:
+                head = os.pread(fd, HEAD_BYTES, 0)
+                if (
+                    (st.st_dev, st.st_ino) not in claimed
+                    and st.st_size > 0
+                    and st.st_mtime_ns >= current.opened_mtime_ns
+                    and self._checkpoint.find(st.st_dev, st.st_ino, head) is None
+                    and not ours.startswith(head)
+                ):
+                    return fd, path, st
+            except OSError:
+                pass
+            os.close(fd)
+        return None
+
+    def _compressed_since(self, current: OpenFile) -> bool:
+        """A compressed rotation of our path written since we opened the file: where the bytes
+        we had not read most likely went (copytruncate, then compress without delaycompress)."""
+        for rotation in self._rotations():
+            try:
+                if rotation.compressed and (
+                    os.stat(rotation.path).st_mtime_ns >= current.opened_mtime_ns
+                ):
+                    return True
+            except OSError:
+                continue
+        return False
 
     def _update_behind(self) -> None:
         behind = 0
@@ -340,12 +453,20 @@ class FileTail:
 
     def _grace_over(self, f: OpenFile) -> bool:
         assert f.rotated_at is not None
-        return time.monotonic() - f.rotated_at >= self._options.rotation_grace
+        return f.gone or time.monotonic() - f.rotated_at >= self._options.rotation_grace
 
     def _read_from(self, f: OpenFile, *, final: bool) -> Batch | None:
+        if f.gone:
+            return None
         data = os.pread(f.fd, self._options.max_bytes, f.read_offset)
         if not data:
             return None
+        if not f.intact():
+            # checked after the read: a rewrite that came before it shows here, so these
+            # bytes are never shipped under the old source
+            self._rewritten(f)
+            return None
+        f.size_seen = max(f.size_seen, f.read_offset + len(data))
         f.last_growth = time.monotonic()
         cut = cut_batch(
             data,
@@ -356,6 +477,17 @@ class FileTail:
         if not cut.length:
             return None
         return self._batch(f, data, cut.length, cut.lines, cut.oversized)
+
+    def _rewritten(self, f: OpenFile) -> None:
+        """Other bytes before the read offset than we read there: the file was rewritten in
+        place. The current file starts over as a new source; a rotated one is done, and what
+        we had not read of it is lost."""
+        if f.rotated_at is None:
+            self._truncated(f, os.fstat(f.fd).st_size)
+            return
+        known_end = max(f.size_seen, f.source.size)
+        report_lost(self._metrics, f.path, f.source.id, f.read_offset, known_end, "truncated")
+        f.gone = True
 
     def _read_late(self, *, once: bool) -> Batch | None:
         """Late writes to files retired early (out of order with the successor, not lost);
@@ -401,6 +533,7 @@ class FileTail:
         start = f.read_offset
         body = data if length == len(data) else data[:length]
         f.advance(body)
+        self._checkpoint.read_up_to(f.source, f.read_offset, f.recent)
         if start < HEAD_BYTES and f.source.head_len < HEAD_BYTES:
             self._checkpoint.widen_head(f.source, f.read_head())  # fingerprint what we read
         self._metrics.lines_read.inc(lines)

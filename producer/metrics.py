@@ -64,6 +64,13 @@ class ProducerMetrics:
         self.truncations = Counter(
             "logship_producer_truncations_total", "Files truncated in place", registry=r
         )
+        self.bytes_lost = Counter(
+            "logship_producer_bytes_lost_total",
+            "Bytes nobody can read any more (truncated before they were read, a copy compressed "
+            "or missing, a rotated file deleted), by reason",
+            ["reason"],
+            registry=r,
+        )
         self.oversized_lines = Counter(
             "logship_producer_oversized_lines_total",
             "Lines longer than batch_max_bytes, split across messages",

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from producer.checkpoint import Checkpoint
 from producer.discover import TailSet
 from producer.follow import TailOptions
@@ -328,3 +330,121 @@ def test_a_source_resumed_long_after_it_was_finished_is_kept(tmp_path: Path) -> 
     resumed = [f.source.id for t in again.tails.values() for f in t.files]
     assert len(resumed) == 2 and all(s in again._checkpoint.entries for s in resumed)
     assert drain(again) == b"old 2\nnew 1\n"
+
+
+BANNER = b"".join(b"banner line %04d of the application's start\n" % i for i in range(300))
+
+
+def lost(caplog: pytest.LogCaptureFixture) -> list[tuple[int, int, int, str]]:
+    """Every bytes_lost warning: (start, end, bytes, reason)."""
+    return [
+        (r.start, r.end, r.bytes, r.reason)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.getMessage() == "bytes_lost"
+    ]
+
+
+def test_rewrite_in_place_with_the_same_banner_is_a_new_file(tmp_path: Path) -> None:
+    """`cat new > in.txt`: same inode, same first 12 KB, other bytes before our offset. The
+    new content is shipped whole, from its first byte, not from the old offset."""
+    path, tails = following(tmp_path, BANNER + b"old run 1\n")
+    new = BANNER + b"new run 1\n" + b"new run 2 is longer than the old\n"
+    with path.open("r+b") as handle:
+        handle.truncate(0)
+        handle.write(new)
+    assert drain(tails) == new
+
+
+def test_rewrite_while_down_with_the_same_banner_is_a_new_file(tmp_path: Path) -> None:
+    path, tails = following(tmp_path, BANNER + b"old run 1\n")
+    tails._checkpoint.save()
+    tails.close()
+    new = BANNER + b"new run 1\n" + b"new run 2 is longer than the old\n"
+    with path.open("r+b") as handle:
+        handle.truncate(0)
+        handle.write(new)
+    assert drain(make_tails(tmp_path)) == new
+
+
+def test_truncate_that_outran_the_reader_is_counted_as_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, tails = following(tmp_path, b"read 1\n")
+    with path.open("ab") as handle:
+        handle.write(b"unread 2\n")
+    tails.check()  # seen (size 16), not read
+    os.truncate(path, 0)
+    with path.open("ab") as handle:
+        handle.write(b"after\n")
+    assert drain(tails) == b"after\n"
+    assert lost(caplog) == [(7, 16, 9, "truncated")]
+    assert tails._metrics.bytes_lost.labels("truncated")._value.get() == 9
+
+
+def test_copy_compressed_before_it_was_read_is_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, tails = following(tmp_path, b"read 1\n")
+    with path.open("ab") as handle:
+        handle.write(b"unread 2\n")
+    tails.check()
+    (tmp_path / "in.txt.1.gz").write_bytes(b"\x1f\x8b compressed copy")
+    os.truncate(path, 0)
+    assert drain(tails) == b""
+    assert lost(caplog) == [(7, 16, 9, "copy_compressed")]
+
+
+def test_copytruncate_before_anything_was_read_finds_the_copy(tmp_path: Path) -> None:
+    """Opened empty after a rotation; the writer fills it, copytruncate copies and truncates
+    it, the writer fills it again, all before our next look: nothing we read names the copy,
+    but it is a new rotation of our path and not where our file starts. Read it first."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    (tmp_path / "in.txt.1").write_bytes(b"older rotation\n")  # before: known or not, not ours
+    os.utime(tmp_path / "in.txt.1", ns=(0, 0))
+    path.write_bytes(b"first 1\nfirst 2\n")
+    (tmp_path / "in.txt.2").write_bytes(path.read_bytes())  # the copy
+    with path.open("r+b") as handle:
+        handle.truncate(0)
+        handle.write(b"second 1\nsecond 2\nsecond 3\n")
+    assert drain(tails) == b"first 1\nfirst 2\nsecond 1\nsecond 2\nsecond 3\n"
+
+
+def test_a_plain_copy_of_a_file_never_read_is_not_a_truncation(tmp_path: Path) -> None:
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    path.write_bytes(b"one\n")
+    (tmp_path / "in.txt.1").write_bytes(b"one\n")  # logrotate `copy`: nothing truncated
+    with path.open("ab") as handle:
+        handle.write(b"two\n")
+    assert drain(tails) == b"one\ntwo\n"
+
+
+def test_fifo_at_the_input_path_is_refused_once_and_never_blocks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    os.mkfifo(tmp_path / "in.txt")
+    tails = make_tails(tmp_path)
+    for _ in range(3):
+        assert drain(tails) == b""
+    refused = [r for r in caplog.records if r.getMessage() == "input_not_readable"]
+    assert [(r.kind, r.levelname) for r in refused] == [("FIFO", "ERROR")]  # type: ignore[attr-defined]
+    (tmp_path / "in.txt").unlink()
+    (tmp_path / "in.txt").write_bytes(b"a regular file again\n")
+    assert drain(tails) == b"a regular file again\n"
+
+
+def test_a_glob_skips_a_directory_and_a_fifo_it_names(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "a.log").write_bytes(b"a1\n")
+    (tmp_path / "b.log").mkdir()
+    os.mkfifo(tmp_path / "c.log")
+    tails = make_tails(tmp_path, "*.log")
+    assert drain(tails) == b"a1\n"
+    kinds = sorted(r.kind for r in caplog.records if r.getMessage() == "input_not_readable")  # type: ignore[attr-defined]
+    assert kinds == ["FIFO", "directory"]
