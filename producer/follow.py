@@ -20,6 +20,7 @@ from producer.identity import (
     Rotation,
     bytes_before,
     digest,
+    gzip_copy_size,
     open_regular,
     rotation_of,
 )
@@ -309,8 +310,12 @@ class FileTail:
             lost_from, reason = self._drain_copy(current, *copy), "truncated"
         else:
             self._checkpoint.finish(source, current.read_offset)
-            lost_from = current.read_offset
-            reason = "copy_compressed" if self._compressed_since(current) else "truncated"
+            lost_from, reason = current.read_offset, "truncated"
+            compressed = self._compressed_since(current)
+            if compressed is not None:
+                reason = "copy_compressed"
+                held = gzip_copy_size(compressed, source.head_len, source.head_sha)
+                known_end = max(known_end, held or 0)
         report_lost(self._metrics, self.path, source.id, lost_from, known_end, reason)
         current.source = self._checkpoint.new_source(
             self.path, current.dev, current.ino, current.head(), 0
@@ -400,7 +405,7 @@ class FileTail:
             os.close(fd)
         return None
 
-    def _compressed_since(self, current: OpenFile) -> bool:
+    def _compressed_since(self, current: OpenFile) -> str | None:
         """A compressed rotation of our path written since we opened the file: where the bytes
         we had not read most likely went (copytruncate, then compress without delaycompress)."""
         for rotation in self._rotations():
@@ -408,10 +413,10 @@ class FileTail:
                 if rotation.compressed and (
                     os.stat(rotation.path).st_mtime_ns >= current.opened_mtime_ns
                 ):
-                    return True
+                    return rotation.path
             except OSError:
                 continue
-        return False
+        return None
 
     def _update_behind(self) -> None:
         behind = 0

@@ -4,10 +4,12 @@ names in a directory are rotations of the input, and opening a path without ever
 from __future__ import annotations
 
 import errno
+import gzip
 import hashlib
 import os
 import re
 import stat
+import zlib
 from dataclasses import dataclass
 
 # the first bytes of a file that name it (with dev and inode) after a restart
@@ -81,6 +83,22 @@ def bytes_before(fd: int, offset: int, length: int = BEFORE_BYTES) -> bytes:
     """The up to `length` bytes of the open file just before `offset` (fewer if it is shorter)."""
     start = max(0, offset - length)
     return os.pread(fd, offset - start, start)
+
+
+def gzip_copy_size(path: str, head_len: int, head_sha: str) -> int | None:
+    """The uncompressed size of a gzip file that starts with the fingerprinted bytes (from its
+    ISIZE trailer, exact below 4 GiB), or None: how much a compressed copy held that we lost."""
+    if not head_len or not path.endswith(".gz"):
+        return None
+    try:
+        with gzip.open(path, "rb") as stream:
+            if digest(stream.read(head_len)) != head_sha:
+                return None
+        with open(path, "rb") as raw:
+            raw.seek(-4, os.SEEK_END)
+            return int.from_bytes(raw.read(4), "little")
+    except (OSError, EOFError, zlib.error):
+        return None
 
 
 @dataclass(frozen=True)

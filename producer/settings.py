@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +12,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings
 
 from logship.config import AmqpSettings, HttpSettings, LogSettings, settings_config
+from producer.identity import file_kind
 
 
 class ReadFrom(StrEnum):
@@ -71,6 +74,13 @@ class ProducerSettings(BaseSettings):
         parent = Path(self.input).parent
         if not any(ch in str(parent) for ch in "*?[") and not parent.is_dir():
             raise ValueError(f"input directory {parent} does not exist")
+        if not any(ch in self.input for ch in "*?["):
+            try:
+                mode = os.stat(self.input).st_mode
+            except OSError:
+                mode = None  # not there yet (it may appear), or unreadable: said when opened
+            if mode is not None and not stat.S_ISREG(mode):
+                raise ValueError(f"input {self.input} is a {file_kind(mode)}, not a regular file")
         checkpoint_dir = self.checkpoint.parent
         if not checkpoint_dir.is_dir():
             raise ValueError(f"checkpoint directory {checkpoint_dir} does not exist")
