@@ -20,6 +20,7 @@ from producer.identity import (
     Rotation,
     bytes_before,
     digest,
+    file_clock_ns,
     gzip_copy_size,
     open_regular,
     rotation_of,
@@ -50,8 +51,9 @@ class OpenFile:
     recent: bytes = b""
     # the largest size the file was seen at while it was intact: what a truncation cost
     size_seen: int = 0
-    # its mtime when opened (ns): a copy made of it later, before we read anything, is newer
-    opened_mtime_ns: int = 0
+    # when we opened it, on the clock file times come from: a copy made of it later is newer,
+    # a file already there when we opened it is not
+    opened_at_ns: int = 0
     # rewritten after it was rotated away: nothing more to read from it
     gone: bool = False
 
@@ -69,7 +71,7 @@ class OpenFile:
         opened = cls(fd, path, st.st_dev, st.st_ino, source, offset, rotated_at)
         opened.recent = bytes_before(fd, offset, RECENT_BYTES)
         opened.size_seen = st.st_size
-        opened.opened_mtime_ns = st.st_mtime_ns
+        opened.opened_at_ns = file_clock_ns()
         return opened
 
     def head(self) -> bytes:
@@ -395,7 +397,7 @@ class FileTail:
                 if (
                     (st.st_dev, st.st_ino) not in claimed
                     and st.st_size > 0
-                    and st.st_mtime_ns >= current.opened_mtime_ns
+                    and st.st_mtime_ns > current.opened_at_ns
                     and self._checkpoint.find(st.st_dev, st.st_ino, head) is None
                     and not ours.startswith(head)
                 ):
@@ -411,7 +413,7 @@ class FileTail:
         for rotation in self._rotations():
             try:
                 if rotation.compressed and (
-                    os.stat(rotation.path).st_mtime_ns >= current.opened_mtime_ns
+                    os.stat(rotation.path).st_mtime_ns > current.opened_at_ns
                 ):
                     return rotation.path
             except OSError:

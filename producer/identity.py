@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import stat
+import time
 import zlib
 from dataclasses import dataclass
 
@@ -77,6 +78,13 @@ def open_regular(path: str) -> tuple[int, os.stat_result]:
         os.close(fd)
         raise NotRegularFile(path, file_kind(st.st_mode))
     return fd, st
+
+
+def file_clock_ns() -> int:
+    """Now, on the clock the kernel stamps file times with (the coarse one on Linux): a file
+    written before this moment never has a later mtime."""
+    coarse = getattr(time, "CLOCK_REALTIME_COARSE", None)
+    return time.clock_gettime_ns(coarse) if coarse is not None else time.time_ns()
 
 
 def bytes_before(fd: int, offset: int, length: int = BEFORE_BYTES) -> bytes:
