@@ -76,6 +76,32 @@ class SourceEntry:
         start = self.check_end - self.check_len
         return digest(os.pread(fd, self.check_len, start)) == self.check_sha
 
+    def held_by(self, fd: int, size: int, *, by_inode: bool) -> bool:
+        """The open file holds this source's bytes up to its confirmed offset: its first bytes
+        and the bytes before the checked offset are the ones we read. By content alone (a copy
+        under another inode) that needs a fingerprint, and a check near the offset unless the
+        fingerprint covers all of the file."""
+        if size < self.offset or size < self.check_end:
+            return False
+        if not by_inode and (not self.head_len or (not self.check_len and size > self.head_len)):
+            return False
+        head = os.pread(fd, self.head_len, 0)
+        return (
+            len(head) == self.head_len
+            and head_digest(head) == self.head_sha
+            and self.same_bytes_before(fd)
+        )
+
+    def copied_by(self, fd: int, size: int) -> bool:
+        """The open file (another inode) is a copy of this source, as far as we can tell: it
+        starts with our fingerprint, and holds the bytes before the checked offset if it is that
+        long (a copy made before we read further is shorter)."""
+        if not self.head_len or size < self.head_len:
+            return False
+        if head_digest(os.pread(fd, self.head_len, 0)) != self.head_sha:
+            return False
+        return size < self.check_end or self.same_bytes_before(fd)
+
     def set_check(self, end: int, before: bytes) -> None:
         self.check_end, self.check_len, self.check_sha = end, len(before), digest(before)
 
@@ -135,12 +161,13 @@ class Checkpoint:
     """Identity → confirmed offset for every source, plus the batches in flight per source."""
 
     def __init__(
-        self, path: Path, entries: dict[str, SourceEntry], written_at: float | None = None
+        self, path: Path, entries: dict[str, SourceEntry], written_at_ns: int | None = None
     ) -> None:
         self.path = path
         self.entries = entries
-        # when the file was last written before this run (None: no checkpoint, a first run)
-        self.written_at = written_at
+        # when the file was last written before this run, in ns on the file clock (None: no
+        # checkpoint, a first run)
+        self.written_at_ns = written_at_ns
         # per source: (end, bytes just before end) of batches read, until the offset passes them
         self._checks: dict[str, deque[tuple[int, bytes]]] = {}
         self._in_flight: dict[str, deque[list[int]]] = {}
@@ -151,7 +178,7 @@ class Checkpoint:
     def load(cls, path: Path) -> Checkpoint:
         try:
             raw = path.read_bytes()
-            written_at = path.stat().st_mtime
+            written_at_ns = path.stat().st_mtime_ns
         except FileNotFoundError:
             return cls(path, {})
         except OSError as error:
@@ -162,7 +189,7 @@ class Checkpoint:
             raise CheckpointError(
                 f"checkpoint {path} is unreadable ({error}); move it away to start over"
             ) from None
-        return cls(path, entries, written_at)
+        return cls(path, entries, written_at_ns)
 
     def new_source(
         self, path: str, dev: int, ino: int, head: bytes, offset: int, before: bytes = b""
@@ -191,6 +218,13 @@ class Checkpoint:
         """The newest unfinished-or-finished source this open file is, or None."""
         candidates = [e for e in self.entries.values() if e.matches(dev, ino, head)]
         return max(candidates, key=lambda e: e.seq, default=None)
+
+    def knows_file(self, fd: int, st: os.stat_result) -> bool:
+        """Some source is this open file (by inode and first bytes) or a copy of it."""
+        head = os.pread(fd, HEAD_BYTES, 0)
+        if self.find(st.st_dev, st.st_ino, head) is not None:
+            return True
+        return any(e.copied_by(fd, st.st_size) for e in self.entries.values())
 
     def knows_path(self, path: str) -> bool:
         """True when some source was read from this path before (not a first run for it)."""

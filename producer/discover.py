@@ -13,7 +13,7 @@ from pathlib import Path
 from logship.wire import Batch
 from producer.checkpoint import Checkpoint, SourceEntry
 from producer.follow import FileTail, TailOptions, report_lost
-from producer.identity import COMPRESSED_SUFFIXES, HEAD_BYTES, digest, open_regular, rotation_of
+from producer.identity import COMPRESSED_SUFFIXES, HEAD_BYTES, open_regular, rotation_of
 from producer.metrics import ProducerMetrics
 
 log = logging.getLogger("logship.producer.discover")
@@ -65,23 +65,6 @@ def _open_if(
         pass
     os.close(fd)
     return None
-
-
-def _holds(entry: SourceEntry, fd: int, size: int, *, by_inode: bool) -> bool:
-    """The open file holds the source's bytes up to its confirmed offset: its first bytes and
-    the bytes before the checked offset are the ones we read. By content alone (a copy under
-    another inode) that needs a fingerprint, and a check near the offset unless the fingerprint
-    covers all of it."""
-    if size < entry.offset or size < entry.check_end:
-        return False
-    if not by_inode and (not entry.head_len or (not entry.check_len and size > entry.head_len)):
-        return False
-    head = os.pread(fd, entry.head_len, 0)
-    return (
-        len(head) == entry.head_len
-        and digest(head) == entry.head_sha
-        and entry.same_bytes_before(fd)
-    )
 
 
 class TailSet:
@@ -164,8 +147,11 @@ class TailSet:
                 self._checkpoint.relocate(entry, st.st_dev, st.st_ino)
             taken.add((st.st_dev, st.st_ino))
             tail.adopt(fd, path, st, entry)
-        if not self._is_glob and self._checkpoint.written_at is not None:
-            self._adopt_unknown_rotations(files, taken)
+        written_at = self._checkpoint.written_at_ns
+        tail = self.tails.get(self.pattern)
+        if tail is not None and written_at is not None and self._checkpoint.knows_path(tail.path):
+            # (a glob's rotations are the files it names, each followed in its own right)
+            tail.adopt_unknown_rotations(written_at - 1, taken)
 
     def _tail_of(self, path: str) -> FileTail | None:
         tail = self.tails.get(path)
@@ -189,7 +175,7 @@ class TailSet:
         home = os.path.abspath(entry.path)
         for path, st in files:
             if (st.st_dev, st.st_ino) == (entry.dev, entry.ino):
-                opened = _open_if(path, lambda fd, size: _holds(entry, fd, size, by_inode=True))
+                opened = _open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=True))
                 if opened is not None and os.path.abspath(path) == home:
                     os.close(opened[0])
                     return None
@@ -198,11 +184,9 @@ class TailSet:
         for path, st in files:
             if (st.st_dev, st.st_ino) in taken or not self._is_rotation(entry.path, path):
                 continue
-            if rotation_of(os.path.basename(entry.path), os.path.basename(path)) is not None and (
-                path.endswith(COMPRESSED_SUFFIXES)
-            ):
+            if path.endswith(COMPRESSED_SUFFIXES):
                 continue
-            opened = _open_if(path, lambda fd, size: _holds(entry, fd, size, by_inode=False))
+            opened = _open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=False))
             if opened is not None:
                 log.info("source_copy_found", extra={"path": path, "source": entry.id})
                 return opened
@@ -227,45 +211,6 @@ class TailSet:
         end = max(entry.end or 0, entry.size)
         report_lost(self._metrics, entry.path, entry.id, entry.offset, end, reason)
         self._checkpoint.finish(entry, entry.offset)
-
-    def _adopt_unknown_rotations(
-        self, files: list[tuple[str, os.stat_result]], taken: Taken
-    ) -> None:
-        """Rotations of the input written since the checkpoint was last written (so while we
-        were down, or just before a crash) that no source knows: created and rotated away before
-        we could open them. Shipped oldest first (mtime, then the rotation's own order)."""
-        tail = self.tails.get(self.pattern)
-        if tail is None or not self._checkpoint.knows_path(self.pattern):
-            return
-        assert self._checkpoint.written_at is not None
-        name = os.path.basename(self.pattern)
-        rotations = []
-        for path, st in files:
-            rotation = rotation_of(name, os.path.basename(path), path)
-            if (
-                rotation is not None
-                and not rotation.compressed
-                and st.st_mtime >= self._checkpoint.written_at
-                and (st.st_dev, st.st_ino) not in taken
-            ):
-                rotations.append((st.st_mtime_ns, rotation.age_key, path))
-        for _, _, path in sorted(rotations):
-            opened = _open_if(path, lambda fd, size: not self._known(fd, size))
-            if opened is None:
-                continue
-            fd, path, st = opened
-            head = os.pread(fd, HEAD_BYTES, 0)
-            entry = self._checkpoint.new_source(self.pattern, st.st_dev, st.st_ino, head, 0)
-            log.info("rotation_written_while_down", extra={"path": path, "source": entry.id})
-            tail.adopt(fd, path, st, entry)
-
-    def _known(self, fd: int, size: int) -> bool:
-        """Some source is this file (by inode and first bytes) or its copy (by content)."""
-        st = os.fstat(fd)
-        head = os.pread(fd, HEAD_BYTES, 0)
-        if self._checkpoint.find(st.st_dev, st.st_ino, head) is not None:
-            return True
-        return any(_holds(e, fd, size, by_inode=False) for e in self._checkpoint.entries.values())
 
     def read(self, *, once: bool = False) -> Batch | None:
         tails = list(self.tails.values())

@@ -253,6 +253,8 @@ class FileTail:
                         "deleted": st is None,
                     },
                 )
+                # files created and rotated away between our last look and this one
+                self.adopt_unknown_rotations(current.opened_at_ns)
                 current = None
             else:
                 self._check_truncation(current)
@@ -307,6 +309,8 @@ class FileTail:
         )
         if copy is None and source.head_len and current.recent:
             copy = self._find_copy(source, current)
+        elif copy is None and not current.recent:
+            copy = self._unread_copy(current, truncated=True)
         known_end = max(current.size_seen, source.size)
         if copy is not None:
             lost_from, reason = self._drain_copy(current, *copy), "truncated"
@@ -379,17 +383,23 @@ class FileTail:
             os.close(fd)
         return None
 
-    def _unread_copy(self, current: OpenFile) -> tuple[int, str, os.stat_result] | None:
-        """A file truncated before we read any of it (say opened empty after a rotation, then
-        written, copied and truncated before our next look) has no content we could recognise
-        in a copy. Its copy is a rotation of our path that appeared since we opened the file,
-        that no source is known by, and whose bytes are not where our file starts (a plain
+    def _unread_copy(
+        self, current: OpenFile, *, truncated: bool = False
+    ) -> tuple[int, str, os.stat_result] | None:
+        """A file truncated before we read any of it (say opened after a rotation, then written,
+        copied and truncated before our next look) has no bytes we read to recognise its copy
+        by. Its copy is a rotation of our path written since we opened the file, that no
+        source is known by, that starts with our fingerprint (as far as we took one); and, if
+        the truncation itself is not known, whose bytes are not where our file starts (a plain
         `copy` of it, not truncated, would be)."""
         claimed = self._claimed()
+        source = current.source
         ours = os.pread(current.fd, HEAD_BYTES, 0)
-        for path in (r.path for r in self._rotations() if not r.compressed):
+        for rotation in self._rotations():
+            if rotation.compressed:
+                continue
             try:
-                fd, st = open_regular(path)
+                fd, st = open_regular(rotation.path)
             except OSError:
                 continue
             try:
@@ -399,13 +409,47 @@ class FileTail:
                     and st.st_size > 0
                     and st.st_mtime_ns > current.opened_at_ns
                     and self._checkpoint.find(st.st_dev, st.st_ino, head) is None
-                    and not ours.startswith(head)
+                    and digest(head[: source.head_len]) == source.head_sha
+                    and (truncated or not ours.startswith(head))
                 ):
-                    return fd, path, st
+                    return fd, rotation.path, st
             except OSError:
                 pass
             os.close(fd)
         return None
+
+    def adopt_unknown_rotations(
+        self, since_ns: int, taken: frozenset[tuple[int, int]] | set[tuple[int, int]] = frozenset()
+    ) -> None:
+        """Rotations of our path written after `since_ns` that no source knows: files created
+        and rotated away before we could open them (between two looks, or while we were down).
+        Drained oldest first (mtime, then the rotation's own order), after what we hold and
+        before the file now at the path."""
+        claimed = self._claimed() | taken
+        found = []
+        for rotation in self._rotations():
+            try:
+                st = os.stat(rotation.path)
+            except OSError:
+                continue
+            if (
+                not rotation.compressed
+                and st.st_mtime_ns > since_ns
+                and (st.st_dev, st.st_ino) not in claimed
+            ):
+                found.append((st.st_mtime_ns, rotation.age_key, rotation.path))
+        for _, _, path in sorted(found):
+            try:
+                fd, st = open_regular(path)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in self._claimed() or self._checkpoint.knows_file(fd, st):
+                os.close(fd)
+                continue
+            head = os.pread(fd, HEAD_BYTES, 0)
+            entry = self._checkpoint.new_source(self.path, st.st_dev, st.st_ino, head, 0)
+            log.info("rotation_never_opened", extra={"path": path, "source": entry.id})
+            self.adopt(fd, path, st, entry)
 
     def _compressed_since(self, current: OpenFile) -> str | None:
         """A compressed rotation of our path written since we opened the file: where the bytes

@@ -450,3 +450,38 @@ def test_a_glob_skips_a_directory_and_a_fifo_it_names(
     assert drain(tails) == b"a1\n"
     kinds = sorted(r.kind for r in caplog.records if r.getMessage() == "input_not_readable")  # type: ignore[attr-defined]
     assert kinds == ["FIFO", "directory"]
+
+
+def test_a_file_created_and_rotated_away_between_two_looks_is_shipped(tmp_path: Path) -> None:
+    """in.txt is renamed away, a new in.txt is written and renamed away too, and a third one
+    created, all before our next look: the middle file was never opened, but it is a rotation
+    of our path newer than the file we held. Shipped in order, between the two."""
+    (tmp_path / "in.txt.7").write_bytes(b"an old rotation, there before we opened in.txt\n")
+    time.sleep(0.02)
+    path, tails = following(tmp_path, b"a 1\n")
+    append(path, b"a 2\n")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"b 1\n")
+    (tmp_path / "in.txt.1").rename(tmp_path / "in.txt.2")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"c 1\n")
+    assert drain(tails) == b"a 2\nb 1\nc 1\n"
+
+
+def test_copytruncate_of_a_file_opened_but_not_read_yet_finds_the_copy(tmp_path: Path) -> None:
+    """Opened with bytes in it (fingerprinted), not read yet; written on, copied, truncated and
+    refilled before the first read: the copy starts with our fingerprint and is new."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"first 1\n")
+    tails = make_tails(tmp_path)
+    tails.check()  # opened, nothing read
+    time.sleep(0.02)
+    append(path, b"first 2\n")
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+    path.write_bytes(b"second 1\n")
+    assert drain(tails) == b"first 1\nfirst 2\nsecond 1\n"
+
+
+def append(path: Path, data: bytes) -> None:
+    with path.open("ab") as handle:
+        handle.write(data)
