@@ -395,11 +395,13 @@ class FileTail:
         claimed = self._claimed()
         source = current.source
         ours = os.pread(current.fd, HEAD_BYTES, 0)
-        for rotation in self._rotations():
-            if rotation.compressed:
-                continue
+        if truncated and source.head_len:  # our first bytes are evidence: any name will do
+            paths = self._candidates()
+        else:  # no evidence in the bytes: only a rotation's name ties a file to ours
+            paths = [r.path for r in self._rotations() if not r.compressed]
+        for path in paths:
             try:
-                fd, st = open_regular(rotation.path)
+                fd, st = open_regular(path)
             except OSError:
                 continue
             try:
@@ -412,7 +414,7 @@ class FileTail:
                     and digest(head[: source.head_len]) == source.head_sha
                     and (truncated or not ours.startswith(head))
                 ):
-                    return fd, rotation.path, st
+                    return fd, path, st
             except OSError:
                 pass
             os.close(fd)

@@ -22,8 +22,10 @@ def test_rotation_storm_rename_and_copytruncate_under_load(fault_pipe: Pipeline)
             written += 100
             time.sleep(0.01)
         if round_ % 3 == 2:
-            # copytruncate, done between two writes of ours so that it loses nothing
-            shutil.copyfile(pipe.input, pipe.workdir / f"copy.{round_}")
+            # copytruncate, done between two writes of ours so that it loses nothing; the copy
+            # named as logrotate names it: of a file nothing was read from yet, only the name
+            # (and its newness) can tell the copy
+            shutil.copyfile(pipe.input, pipe.workdir / f"input.txt.{round_}")
             os.truncate(pipe.input, 0)
         else:  # rename + create, as logrotate's `create` does
             os.rename(pipe.input, pipe.workdir / f"input.txt.{round_}")
