@@ -151,7 +151,7 @@ class TailSet:
         tail = self.tails.get(self.pattern)
         if tail is not None and written_at is not None and self._checkpoint.knows_path(tail.path):
             # (a glob's rotations are the files it names, each followed in its own right)
-            tail.adopt_unknown_rotations(written_at - 1, taken)
+            tail.scan_since = written_at - 1
 
     def _tail_of(self, path: str) -> FileTail | None:
         tail = self.tails.get(path)

@@ -66,12 +66,14 @@ class OpenFile:
         source: SourceEntry,
         offset: int,
         rotated_at: float | None = None,
+        opened_at_ns: int | None = None,
     ) -> OpenFile:
-        """An open file about to be read from `offset`, knowing the bytes just before it."""
+        """An open file about to be read from `offset`, knowing the bytes just before it;
+        `opened_at_ns` is when it was opened and its stat taken (the file clock), if earlier."""
         opened = cls(fd, path, st.st_dev, st.st_ino, source, offset, rotated_at)
         opened.recent = bytes_before(fd, offset, RECENT_BYTES)
         opened.size_seen = st.st_size
-        opened.opened_at_ns = file_clock_ns()
+        opened.opened_at_ns = file_clock_ns() if opened_at_ns is None else opened_at_ns
         return opened
 
     def head(self) -> bytes:
@@ -163,6 +165,9 @@ class FileTail:
         self._at_startup = at_startup
         # the kind of thing at the path we last refused to read (logged once until it changes)
         self._refused: str | None = None
+        # look for rotations of our path written after this (file clock, ns) and known to no
+        # source, when the next file at the path is opened: set after a rotation, and at start
+        self.scan_since: int | None = None
         self.files: deque[OpenFile] = deque()
         # rotated files retired early because the writer moved on, still read for late writes
         # (another writer process) until their grace ends
@@ -171,6 +176,9 @@ class FileTail:
     # -- opening ---------------------------------------------------------------------------------
 
     def _open(self) -> OpenFile | None:
+        # before anything else: a checkpoint write (fsync) comes before OpenFile.at, and a copy
+        # made meanwhile must count as newer than our opening
+        opened_at = file_clock_ns()
         try:
             fd, st = open_regular(self.path)
         except (FileNotFoundError, NotADirectoryError):
@@ -212,7 +220,7 @@ class FileTail:
             entry = self._checkpoint.new_source(self.path, st.st_dev, st.st_ino, head, start)
             offset = start
             log.info("source_new", extra={"path": self.path, "source": entry.id, "offset": offset})
-        return OpenFile.at(fd, self.path, st, entry, offset)
+        return OpenFile.at(fd, self.path, st, entry, offset, opened_at_ns=opened_at)
 
     def _refuse(self, kind: str, reason: str | None) -> None:
         """Something at the path we cannot read: said once (until it changes), never waited on."""
@@ -254,14 +262,20 @@ class FileTail:
                     },
                 )
                 # files created and rotated away between our last look and this one
-                self.adopt_unknown_rotations(current.opened_at_ns)
+                self.scan_since = min(self.scan_since or current.opened_at_ns, current.opened_at_ns)
                 current = None
             else:
                 self._check_truncation(current)
         elif current is not None:
             current = None
-        if current is None and st is not None:
-            opened = self._open()
+        if current is None:
+            # the file at the path is opened before rotations are looked for: one renamed away
+            # in between is then a rotation, never missed by both
+            opened = self._open() if st is not None else None
+            if self.scan_since is not None:
+                self._adopt_unknown_rotations(self.scan_since, opened)
+                if opened is not None:
+                    self.scan_since = None
             if opened is not None:
                 self.files.append(opened)
         self._at_startup = False  # a file that appears later was not there when we started
@@ -420,14 +434,14 @@ class FileTail:
             os.close(fd)
         return None
 
-    def adopt_unknown_rotations(
-        self, since_ns: int, taken: frozenset[tuple[int, int]] | set[tuple[int, int]] = frozenset()
-    ) -> None:
+    def _adopt_unknown_rotations(self, since_ns: int, current: OpenFile | None) -> None:
         """Rotations of our path written after `since_ns` that no source knows: files created
         and rotated away before we could open them (between two looks, or while we were down).
         Drained oldest first (mtime, then the rotation's own order), after what we hold and
         before the file now at the path."""
-        claimed = self._claimed() | taken
+        claimed = self._claimed()
+        if current is not None:
+            claimed.add((current.dev, current.ino))
         found = []
         for rotation in self._rotations():
             try:
@@ -445,7 +459,7 @@ class FileTail:
                 fd, st = open_regular(path)
             except OSError:
                 continue
-            if (st.st_dev, st.st_ino) in self._claimed() or self._checkpoint.knows_file(fd, st):
+            if (st.st_dev, st.st_ino) in claimed or self._checkpoint.knows_file(fd, st):
                 os.close(fd)
                 continue
             head = os.pread(fd, HEAD_BYTES, 0)
