@@ -219,12 +219,22 @@ class Checkpoint:
         candidates = [e for e in self.entries.values() if e.matches(dev, ino, head)]
         return max(candidates, key=lambda e: e.seq, default=None)
 
-    def knows_file(self, fd: int, st: os.stat_result) -> bool:
-        """Some source is this open file (by inode and first bytes) or a copy of it."""
+    def knows_file(self, fd: int, st: os.stat_result, *, besides: str = "") -> bool:
+        """Some source (other than `besides`) is this open file (by inode and first bytes) or a
+        copy of it."""
         head = os.pread(fd, HEAD_BYTES, 0)
-        if self.find(st.st_dev, st.st_ino, head) is not None:
+        found = self.find(st.st_dev, st.st_ino, head)
+        if found is not None and found.id != besides:
             return True
-        return any(e.copied_by(fd, st.st_size) for e in self.entries.values())
+        digests: dict[int, str] = {}  # one digest per fingerprint length, not per source
+        for e in self.entries.values():
+            if not e.head_len or len(head) < e.head_len or e.id == besides:
+                continue
+            if e.head_len not in digests:
+                digests[e.head_len] = head_digest(head[: e.head_len])
+            if digests[e.head_len] == e.head_sha and e.copied_by(fd, st.st_size):
+                return True
+        return False
 
     def knows_path(self, path: str) -> bool:
         """True when some source was read from this path before (not a first run for it)."""

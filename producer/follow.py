@@ -343,6 +343,8 @@ class FileTail:
         current.read_offset = 0
         current.recent = b""
         current.size_seen = size
+        # the new source begins now: a copy made before is no copy of it
+        current.opened_at_ns = file_clock_ns()
         current.in_oversized_line = False
 
     def _drain_copy(self, truncated: OpenFile, fd: int, path: str, st: os.stat_result) -> int:
@@ -424,15 +426,25 @@ class FileTail:
                     (st.st_dev, st.st_ino) not in claimed
                     and st.st_size > 0
                     and st.st_mtime_ns > current.opened_at_ns
-                    and self._checkpoint.find(st.st_dev, st.st_ino, head) is None
                     and digest(head[: source.head_len]) == source.head_sha
                     and (truncated or not ours.startswith(head))
+                    and not self._checkpoint.knows_file(fd, st, besides=source.id)
+                    and (truncated or self._still_at_path(current))
                 ):
                     return fd, path, st
             except OSError:
                 pass
             os.close(fd)
         return None
+
+    def _still_at_path(self, current: OpenFile) -> bool:
+        """Our path still names the file: a new rotation of it, written since we opened the
+        file, cannot then be the file itself renamed, only a copy."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (current.dev, current.ino)
 
     def _adopt_unknown_rotations(self, since_ns: int, current: OpenFile | None) -> None:
         """Rotations of our path written after `since_ns` that no source knows: files created

@@ -485,3 +485,34 @@ def test_copytruncate_of_a_file_opened_but_not_read_yet_finds_the_copy(tmp_path:
 def append(path: Path, data: bytes) -> None:
     with path.open("ab") as handle:
         handle.write(data)
+
+
+def test_a_file_renamed_before_its_first_read_is_not_taken_for_a_copy(tmp_path: Path) -> None:
+    """Opened empty; written and renamed away, its successor written and renamed away too,
+    before we read (reading comes before looking for rotation): the successor is a new
+    rotation of our path, but our path no longer names our file, so it is no copy of it."""
+    path = tmp_path / "in.txt"
+    path.touch()
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    time.sleep(0.02)
+    path.write_bytes(b"f0\n")
+    path.rename(tmp_path / "in.txt.0")
+    path.write_bytes(b"f1\n")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"f2\n")
+    first = b"".join(body for *_, body in read_all(tails))
+    assert first + drain(tails) == b"f0\nf1\nf2\n"
+
+
+def test_the_copy_of_a_source_already_read_is_no_copy_of_the_next(tmp_path: Path) -> None:
+    """Read to its end, copied and truncated (nothing to take from the copy), then refilled:
+    the copy is older than the new source and known as the old one's, not shipped again."""
+    path, tails = following(tmp_path, b"all read 1\nall read 2\n")
+    tails._checkpoint.save()
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    tails.check()  # the truncation is seen with the file empty
+    time.sleep(0.02)
+    append(path, b"new 1\n")
+    assert drain(tails) == b"new 1\n"
