@@ -250,19 +250,7 @@ class FileTail:
         current = self.files[-1] if self.files else None
         if current is not None and current.rotated_at is None:
             if st is None or (st.st_dev, st.st_ino) != (current.dev, current.ino):
-                current.rotated_at = time.monotonic()
-                self._metrics.rotations.inc()
-                log.info(
-                    "file_rotated",
-                    extra={
-                        "path": self.path,
-                        "source": current.source.id,
-                        "offset": current.read_offset,
-                        "deleted": st is None,
-                    },
-                )
-                # files created and rotated away between our last look and this one
-                self.scan_since = min(self.scan_since or current.opened_at_ns, current.opened_at_ns)
+                self._rotated(current, deleted=st is None)
                 current = None
             else:
                 self._check_truncation(current)
@@ -272,12 +260,11 @@ class FileTail:
             # the file at the path is opened before rotations are looked for: one renamed away
             # in between is then a rotation, never missed by both
             opened = self._open() if st is not None else None
-            if self.scan_since is not None:
-                self._adopt_unknown_rotations(self.scan_since, opened)
+            if self.scan_since is None:
                 if opened is not None:
-                    self.scan_since = None
-            if opened is not None:
-                self.files.append(opened)
+                    self.files.append(opened)
+            else:
+                self._adopt_unknown_rotations(self.scan_since, opened)
         self._at_startup = False  # a file that appears later was not there when we started
         self._update_behind()
 
@@ -446,11 +433,29 @@ class FileTail:
             return False
         return (st.st_dev, st.st_ino) == (current.dev, current.ino)
 
+    def _rotated(self, f: OpenFile, *, deleted: bool) -> None:
+        """The path no longer names the file: drain it (within the grace), and look for files
+        created and rotated away between our last look and this one."""
+        f.rotated_at = time.monotonic()
+        self._metrics.rotations.inc()
+        log.info(
+            "file_rotated",
+            extra={
+                "path": self.path,
+                "source": f.source.id,
+                "offset": f.read_offset,
+                "deleted": deleted,
+            },
+        )
+        self.scan_since = min(self.scan_since or f.opened_at_ns, f.opened_at_ns)
+
     def _adopt_unknown_rotations(self, since_ns: int, current: OpenFile | None) -> None:
         """Rotations of our path written after `since_ns` that no source knows: files created
         and rotated away before we could open them (between two looks, or while we were down).
         Drained oldest first (mtime, then the rotation's own order), after what we hold and
-        before the file now at the path."""
+        before `current`, the file just opened at the path, unless that was itself rotated
+        away meanwhile (its checkpoint write may take a while): then it takes its place among
+        them by age, and the next look opens the file now at the path."""
         claimed = self._claimed()
         if current is not None:
             claimed.add((current.dev, current.ino))
@@ -466,7 +471,8 @@ class FileTail:
                 and (st.st_dev, st.st_ino) not in claimed
             ):
                 found.append((st.st_mtime_ns, rotation.age_key, rotation.path))
-        for _, _, path in sorted(found):
+        adopted: list[tuple[int, tuple[int, str], OpenFile]] = []
+        for _, age_key, path in sorted(found):
             try:
                 fd, st = open_regular(path)
             except OSError:
@@ -477,7 +483,16 @@ class FileTail:
             head = os.pread(fd, HEAD_BYTES, 0)
             entry = self._checkpoint.new_source(self.path, st.st_dev, st.st_ino, head, 0)
             log.info("rotation_never_opened", extra={"path": path, "source": entry.id})
-            self.adopt(fd, path, st, entry)
+            opened = OpenFile.at(fd, path, st, entry, 0, time.monotonic())
+            adopted.append((st.st_mtime_ns, age_key, opened))
+        if current is not None and not self._still_at_path(current):
+            self._rotated(current, deleted=False)
+            adopted.append((os.fstat(current.fd).st_mtime_ns, (0, ""), current))
+            current = None
+        self.files.extend(f for *_, f in sorted(adopted, key=lambda item: item[:2]))
+        if current is not None:
+            self.files.append(current)
+            self.scan_since = None
 
     def _compressed_since(self, current: OpenFile) -> str | None:
         """A compressed rotation of our path written since we opened the file: where the bytes

@@ -516,3 +516,31 @@ def test_the_copy_of_a_source_already_read_is_no_copy_of_the_next(tmp_path: Path
     time.sleep(0.02)
     append(path, b"new 1\n")
     assert drain(tails) == b"new 1\n"
+
+
+def test_rotations_during_the_checkpoint_write_of_an_opening_keep_their_order(
+    tmp_path: Path,
+) -> None:
+    """The file at the path is opened, and while its new source is written to the checkpoint
+    (an fsync, slow on a busy disk) it is rotated away and its successor too: what was opened
+    takes its place among the rotations by age, and the file now at the path comes last."""
+    path, tails = following(tmp_path, b"a\n")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"b\n")
+    checkpoint = tails._checkpoint
+    save = checkpoint.save
+    rotations = iter([None])
+
+    def slow_save() -> None:
+        save()
+        if next(rotations, 1) is None:  # once: during the opening of b
+            time.sleep(0.02)
+            append(path, b"b more\n")
+            path.rename(tmp_path / "in.txt.2")
+            path.write_bytes(b"c\n")
+            time.sleep(0.02)
+            path.rename(tmp_path / "in.txt.3")
+            path.write_bytes(b"d\n")
+
+    checkpoint.save = slow_save  # type: ignore[method-assign]
+    assert drain(tails) == b"b\nb more\nc\nd\n"
