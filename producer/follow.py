@@ -416,13 +416,20 @@ class FileTail:
                     and digest(head[: source.head_len]) == source.head_sha
                     and (truncated or not ours.startswith(head))
                     and not self._checkpoint.knows_file(fd, st, besides=source.id)
-                    and (truncated or self._still_at_path(current))
+                    and (truncated or self._copy_not_successor(current, st))
                 ):
                     return fd, path, st
             except OSError:
                 pass
             os.close(fd)
         return None
+
+    def _copy_not_successor(self, current: OpenFile, st: os.stat_result) -> bool:
+        """A new rotation of our path is a copy of our file, not our successor renamed away,
+        when our path still names our file (the successor was never at the path), or when it
+        was last written before our file was (a copy is made before the truncation and the
+        writes after it; a successor is written after our file stopped being written)."""
+        return self._still_at_path(current) or st.st_mtime_ns < os.fstat(current.fd).st_mtime_ns
 
     def _still_at_path(self, current: OpenFile) -> bool:
         """Our path still names the file: a new rotation of it, written since we opened the

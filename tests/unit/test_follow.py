@@ -544,3 +544,24 @@ def test_rotations_during_the_checkpoint_write_of_an_opening_keep_their_order(
 
     checkpoint.save = slow_save  # type: ignore[method-assign]
     assert drain(tails) == b"b\nb more\nc\nd\n"
+
+
+def test_copytruncate_before_the_first_read_of_a_file_since_rotated_finds_the_copy(
+    tmp_path: Path,
+) -> None:
+    """Opened empty; filled, copied, truncated, refilled and then renamed away, all before we
+    read it: the copy is older than the file's last write, so a copy, not its successor."""
+    path = tmp_path / "in.txt"
+    path.touch()
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    time.sleep(0.02)
+    path.write_bytes(b"round 1\n")
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    time.sleep(0.02)
+    append(path, b"round 2\n")
+    path.rename(tmp_path / "in.txt.2")
+    path.write_bytes(b"round 3\n")
+    first = b"".join(body for *_, body in read_all(tails))
+    assert first + drain(tails) == b"round 1\nround 2\nround 3\n"
