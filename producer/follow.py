@@ -54,6 +54,9 @@ class OpenFile:
     # when we opened it, on the clock file times come from: a copy made of it later is newer,
     # a file already there when we opened it is not
     opened_at_ns: int = 0
+    # when its current source began (its opening, or the truncation that started it over): a
+    # copy of the source is newer than that
+    source_at_ns: int = 0
     # rewritten after it was rotated away: nothing more to read from it
     gone: bool = False
 
@@ -72,8 +75,10 @@ class OpenFile:
         `opened_at_ns` is when it was opened and its stat taken (the file clock), if earlier."""
         opened = cls(fd, path, st.st_dev, st.st_ino, source, offset, rotated_at)
         opened.recent = bytes_before(fd, offset, RECENT_BYTES)
-        opened.size_seen = st.st_size
+        # what is there beyond the offset is ours only once a check sees the file intact
+        opened.size_seen = offset
         opened.opened_at_ns = file_clock_ns() if opened_at_ns is None else opened_at_ns
+        opened.source_at_ns = opened.opened_at_ns
         return opened
 
     def head(self) -> bytes:
@@ -331,7 +336,7 @@ class FileTail:
         current.recent = b""
         current.size_seen = size
         # the new source begins now: a copy made before is no copy of it
-        current.opened_at_ns = file_clock_ns()
+        current.source_at_ns = file_clock_ns()
         current.in_oversized_line = False
 
     def _drain_copy(self, truncated: OpenFile, fd: int, path: str, st: os.stat_result) -> int:
@@ -412,7 +417,7 @@ class FileTail:
                 if (
                     (st.st_dev, st.st_ino) not in claimed
                     and st.st_size > 0
-                    and st.st_mtime_ns > current.opened_at_ns
+                    and st.st_mtime_ns > current.source_at_ns
                     and digest(head[: source.head_len]) == source.head_sha
                     and (truncated or not ours.startswith(head))
                     and not self._checkpoint.knows_file(fd, st, besides=source.id)
@@ -507,7 +512,7 @@ class FileTail:
         for rotation in self._rotations():
             try:
                 if rotation.compressed and (
-                    os.stat(rotation.path).st_mtime_ns > current.opened_at_ns
+                    os.stat(rotation.path).st_mtime_ns > current.source_at_ns
                 ):
                     return rotation.path
             except OSError:

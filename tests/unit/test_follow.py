@@ -565,3 +565,21 @@ def test_copytruncate_before_the_first_read_of_a_file_since_rotated_finds_the_co
     path.write_bytes(b"round 3\n")
     first = b"".join(body for *_, body in read_all(tails))
     assert first + drain(tails) == b"round 1\nround 2\nround 3\n"
+
+
+def test_a_truncation_seen_late_does_not_hide_rotations_since_the_opening(tmp_path: Path) -> None:
+    """copytruncate, then rename rotations, all seen at once: the truncation starts a new
+    source, but the file was opened long before, and a file created and rotated away in
+    between is still found (it is older than the new source, not than the opening)."""
+    path, tails = following(tmp_path, b"a 1\n")
+    time.sleep(0.02)
+    append(path, b"a 2\n")
+    copytruncate(path, tmp_path / "in.txt.1", preserve_mtime=False)
+    append(path, b"a 3\n")
+    path.rename(tmp_path / "in.txt.2")
+    path.write_bytes(b"b 1\n")
+    path.rename(tmp_path / "in.txt.3")
+    path.write_bytes(b"c 1\n")
+    time.sleep(0.02)
+    first = b"".join(body for *_, body in read_all(tails))
+    assert first + drain(tails) == b"a 2\na 3\nb 1\nc 1\n"
