@@ -265,11 +265,18 @@ class FileTail:
             # the file at the path is opened before rotations are looked for: one renamed away
             # in between is then a rotation, never missed by both
             opened = self._open() if st is not None else None
+            group: list[OpenFile] = []
+            if opened is not None:
+                held = len(self.files)
+                self.files.append(opened)
+                # copytruncated since it was opened (say during its checkpoint write)? Its
+                # copy, if found, goes before it
+                self._check_truncation(opened)
+                group = [self.files.pop() for _ in range(len(self.files) - held)][::-1]
             if self.scan_since is None:
-                if opened is not None:
-                    self.files.append(opened)
+                self.files.extend(group)
             else:
-                self._adopt_unknown_rotations(self.scan_since, opened)
+                self._adopt_unknown_rotations(self.scan_since, group)
         self._at_startup = False  # a file that appears later was not there when we started
         self._update_behind()
 
@@ -461,16 +468,16 @@ class FileTail:
         )
         self.scan_since = min(self.scan_since or f.opened_at_ns, f.opened_at_ns)
 
-    def _adopt_unknown_rotations(self, since_ns: int, current: OpenFile | None) -> None:
+    def _adopt_unknown_rotations(self, since_ns: int, group: list[OpenFile]) -> None:
         """Rotations of our path written after `since_ns` that no source knows: files created
         and rotated away before we could open them (between two looks, or while we were down).
         Drained oldest first (mtime, then the rotation's own order), after what we hold and
-        before `current`, the file just opened at the path, unless that was itself rotated
-        away meanwhile (its checkpoint write may take a while): then it takes its place among
-        them by age, and the next look opens the file now at the path."""
-        claimed = self._claimed()
-        if current is not None:
-            claimed.add((current.dev, current.ino))
+        before the file just opened at the path (last in `group`, after a copy of it if one was
+        found), unless that was itself rotated away meanwhile (its checkpoint write may take a
+        while): then the group takes its place among them by age, and the next look opens the
+        file now at the path."""
+        claimed = self._claimed() | {(f.dev, f.ino) for f in group}
+        current = group[-1] if group else None
         found = []
         for rotation in self._rotations():
             try:
@@ -483,7 +490,7 @@ class FileTail:
                 and (st.st_dev, st.st_ino) not in claimed
             ):
                 found.append((st.st_mtime_ns, rotation.age_key, rotation.path))
-        adopted: list[tuple[int, tuple[int, str], OpenFile]] = []
+        adopted: list[tuple[int, tuple[int, str], list[OpenFile]]] = []
         for _, age_key, path in sorted(found):
             try:
                 fd, st = open_regular(path)
@@ -496,14 +503,15 @@ class FileTail:
             entry = self._checkpoint.new_source(self.path, st.st_dev, st.st_ino, head, 0)
             log.info("rotation_never_opened", extra={"path": path, "source": entry.id})
             opened = OpenFile.at(fd, path, st, entry, 0, time.monotonic())
-            adopted.append((st.st_mtime_ns, age_key, opened))
+            adopted.append((st.st_mtime_ns, age_key, [opened]))
         if current is not None and not self._still_at_path(current):
             self._rotated(current, deleted=False)
-            adopted.append((os.fstat(current.fd).st_mtime_ns, (0, ""), current))
-            current = None
-        self.files.extend(f for *_, f in sorted(adopted, key=lambda item: item[:2]))
-        if current is not None:
-            self.files.append(current)
+            adopted.append((os.fstat(current.fd).st_mtime_ns, (0, ""), group))
+            group = []
+        for *_, files in sorted(adopted, key=lambda item: item[:2]):
+            self.files.extend(files)
+        if group:
+            self.files.extend(group)
             self.scan_since = None
 
     def _compressed_since(self, current: OpenFile) -> str | None:

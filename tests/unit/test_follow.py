@@ -583,3 +583,31 @@ def test_a_truncation_seen_late_does_not_hide_rotations_since_the_opening(tmp_pa
     time.sleep(0.02)
     first = b"".join(body for *_, body in read_all(tails))
     assert first + drain(tails) == b"a 2\na 3\nb 1\nc 1\n"
+
+
+def test_copytruncate_during_the_checkpoint_write_of_an_opening_finds_the_copy(
+    tmp_path: Path,
+) -> None:
+    """Opened with bytes in it; while its new source is written to the checkpoint it is
+    copytruncated, refilled and renamed away: its first bytes are only in the copy, which is
+    read first, then the rest, then the file now at the path."""
+    path, tails = following(tmp_path, b"a\n")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"b 1\n")
+    checkpoint = tails._checkpoint
+    save = checkpoint.save
+    rotations = iter([None])
+
+    def slow_save() -> None:
+        save()
+        if next(rotations, 1) is None:  # once: during the opening of b
+            time.sleep(0.02)
+            append(path, b"b 2\n")
+            copytruncate(path, tmp_path / "in.txt.2", preserve_mtime=False)
+            time.sleep(0.02)
+            append(path, b"b 3\n")
+            path.rename(tmp_path / "in.txt.3")
+            path.write_bytes(b"c\n")
+
+    checkpoint.save = slow_save  # type: ignore[method-assign]
+    assert drain(tails) == b"b 1\nb 2\nb 3\nc\n"
