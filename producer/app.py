@@ -17,11 +17,12 @@ from logship.lifecycle import stop_tasks, with_deadline
 from logship.telemetry import TelemetryServer
 from logship.wire import Batch
 from producer.checkpoint import Checkpoint
+from producer.discover import TailSet
+from producer.follow import TailOptions
 from producer.ledger import AckLedger
 from producer.metrics import ProducerMetrics
 from producer.publisher import Publisher
 from producer.settings import ProducerSettings
-from producer.tail import TailOptions, TailSet
 
 log = logging.getLogger("logship.producer")
 

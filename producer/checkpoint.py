@@ -4,19 +4,21 @@ atomically: temp file, fsync, rename."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+from producer.identity import HEAD_BYTES, digest
 
 log = logging.getLogger("logship.producer.checkpoint")
 
-HEAD_BYTES = 1024
 CHECKPOINT_VERSION = 1
 FINISHED_RETENTION_S = 24 * 3600
 MAX_ENTRIES = 10_000
@@ -26,8 +28,7 @@ class CheckpointError(RuntimeError):
     """The checkpoint file exists but cannot be trusted; we refuse to guess offsets."""
 
 
-def head_digest(head: bytes) -> str:
-    return hashlib.sha256(head).hexdigest()
+head_digest = digest
 
 
 @dataclass
@@ -48,6 +49,13 @@ class SourceEntry:
     updated: float = field(default_factory=time.time)
     # where reading it ended; None in checkpoints written before this field existed
     end: int | None = None
+    # bytes [check_end - check_len, check_end) of the source hash to check_sha: a file at this
+    # identity that holds other bytes there was rewritten (0 and "" in older checkpoints)
+    check_end: int = 0
+    check_len: int = 0
+    check_sha: str = ""
+    # the largest size the file was seen at: what a loss of it could have cost
+    size: int = 0
 
     @property
     def drained(self) -> bool:
@@ -61,14 +69,109 @@ class SourceEntry:
             return False
         return head_digest(head[: self.head_len]) == self.head_sha
 
+    def same_bytes_before(self, fd: int) -> bool:
+        """True when the open file still holds the bytes read just before the checked offset (or
+        nothing was recorded there, as in checkpoints of older versions)."""
+        if not self.check_len:
+            return True
+        start = self.check_end - self.check_len
+        return digest(os.pread(fd, self.check_len, start)) == self.check_sha
+
+    def held_by(self, fd: int, size: int, *, by_inode: bool) -> bool:
+        """The open file holds this source's bytes up to its confirmed offset: its first bytes
+        and the bytes before the checked offset are the ones we read. By content alone (a copy
+        under another inode) that needs a fingerprint, and a check near the offset unless the
+        fingerprint covers all of the file."""
+        if size < self.offset or size < self.check_end:
+            return False
+        if not by_inode and (not self.head_len or (not self.check_len and size > self.head_len)):
+            return False
+        head = os.pread(fd, self.head_len, 0)
+        return (
+            len(head) == self.head_len
+            and head_digest(head) == self.head_sha
+            and self.same_bytes_before(fd)
+        )
+
+    def copied_by(self, fd: int, size: int) -> bool:
+        """The open file (another inode) is a copy of this source, as far as we can tell: it
+        starts with our fingerprint, and holds the bytes before the checked offset if it is that
+        long (a copy made before we read further is shorter)."""
+        if not self.head_len or size < self.head_len:
+            return False
+        if head_digest(os.pread(fd, self.head_len, 0)) != self.head_sha:
+            return False
+        return size < self.check_end or self.same_bytes_before(fd)
+
+    def set_check(self, end: int, before: bytes) -> None:
+        self.check_end, self.check_len, self.check_sha = end, len(before), digest(before)
+
+
+# field → the JSON types it may hold (bool is refused where an int is meant)
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "path": (str,),
+    "dev": (int,),
+    "ino": (int,),
+    "head_len": (int,),
+    "head_sha": (str,),
+    "offset": (int,),
+    "seq": (int,),
+    "finished": (bool,),
+    "updated": (int, float),
+    "end": (int, type(None)),
+    "check_end": (int,),
+    "check_len": (int,),
+    "check_sha": (str,),
+    "size": (int,),
+}
+_REQUIRED = ("id", "path", "dev", "ino", "head_len", "head_sha", "offset", "seq")
+
+
+def _entry(raw: Any) -> SourceEntry:
+    """One source from the file, every field checked: a wrong type is an error now, not a
+    traceback later."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"a source is {type(raw).__name__}, not an object")
+    missing = [key for key in _REQUIRED if key not in raw]
+    if missing:
+        raise ValueError(f"a source lacks {', '.join(missing)}")
+    for key, value in raw.items():
+        types = _FIELDS.get(key)
+        if types is None:
+            raise ValueError(f"unknown source field {key!r}")
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ValueError(f"source field {key!r} is {type(value).__name__}")
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            raise ValueError(f"source field {key!r} is negative")
+    return SourceEntry(**raw)
+
+
+def _entries(data: Any) -> dict[str, SourceEntry]:
+    if not isinstance(data, dict):
+        raise ValueError(f"the top level is {type(data).__name__}, not an object")
+    if data.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"unknown version {data.get('version')!r}")
+    sources = data.get("sources")
+    if not isinstance(sources, list):
+        raise ValueError("sources is not a list")
+    return {entry.id: entry for entry in map(_entry, sources)}
+
 
 class Checkpoint:
     """Identity → confirmed offset for every source. Offsets move only through `advance`, which the
     acknowledgement ledger calls over confirmed batches in order."""
 
-    def __init__(self, path: Path, entries: dict[str, SourceEntry]) -> None:
+    def __init__(
+        self, path: Path, entries: dict[str, SourceEntry], written_at_ns: int | None = None
+    ) -> None:
         self.path = path
         self.entries = entries
+        # when the file was last written before this run, in ns on the file clock (None: no
+        # checkpoint, a first run)
+        self.written_at_ns = written_at_ns
+        # per source: (end, bytes just before end) of batches read, until the offset passes them
+        self._checks: dict[str, deque[tuple[int, bytes]]] = {}
         self._seq = max((e.seq for e in entries.values()), default=0)
         self.dirty = False
 
@@ -76,20 +179,23 @@ class Checkpoint:
     def load(cls, path: Path) -> Checkpoint:
         try:
             raw = path.read_bytes()
+            written_at_ns = path.stat().st_mtime_ns
         except FileNotFoundError:
             return cls(path, {})
+        except OSError as error:
+            raise CheckpointError(f"checkpoint {path} cannot be read ({error.strerror})") from None
         try:
-            data = json.loads(raw)
-            if data.get("version") != CHECKPOINT_VERSION:
-                raise ValueError(f"unknown version {data.get('version')!r}")
-            entries = {e["id"]: SourceEntry(**e) for e in data["sources"]}
-        except (ValueError, KeyError, TypeError) as error:
+            entries = _entries(json.loads(raw))
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
             raise CheckpointError(
                 f"checkpoint {path} is unreadable ({error}); move it away to start over"
             ) from None
-        return cls(path, entries)
+        return cls(path, entries, written_at_ns)
 
-    def new_source(self, path: str, dev: int, ino: int, head: bytes, offset: int) -> SourceEntry:
+    def new_source(
+        self, path: str, dev: int, ino: int, head: bytes, offset: int, before: bytes = b""
+    ) -> SourceEntry:
+        """A new source read from `offset`; `before` are the bytes just before it."""
         self._seq += 1
         entry = SourceEntry(
             id=uuid.uuid4().hex,
@@ -101,6 +207,8 @@ class Checkpoint:
             offset=offset,
             seq=self._seq,
         )
+        if before:
+            entry.set_check(offset, before)
         self.entries[entry.id] = entry
         # Saved before any of its batches is published: a crash must not give the same bytes a
         # second identity, which the consumer could not recognise as duplicates.
@@ -111,6 +219,23 @@ class Checkpoint:
         """The newest unfinished-or-finished source this open file is, or None."""
         candidates = [e for e in self.entries.values() if e.matches(dev, ino, head)]
         return max(candidates, key=lambda e: e.seq, default=None)
+
+    def knows_file(self, fd: int, st: os.stat_result, *, besides: str = "") -> bool:
+        """Some source (other than `besides`) is this open file (by inode and first bytes) or a
+        copy of it."""
+        head = os.pread(fd, HEAD_BYTES, 0)
+        found = self.find(st.st_dev, st.st_ino, head)
+        if found is not None and found.id != besides:
+            return True
+        digests: dict[int, str] = {}  # one digest per fingerprint length, not per source
+        for e in self.entries.values():
+            if not e.head_len or len(head) < e.head_len or e.id == besides:
+                continue
+            if e.head_len not in digests:
+                digests[e.head_len] = head_digest(head[: e.head_len])
+            if digests[e.head_len] == e.head_sha and e.copied_by(fd, st.st_size):
+                return True
+        return False
 
     def knows_path(self, path: str) -> bool:
         """True when some source was read from this path before (not a first run for it)."""
@@ -127,6 +252,25 @@ class Checkpoint:
         """The source's bytes now live in another file (the copy copytruncate made)."""
         entry.dev, entry.ino = dev, ino
         self.dirty = True
+
+    def read_up_to(self, entry: SourceEntry, end: int, before: bytes) -> None:
+        """A batch of the source ending at `end` was read; `before` are the bytes just before
+        `end`. Once the confirmed offset reaches `end`, the checkpoint records them."""
+        self._checks.setdefault(entry.id, deque()).append((end, before))
+        entry.size = max(entry.size, end)
+
+    def _record_checks(self) -> None:
+        """The bytes just before the confirmed offset (or the nearest read end below it): what
+        the file must still hold there to be the same file after a restart."""
+        for source, checks in list(self._checks.items()):
+            entry = self.entries.get(source)
+            best: tuple[int, bytes] | None = None
+            while checks and (entry is None or checks[0][0] <= entry.offset):
+                best = checks.popleft()
+            if entry is not None and best is not None and best[0] > entry.check_end:
+                entry.set_check(*best)
+            if not checks:
+                del self._checks[source]
 
     def finish(self, entry: SourceEntry, end: int) -> None:
         """No more reading of this source past `end`."""
@@ -161,6 +305,7 @@ class Checkpoint:
     def save(self, *, prune_except: Collection[str] | None = None) -> None:
         """Atomically replace the checkpoint file: a crash leaves the old or the new one. With
         `prune_except` (the sources still in flight), long-finished sources are dropped first."""
+        self._record_checks()
         if prune_except is not None:
             self._prune(prune_except)
         data = {

@@ -13,6 +13,9 @@ from prometheus_client import (
 
 from logship.connection_metrics import ConnectionMetrics
 
+# why bytes could not be read: cut before they were read, the copy compressed or gone at restart,
+# a rotated file deleted while the producer was down
+LOSS_REASONS = ("truncated", "copy_compressed", "copy_missing", "deleted")
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -64,6 +67,15 @@ class ProducerMetrics:
         self.truncations = Counter(
             "logship_producer_truncations_total", "Files truncated in place", registry=r
         )
+        self.bytes_lost = Counter(
+            "logship_producer_bytes_lost_total",
+            "Bytes nobody can read any more (truncated before they were read, a copy compressed "
+            "or missing, a rotated file deleted), by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in LOSS_REASONS:  # every series exists at 0, so an alert sees the first loss
+            self.bytes_lost.labels(reason)
         self.oversized_lines = Counter(
             "logship_producer_oversized_lines_total",
             "Lines longer than batch_max_bytes, split across messages",

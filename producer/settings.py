@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +19,7 @@ from logship.config import (
     check_file_path,
     settings_config,
 )
+from producer.identity import file_kind
 
 
 class ReadFrom(StrEnum):
@@ -93,5 +96,14 @@ class ProducerSettings(BaseSettings):
                     "input", f"{given} is a directory; give a file or a glob ('{given}/*.log')"
                 )
             check_file_path("input", given)  # the file itself may appear later
+        if not any(ch in self.input for ch in "*?["):
+            try:
+                mode = os.stat(self.input).st_mode
+            except OSError:
+                mode = None  # not there yet (it may appear), or unreadable: said when opened
+            if mode is not None and not stat.S_ISREG(mode):
+                raise SettingProblem(
+                    "input", f"{self.input} is a {file_kind(mode)}, not a regular file"
+                )
         check_file_path("checkpoint", self.checkpoint)
         return self

@@ -4,6 +4,8 @@ not written, memory stays bounded, everything flows once the cause is gone."""
 from __future__ import annotations
 
 import contextlib
+import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -183,5 +185,42 @@ def test_copytruncate_while_blocked_reads_the_unread_part_from_the_copy(
         node.set_memory_alarm(False)
     expected = make_lines(0, 52_000)
     assert pipe.wait_for_output(expected, timeout=120) == expected
+    time.sleep(0.5)
+    assert pipe.output.read_bytes() == expected
+
+
+def test_copy_compressed_before_it_was_read_is_counted_and_logged_as_lost(
+    fault_pipe: Pipeline, node: RabbitNode
+) -> None:
+    """copytruncate with `compress` and no `delaycompress` while the broker holds the producer
+    back: what it had not read is only in a compressed copy, which nobody reads. That loss is
+    logged once as bytes_lost with the exact range, and the rest arrives."""
+    pipe = fault_pipe
+    pipe.consumer().ready()
+    producer = pipe.producer("--batch-max-bytes", "65536", "--max-in-flight", "2").ready()
+    first = make_lines(0, 1_000)
+    pipe.append(first)
+    assert pipe.wait_for_output(first, timeout=30) == first
+    node.set_memory_alarm(True)
+    try:
+        pipe.append(make_lines(1_000, 50_000))
+        time.sleep(1.0)
+        old = pipe.input.read_bytes()
+        (pipe.workdir / "input.txt.1.gz").write_bytes(gzip.compress(old, compresslevel=1))
+        os.truncate(pipe.input, 0)
+        after = make_lines(51_000, 1_000)
+        pipe.append(after)
+    finally:
+        node.set_memory_alarm(False)
+    assert wait_until(lambda: '"bytes_lost"' in producer.log(), 60), producer.log()[-3000:]
+    [event] = [
+        json.loads(line) for line in producer.log().splitlines() if '"bytes_lost"' in line
+    ]
+    assert event["level"] == "warning" and event["reason"] == "copy_compressed"
+    assert event["path"] == str(pipe.input) and event["source"]
+    assert event["end"] == len(old) and event["bytes"] == event["end"] - event["start"]
+    assert len(first) <= event["start"] < len(old) - 1_000_000, "most of it was never read"
+    expected = old[: event["start"]] + after
+    assert pipe.wait_for_output(expected, timeout=60) == expected
     time.sleep(0.5)
     assert pipe.output.read_bytes() == expected

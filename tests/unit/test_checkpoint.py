@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from producer.checkpoint import Checkpoint, CheckpointError
+from producer.identity import digest
 
 
 def test_save_and_load_round_trip_and_identity(tmp_path: Path) -> None:
@@ -34,3 +35,56 @@ def test_save_is_atomic_no_temp_left(tmp_path: Path) -> None:
     cp.new_source("in.txt", 1, 2, b"", 0)
     cp.save()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "null",
+        "[]",
+        '"text"',
+        '{"version": 1, "sources": null}',
+        '{"version": 1, "sources": [null]}',
+        '{"version": 1, "sources": [{"id": "a"}]}',
+        '{"version": 1, "sources": [{"id": "a", "path": "p", "dev": "1", "ino": 2, "head_len": 0,'
+        ' "head_sha": "", "offset": 0, "seq": 1}]}',
+        '{"version": 1, "sources": [{"id": "a", "path": "p", "dev": 1, "ino": 2, "head_len": 0,'
+        ' "head_sha": "", "offset": true, "seq": 1}]}',
+        '{"version": 1, "sources": [{"id": "a", "path": "p", "dev": 1, "ino": 2, "head_len": 0,'
+        ' "head_sha": "", "offset": -5, "seq": 1}]}',
+        '{"version": 1, "sources": [{"id": "a", "path": "p", "dev": 1, "ino": 2, "head_len": 0,'
+        ' "head_sha": "", "offset": 0, "seq": 1, "finished": "yes"}]}',
+        '{"version": 1, "sources": [{"id": "a", "path": "p", "dev": 1, "ino": 2, "head_len": 0,'
+        ' "head_sha": "", "offset": 0, "seq": 1, "colour": "red"}]}',
+    ],
+)
+def test_checkpoint_of_the_wrong_shape_is_a_clear_error(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "ck"
+    path.write_text(content)
+    with pytest.raises(CheckpointError, match="unreadable"):
+        Checkpoint.load(path)
+
+
+def test_checkpoint_of_the_previous_version_loads(tmp_path: Path) -> None:
+    """Written before the check near the offset and the size were recorded."""
+    path = tmp_path / "ck"
+    path.write_text(
+        '{"version":1,"sources":[{"id":"a","path":"in.txt","dev":1,"ino":2,"head_len":4,'
+        '"head_sha":"x","offset":10,"seq":3,"finished":false,"updated":1.5,"end":null}]}'
+    )
+    entry = Checkpoint.load(path).entries["a"]
+    assert (entry.offset, entry.check_len, entry.size) == (10, 0, 0)
+
+
+def test_the_bytes_before_the_confirmed_offset_are_recorded(tmp_path: Path) -> None:
+    """Saved with the offset: the bytes just before it, as read (not those of a later batch
+    that is not confirmed yet)."""
+    cp = Checkpoint.load(tmp_path / "ck")
+    entry = cp.new_source("in.txt", 1, 2, b"head", 0)
+    for end in (10, 20):
+        cp.read_up_to(entry, end, b"%d" % end)
+    cp.advance(entry.id, 10)  # the first batch confirmed, the second not yet
+    cp.save()
+    again = Checkpoint.load(tmp_path / "ck").entries[entry.id]
+    assert (again.offset, again.check_end, again.check_len) == (10, 10, 2)
+    assert again.check_sha == digest(b"10") and again.size == 20

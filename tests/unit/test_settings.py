@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,36 @@ def test_password_never_in_redacted_url() -> None:
     assert "s3cr" not in settings.redacted_url() and "other-secret" not in settings.redacted_url()
     assert "other-secret" in settings.connection_url()
     assert "s3cr" not in repr(settings)
+
+
+def test_input_that_is_no_regular_file_is_refused_at_start(tmp_path: Path) -> None:
+    """A FIFO would block open() (deaf to SIGTERM), a directory would be watched silently
+    forever: both are one line and exit 2."""
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "is a FIFO"), (tmp_path, "is a directory")):
+        result = run("producer", "--input", str(path), cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and kind in lines[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "null",
+        "[1, 2]",
+        '{"version": 1, "sources": [{"id": 5, "path": "p", "dev": 1, "ino": 2,'
+        ' "head_len": 0, "head_sha": "", "offset": 0, "seq": 1}]}',
+    ],
+)
+def test_corrupted_checkpoint_is_one_line_and_exit_2(tmp_path: Path, content: str) -> None:
+    (tmp_path / "ck").write_text(content)
+    result = run(
+        "producer", "--input", str(tmp_path / "in.txt"), "--checkpoint", str(tmp_path / "ck"),
+        "--http.port", "0", cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "checkpoint" in lines[0] and "unreadable" in lines[0], lines
+    assert "Traceback" not in result.stderr

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import time
 from pathlib import Path
 
+import pytest
+
 from producer.checkpoint import Checkpoint
+from producer.discover import TailSet
+from producer.follow import TailOptions
 from producer.metrics import ProducerMetrics
-from producer.tail import TailOptions, TailSet
 
 
 def make_tails(tmp_path: Path, pattern: str = "in.txt", **options: object) -> TailSet:
@@ -324,3 +329,282 @@ def test_a_source_resumed_long_after_it_was_finished_is_kept(tmp_path: Path) -> 
     resumed = [f.source.id for t in again.tails.values() for f in t.files]
     assert len(resumed) == 2 and all(s in again._checkpoint.entries for s in resumed)
     assert drain(again) == b"old 2\nnew 1\n"
+
+
+BANNER = b"".join(b"banner line %04d of the application's start\n" % i for i in range(300))
+
+
+def lost(caplog: pytest.LogCaptureFixture) -> list[tuple[int, int, int, str]]:
+    """Every bytes_lost warning: (start, end, bytes, reason)."""
+    return [
+        (r.start, r.end, r.bytes, r.reason)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.getMessage() == "bytes_lost"
+    ]
+
+
+def test_rewrite_in_place_with_the_same_banner_is_a_new_file(tmp_path: Path) -> None:
+    """`cat new > in.txt`: same inode, same first 12 KB, other bytes before our offset. The
+    new content is shipped whole, from its first byte, not from the old offset."""
+    path, tails = following(tmp_path, BANNER + b"old run 1\n")
+    new = BANNER + b"new run 1\n" + b"new run 2 is longer than the old\n"
+    with path.open("r+b") as handle:
+        handle.truncate(0)
+        handle.write(new)
+    assert drain(tails) == new
+
+
+def test_rewrite_while_down_with_the_same_banner_is_a_new_file(tmp_path: Path) -> None:
+    path, tails = following(tmp_path, BANNER + b"old run 1\n")
+    tails._checkpoint.save()
+    tails.close()
+    new = BANNER + b"new run 1\n" + b"new run 2 is longer than the old\n"
+    with path.open("r+b") as handle:
+        handle.truncate(0)
+        handle.write(new)
+    assert drain(make_tails(tmp_path)) == new
+
+
+def test_truncate_that_outran_the_reader_is_counted_as_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, tails = following(tmp_path, b"read 1\n")
+    with path.open("ab") as handle:
+        handle.write(b"unread 2\n")
+    tails.check()  # seen (size 16), not read
+    os.truncate(path, 0)
+    with path.open("ab") as handle:
+        handle.write(b"after\n")
+    assert drain(tails) == b"after\n"
+    assert lost(caplog) == [(7, 16, 9, "truncated")]
+    assert tails._metrics.bytes_lost.labels("truncated")._value.get() == 9
+
+
+def test_copy_compressed_before_it_was_read_is_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, tails = following(tmp_path, b"read 1\n")
+    with path.open("ab") as handle:
+        handle.write(b"unread 2\n")
+    (tmp_path / "in.txt.1.gz").write_bytes(gzip.compress(path.read_bytes() + b"unseen 3\n"))
+    os.truncate(path, 0)
+    assert drain(tails) == b""
+    # the compressed copy says how much it held, beyond what we saw
+    assert lost(caplog) == [(7, 25, 18, "copy_compressed")]
+
+
+def test_copytruncate_before_anything_was_read_finds_the_copy(tmp_path: Path) -> None:
+    """Opened empty after a rotation; the writer fills it, copytruncate copies and truncates
+    it, the writer fills it again, all before our next look: nothing we read names the copy,
+    but it is a new rotation of our path and not where our file starts. Read it first."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    (tmp_path / "in.txt.1").write_bytes(b"older rotation\n")  # there before: not our copy
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    time.sleep(0.02)  # file times tick in jiffies
+    path.write_bytes(b"first 1\nfirst 2\n")
+    (tmp_path / "in.txt.2").write_bytes(path.read_bytes())  # the copy
+    with path.open("r+b") as handle:
+        handle.truncate(0)
+        handle.write(b"second 1\nsecond 2\nsecond 3\n")
+    assert drain(tails) == b"first 1\nfirst 2\nsecond 1\nsecond 2\nsecond 3\n"
+
+
+def test_a_plain_copy_of_a_file_never_read_is_not_a_truncation(tmp_path: Path) -> None:
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    path.write_bytes(b"one\n")
+    (tmp_path / "in.txt.1").write_bytes(b"one\n")  # logrotate `copy`: nothing truncated
+    with path.open("ab") as handle:
+        handle.write(b"two\n")
+    assert drain(tails) == b"one\ntwo\n"
+
+
+def test_fifo_at_the_input_path_is_refused_once_and_never_blocks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    os.mkfifo(tmp_path / "in.txt")
+    tails = make_tails(tmp_path)
+    for _ in range(3):
+        assert drain(tails) == b""
+    refused = [r for r in caplog.records if r.getMessage() == "input_not_readable"]
+    assert [(r.kind, r.levelname) for r in refused] == [("FIFO", "ERROR")]  # type: ignore[attr-defined]
+    (tmp_path / "in.txt").unlink()
+    (tmp_path / "in.txt").write_bytes(b"a regular file again\n")
+    assert drain(tails) == b"a regular file again\n"
+
+
+def test_a_glob_skips_a_directory_and_a_fifo_it_names(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "a.log").write_bytes(b"a1\n")
+    (tmp_path / "b.log").mkdir()
+    os.mkfifo(tmp_path / "c.log")
+    tails = make_tails(tmp_path, "*.log")
+    assert drain(tails) == b"a1\n"
+    kinds = sorted(r.kind for r in caplog.records if r.getMessage() == "input_not_readable")  # type: ignore[attr-defined]
+    assert kinds == ["FIFO", "directory"]
+
+
+def test_a_file_created_and_rotated_away_between_two_looks_is_shipped(tmp_path: Path) -> None:
+    """in.txt is renamed away, a new in.txt is written and renamed away too, and a third one
+    created, all before our next look: the middle file was never opened, but it is a rotation
+    of our path newer than the file we held. Shipped in order, between the two."""
+    (tmp_path / "in.txt.7").write_bytes(b"an old rotation, there before we opened in.txt\n")
+    time.sleep(0.02)
+    path, tails = following(tmp_path, b"a 1\n")
+    append(path, b"a 2\n")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"b 1\n")
+    (tmp_path / "in.txt.1").rename(tmp_path / "in.txt.2")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"c 1\n")
+    assert drain(tails) == b"a 2\nb 1\nc 1\n"
+
+
+def test_copytruncate_of_a_file_opened_but_not_read_yet_finds_the_copy(tmp_path: Path) -> None:
+    """Opened with bytes in it (fingerprinted), not read yet; written on, copied, truncated and
+    refilled before the first read: the copy starts with our fingerprint and is new."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"first 1\n")
+    tails = make_tails(tmp_path)
+    tails.check()  # opened, nothing read
+    time.sleep(0.02)
+    append(path, b"first 2\n")
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+    path.write_bytes(b"second 1\n")
+    assert drain(tails) == b"first 1\nfirst 2\nsecond 1\n"
+
+
+def append(path: Path, data: bytes) -> None:
+    with path.open("ab") as handle:
+        handle.write(data)
+
+
+def test_a_file_renamed_before_its_first_read_is_not_taken_for_a_copy(tmp_path: Path) -> None:
+    """Opened empty; written and renamed away, its successor written and renamed away too,
+    before we read (reading comes before looking for rotation): the successor is a new
+    rotation of our path, but our path no longer names our file, so it is no copy of it."""
+    path = tmp_path / "in.txt"
+    path.touch()
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    time.sleep(0.02)
+    path.write_bytes(b"f0\n")
+    path.rename(tmp_path / "in.txt.0")
+    path.write_bytes(b"f1\n")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"f2\n")
+    first = b"".join(body for *_, body in read_all(tails))
+    assert first + drain(tails) == b"f0\nf1\nf2\n"
+
+
+def test_the_copy_of_a_source_already_read_is_no_copy_of_the_next(tmp_path: Path) -> None:
+    """Read to its end, copied and truncated (nothing to take from the copy), then refilled:
+    the copy is older than the new source and known as the old one's, not shipped again."""
+    path, tails = following(tmp_path, b"all read 1\nall read 2\n")
+    tails._checkpoint.save()
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    tails.check()  # the truncation is seen with the file empty
+    time.sleep(0.02)
+    append(path, b"new 1\n")
+    assert drain(tails) == b"new 1\n"
+
+
+def test_rotations_during_the_checkpoint_write_of_an_opening_keep_their_order(
+    tmp_path: Path,
+) -> None:
+    """The file at the path is opened, and while its new source is written to the checkpoint
+    (an fsync, slow on a busy disk) it is rotated away and its successor too: what was opened
+    takes its place among the rotations by age, and the file now at the path comes last."""
+    path, tails = following(tmp_path, b"a\n")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"b\n")
+    checkpoint = tails._checkpoint
+    save = checkpoint.save
+    rotations = iter([None])
+
+    def slow_save() -> None:
+        save()
+        if next(rotations, 1) is None:  # once: during the opening of b
+            time.sleep(0.02)
+            append(path, b"b more\n")
+            path.rename(tmp_path / "in.txt.2")
+            path.write_bytes(b"c\n")
+            time.sleep(0.02)
+            path.rename(tmp_path / "in.txt.3")
+            path.write_bytes(b"d\n")
+
+    checkpoint.save = slow_save  # type: ignore[method-assign]
+    assert drain(tails) == b"b\nb more\nc\nd\n"
+
+
+def test_copytruncate_before_the_first_read_of_a_file_since_rotated_finds_the_copy(
+    tmp_path: Path,
+) -> None:
+    """Opened empty; filled, copied, truncated, refilled and then renamed away, all before we
+    read it: the copy is older than the file's last write, so a copy, not its successor."""
+    path = tmp_path / "in.txt"
+    path.touch()
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    time.sleep(0.02)
+    path.write_bytes(b"round 1\n")
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    time.sleep(0.02)
+    append(path, b"round 2\n")
+    path.rename(tmp_path / "in.txt.2")
+    path.write_bytes(b"round 3\n")
+    first = b"".join(body for *_, body in read_all(tails))
+    assert first + drain(tails) == b"round 1\nround 2\nround 3\n"
+
+
+def test_a_truncation_seen_late_does_not_hide_rotations_since_the_opening(tmp_path: Path) -> None:
+    """copytruncate, then rename rotations, all seen at once: the truncation starts a new
+    source, but the file was opened long before, and a file created and rotated away in
+    between is still found (it is older than the new source, not than the opening)."""
+    path, tails = following(tmp_path, b"a 1\n")
+    time.sleep(0.02)
+    append(path, b"a 2\n")
+    copytruncate(path, tmp_path / "in.txt.1", preserve_mtime=False)
+    append(path, b"a 3\n")
+    path.rename(tmp_path / "in.txt.2")
+    path.write_bytes(b"b 1\n")
+    path.rename(tmp_path / "in.txt.3")
+    path.write_bytes(b"c 1\n")
+    time.sleep(0.02)
+    first = b"".join(body for *_, body in read_all(tails))
+    assert first + drain(tails) == b"a 2\na 3\nb 1\nc 1\n"
+
+
+def test_copytruncate_during_the_checkpoint_write_of_an_opening_finds_the_copy(
+    tmp_path: Path,
+) -> None:
+    """Opened with bytes in it; while its new source is written to the checkpoint it is
+    copytruncated, refilled and renamed away: its first bytes are only in the copy, which is
+    read first, then the rest, then the file now at the path."""
+    path, tails = following(tmp_path, b"a\n")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"b 1\n")
+    checkpoint = tails._checkpoint
+    save = checkpoint.save
+    rotations = iter([None])
+
+    def slow_save() -> None:
+        save()
+        if next(rotations, 1) is None:  # once: during the opening of b
+            time.sleep(0.02)
+            append(path, b"b 2\n")
+            copytruncate(path, tmp_path / "in.txt.2", preserve_mtime=False)
+            time.sleep(0.02)
+            append(path, b"b 3\n")
+            path.rename(tmp_path / "in.txt.3")
+            path.write_bytes(b"c\n")
+
+    checkpoint.save = slow_save  # type: ignore[method-assign]
+    assert drain(tails) == b"b 1\nb 2\nb 3\nc\n"

@@ -1,0 +1,239 @@
+"""Discovering files: every path the input (a path or a glob) names now or later, and, after a
+restart, where rotation moved the files we had not finished; round-robin reading between them."""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from logship.wire import Batch
+from producer.checkpoint import Checkpoint, SourceEntry
+from producer.follow import FileTail, TailOptions, report_lost
+from producer.identity import COMPRESSED_SUFFIXES, HEAD_BYTES, open_regular, rotation_of
+from producer.metrics import ProducerMetrics
+
+log = logging.getLogger("logship.producer.discover")
+
+GLOB_CHARS = "*?["
+
+
+Taken = set[tuple[int, int]]
+Opened = tuple[int, str, os.stat_result]
+_LOST: Opened = (-1, "", os.stat_result((0,) * 10))
+Located = Opened | None
+
+
+def _directory_files(directory: str) -> list[tuple[str, os.stat_result]]:
+    """Every regular file in the directory (not following symlinks), with its stat."""
+    found = []
+    try:
+        with os.scandir(directory or ".") as items:
+            for item in items:
+                try:
+                    if item.is_file(follow_symlinks=False):
+                        found.append((item.path, item.stat(follow_symlinks=False)))
+                except OSError:
+                    continue
+    except OSError:
+        pass
+    return found
+
+
+def _head(fd: int) -> bytes:
+    return os.pread(fd, HEAD_BYTES, 0)
+
+
+def _open_if(
+    path: str, wanted: Callable[[int, int], bool], *, close: bool = False
+) -> Opened | None:
+    """The file opened (never blocking) if `wanted(fd, size)` says so (closed again if `close`);
+    else None, closed."""
+    try:
+        fd, st = open_regular(path)
+    except OSError:
+        return None
+    try:
+        if wanted(fd, st.st_size):
+            if close:
+                os.close(fd)
+            return fd, path, st
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+class TailSet:
+    """Every path the input pattern names now or later; round-robin between them. One descriptor
+    per file identity even when two paths (say app.log and a rotated copy that matches the same
+    glob) name one file."""
+
+    def __init__(
+        self,
+        pattern: str,
+        checkpoint: Checkpoint,
+        options: TailOptions,
+        metrics: ProducerMetrics,
+    ) -> None:
+        self.pattern = pattern
+        self._is_glob = any(ch in pattern for ch in GLOB_CHARS)
+        self._checkpoint = checkpoint
+        self._options = options
+        self._metrics = metrics
+        self.tails: dict[str, FileTail] = {}
+        self._next = 0
+        self._started = False
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.pattern).parent
+
+    def _paths(self) -> list[str]:
+        if self._is_glob:
+            return sorted(glob.glob(self.pattern))
+        return [self.pattern]
+
+    def _claimed(self) -> set[tuple[int, int]]:
+        return {(f.dev, f.ino) for t in self.tails.values() for f in (*t.files, *t.late)}
+
+    def _new_tail(self, path: str, *, at_startup: bool) -> FileTail:
+        return FileTail(
+            path,
+            self._checkpoint,
+            self._options,
+            self._metrics,
+            at_startup=at_startup,
+            claimed=self._claimed,
+        )
+
+    def check(self) -> None:
+        """Discover new paths, then let every tail look for rotation and truncation."""
+        for path in self._paths():
+            if path not in self.tails:
+                self.tails[path] = self._new_tail(path, at_startup=not self._started)
+        if not self._started:
+            self._resume_rotated()
+        self._started = True
+        for tail in list(self.tails.values()):
+            tail.check()
+
+    def _resume_rotated(self) -> None:
+        """After a restart, before any current file is opened: drain first what rotation moved
+        while we were down. Unfinished sources are found where they went (renamed: by inode;
+        copied by copytruncate: by content), oldest first; what is found nowhere is counted as
+        lost. Then the rotations of the input written while we were down that no source knows
+        (created and rotated away before we could open them), oldest first."""
+        files = _directory_files(str(self.directory))
+        taken: set[tuple[int, int]] = set()
+        unfinished = sorted(
+            (e for e in self._checkpoint.entries.values() if not e.drained), key=lambda e: e.seq
+        )
+        for entry in unfinished:
+            tail = self._tail_of(entry.path)
+            if tail is None:
+                continue
+            found = self._locate(entry, files, taken)
+            if found is None:
+                continue  # where it was: the tail resumes it when it opens its path
+            if found is _LOST:
+                self._lost(entry, files)
+                continue
+            fd, path, st = found
+            if (st.st_dev, st.st_ino) != (entry.dev, entry.ino):
+                self._checkpoint.relocate(entry, st.st_dev, st.st_ino)
+            taken.add((st.st_dev, st.st_ino))
+            tail.adopt(fd, path, st, entry)
+        written_at = self._checkpoint.written_at_ns
+        tail = self.tails.get(self.pattern)
+        if tail is not None and written_at is not None and self._checkpoint.knows_path(tail.path):
+            # (a glob's rotations are the files it names, each followed in its own right)
+            tail.scan_since = written_at - 1
+
+    def _tail_of(self, path: str) -> FileTail | None:
+        tail = self.tails.get(path)
+        if tail is None and self._is_glob and fnmatch.fnmatch(path, self.pattern):
+            # renamed away and not yet re-created: the glob no longer names its path
+            tail = self.tails[path] = self._new_tail(path, at_startup=True)
+        return tail
+
+    def _is_rotation(self, entry_path: str, path: str) -> bool:
+        """A name rotation of the source's path gives (or, for a glob, a name the glob names)."""
+        name = os.path.basename(entry_path)
+        if rotation_of(name, os.path.basename(path)) is not None:
+            return True
+        return self._is_glob and fnmatch.fnmatch(path, self.pattern)
+
+    def _locate(
+        self, entry: SourceEntry, files: list[tuple[str, os.stat_result]], taken: Taken
+    ) -> Located:
+        """Where the source's unread bytes are: None when still at its own path (resumed by the
+        tail), an open file elsewhere, or _LOST."""
+        home = os.path.abspath(entry.path)
+        for path, st in files:
+            if (st.st_dev, st.st_ino) == (entry.dev, entry.ino):
+                opened = _open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=True))
+                if opened is not None and os.path.abspath(path) == home:
+                    os.close(opened[0])
+                    return None
+                if opened is not None:
+                    return opened
+        for path, st in files:
+            if (st.st_dev, st.st_ino) in taken or not self._is_rotation(entry.path, path):
+                continue
+            if path.endswith(COMPRESSED_SUFFIXES):
+                continue
+            opened = _open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=False))
+            if opened is not None:
+                log.info("source_copy_found", extra={"path": path, "source": entry.id})
+                return opened
+        return _LOST
+
+    def _lost(self, entry: SourceEntry, files: list[tuple[str, os.stat_result]]) -> None:
+        """An unfinished source found nowhere: its unread bytes are counted as lost, once."""
+        name = os.path.basename(entry.path)
+        compressed = any(
+            st.st_mtime >= entry.updated
+            for path, st in files
+            if (r := rotation_of(name, os.path.basename(path))) is not None and r.compressed
+        )
+        # still there, cut or rewritten in place (copytruncate), or gone (an inode reused by a
+        # new file holds other first bytes)
+        in_place = any(
+            _open_if(path, lambda fd, _: entry.matches(entry.dev, entry.ino, _head(fd)), close=True)
+            for path, st in files
+            if (st.st_dev, st.st_ino) == (entry.dev, entry.ino)
+        )
+        reason = "copy_compressed" if compressed else "copy_missing" if in_place else "deleted"
+        end = max(entry.end or 0, entry.size)
+        report_lost(self._metrics, entry.path, entry.id, entry.offset, end, reason)
+        self._checkpoint.finish(entry, entry.offset)
+
+    def read(self, *, once: bool = False) -> Batch | None:
+        tails = list(self.tails.values())
+        for i in range(len(tails)):
+            tail = tails[(self._next + i) % len(tails)]
+            batch = tail.read(once=once)
+            if batch is not None:
+                self._next = (self._next + i + 1) % max(1, len(tails))
+                return batch
+        return None
+
+    def idle(self) -> bool:
+        """True when no file has a rotated-away predecessor still to drain."""
+        return all(len(t.files) <= 1 for t in self.tails.values())
+
+    def waiting_for_a_file(self) -> bool:
+        """True when a path names no open file yet (missing at start, or between a rotation's
+        rename and its create): worth a quick stat, since a file that appears and is renamed
+        away before we open it is out of reach. Not for globs: their paths come and go."""
+        return not self._is_glob and any(
+            not t.files or t.files[-1].rotated_at is not None for t in self.tails.values()
+        )
+
+    def close(self) -> None:
+        for tail in self.tails.values():
+            tail.close()

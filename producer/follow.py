@@ -1,0 +1,668 @@
+"""Following one path through rename rotation, copytruncate, deletion and re-creation: reads large
+chunks at byte offsets, in order across rotations, and hands out batches; knows no AMQP."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from logship.wire import Batch, now_ns
+from producer.batcher import cut_batch
+from producer.checkpoint import Checkpoint, SourceEntry
+from producer.identity import (
+    BEFORE_BYTES,
+    HEAD_BYTES,
+    NotRegularFile,
+    Rotation,
+    bytes_before,
+    digest,
+    file_clock_ns,
+    gzip_copy_size,
+    open_regular,
+    rotation_of,
+)
+from producer.metrics import ProducerMetrics
+
+log = logging.getLogger("logship.producer.tail")
+
+RECENT_BYTES = BEFORE_BYTES
+
+
+@dataclass
+class OpenFile:
+    """An open file descriptor and where we are in it. Holding the descriptor keeps a rotated or
+    deleted file readable, and keeps its inode from being reused while we drain it."""
+
+    fd: int
+    path: str
+    dev: int
+    ino: int
+    source: SourceEntry
+    read_offset: int
+    rotated_at: float | None = None
+    in_oversized_line: bool = False
+    last_growth: float = field(default_factory=time.monotonic)
+    # the last bytes read (up to RECENT_BYTES, ending at read_offset): the file still holds
+    # them there unless it was rewritten, and a copytruncate copy holds them at the same offset
+    recent: bytes = b""
+    # the largest size the file was seen at while it was intact: what a truncation cost
+    size_seen: int = 0
+    # when we opened it, on the clock file times come from: a copy made of it later is newer,
+    # a file already there when we opened it is not
+    opened_at_ns: int = 0
+    # when its current source began (its opening, or the truncation that started it over): a
+    # copy of the source is newer than that
+    source_at_ns: int = 0
+    # rewritten after it was rotated away: nothing more to read from it
+    gone: bool = False
+
+    @classmethod
+    def at(
+        cls,
+        fd: int,
+        path: str,
+        st: os.stat_result,
+        source: SourceEntry,
+        offset: int,
+        rotated_at: float | None = None,
+        opened_at_ns: int | None = None,
+    ) -> OpenFile:
+        """An open file about to be read from `offset`, knowing the bytes just before it;
+        `opened_at_ns` is when it was opened and its stat taken (the file clock), if earlier."""
+        opened = cls(fd, path, st.st_dev, st.st_ino, source, offset, rotated_at)
+        opened.recent = bytes_before(fd, offset, RECENT_BYTES)
+        # what is there beyond the offset is ours only once a check sees the file intact
+        opened.size_seen = offset
+        opened.opened_at_ns = file_clock_ns() if opened_at_ns is None else opened_at_ns
+        opened.source_at_ns = opened.opened_at_ns
+        return opened
+
+    def head(self) -> bytes:
+        return os.pread(self.fd, HEAD_BYTES, 0)
+
+    def read_head(self) -> bytes:
+        """The first bytes the fingerprint covers, widened only as far as we have read: one that
+        covered bytes written later would not match a copy made before they were."""
+        length = max(self.source.head_len, min(HEAD_BYTES, self.read_offset))
+        return os.pread(self.fd, length, 0)
+
+    def advance(self, body: bytes) -> None:
+        self.read_offset += len(body)
+        self.recent = (self.recent + body[-RECENT_BYTES:])[-RECENT_BYTES:]
+
+    def intact(self) -> bool:
+        """The bytes just before the read offset are still the ones we read there: otherwise
+        the file was rewritten (same inode, other bytes), whatever its first bytes say."""
+        return (
+            not self.recent
+            or os.pread(self.fd, len(self.recent), self.read_offset - len(self.recent))
+            == self.recent
+        )
+
+
+@dataclass(frozen=True)
+class TailOptions:
+    max_bytes: int
+    max_lines: int
+    rotation_grace: float
+    read_from_end: bool
+
+
+def report_lost(
+    metrics: ProducerMetrics, path: str, source: str, start: int, end: int, reason: str
+) -> None:
+    """Bytes nobody can read any more: counted and logged once (the contract a monitor parses:
+    event bytes_lost with path, source, start, end, bytes, reason)."""
+    if end <= start:
+        return
+    metrics.bytes_lost.labels(reason).inc(end - start)
+    log.warning(
+        "bytes_lost",
+        extra={
+            "path": path,
+            "source": source,
+            "start": start,
+            "end": end,
+            "bytes": end - start,
+            "reason": reason,
+        },
+    )
+
+
+def _end_of_last_line(fd: int, size: int) -> int:
+    """Offset just past the last newline: reading from the end still ships the line being
+    written now whole, from its first byte."""
+    window = 64 * 1024
+    position = size
+    while position > 0:
+        start = max(0, position - window)
+        last = os.pread(fd, position - start, start).rfind(b"\n")
+        if last >= 0:
+            return start + last + 1
+        position = start
+    return 0
+
+
+class FileTail:
+    """One path. Files it has opened are read strictly in order: a rotated-away file is drained
+    before the file that replaced it, so lines keep their order across rotations."""
+
+    def __init__(
+        self,
+        path: str,
+        checkpoint: Checkpoint,
+        options: TailOptions,
+        metrics: ProducerMetrics,
+        *,
+        at_startup: bool,
+        claimed: Callable[[], set[tuple[int, int]]],
+    ) -> None:
+        self.path = path
+        # every file identity any tail of the set holds: one descriptor per file, copies included
+        self._claimed = claimed
+        self._checkpoint = checkpoint
+        self._options = options
+        self._metrics = metrics
+        self._at_startup = at_startup
+        # the kind of thing at the path we last refused to read (logged once until it changes)
+        self._refused: str | None = None
+        # look for rotations of our path written after this (file clock, ns) and known to no
+        # source, when the next file at the path is opened: set after a rotation, and at start
+        self.scan_since: int | None = None
+        self.files: deque[OpenFile] = deque()
+        # rotated files retired early because the writer moved on, still read for late writes
+        # (another writer process) until their grace ends
+        self.late: list[OpenFile] = []
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    def _open(self) -> OpenFile | None:
+        # before anything else: a checkpoint write (fsync) comes before OpenFile.at, and a copy
+        # made meanwhile must count as newer than our opening
+        opened_at = file_clock_ns()
+        try:
+            fd, st = open_regular(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except NotRegularFile as error:
+            self._refuse(error.kind, error.strerror)
+            return None
+        except OSError as error:
+            self._refuse("unreadable", error.strerror)
+            return None
+        self._refused = None
+        if (st.st_dev, st.st_ino) in self._claimed():
+            os.close(fd)
+            return None
+        head = os.pread(fd, HEAD_BYTES, 0)
+        entry = self._checkpoint.find(st.st_dev, st.st_ino, head)
+        if entry is not None and not (entry.offset <= st.st_size and entry.same_bytes_before(fd)):
+            # same inode and first bytes, other bytes before the offset: rewritten in place
+            log.info(
+                "source_rewritten",
+                extra={"path": self.path, "source": entry.id, "offset": entry.offset},
+            )
+            entry = None
+        if entry is not None:
+            offset = entry.offset
+            log.info(
+                "source_resumed", extra={"path": self.path, "source": entry.id, "offset": offset}
+            )
+        else:
+            # A file seen for the first time: from the end only if it was there when we started
+            # for the first time; a file that replaced a known one while we were down is new data.
+            start = 0
+            if (
+                self._at_startup
+                and self._options.read_from_end
+                and not self._checkpoint.knows_path(self.path)
+            ):
+                start = _end_of_last_line(fd, st.st_size)
+            entry = self._checkpoint.new_source(self.path, st.st_dev, st.st_ino, head, start)
+            offset = start
+            log.info("source_new", extra={"path": self.path, "source": entry.id, "offset": offset})
+        return OpenFile.at(fd, self.path, st, entry, offset, opened_at_ns=opened_at)
+
+    def _refuse(self, kind: str, reason: str | None) -> None:
+        """Something at the path we cannot read: said once (until it changes), never waited on."""
+        if self._refused == kind:
+            return
+        self._refused = kind
+        log.error("input_not_readable", extra={"path": self.path, "kind": kind, "error": reason})
+
+    def adopt(self, fd: int, path: str, st: os.stat_result, entry: SourceEntry) -> None:
+        """Drain a file found at start (a known source where rotation moved it, or a rotation
+        written while we were down) before the current file, in the order adopted."""
+        log.info(
+            "source_resumed_rotated",
+            extra={"path": path, "source": entry.id, "offset": entry.offset},
+        )
+        entry.updated = time.time()  # being read again: not stale, whenever it was finished
+        self.files.append(OpenFile.at(fd, path, st, entry, entry.offset, time.monotonic()))
+
+    # -- checking for rotation and truncation ------------------------------------------------------
+
+    def check(self) -> None:
+        """stat the path and decide from inode, size and offset; watch events are only a hint."""
+        try:
+            st: os.stat_result | None = os.stat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            st = None
+        current = self.files[-1] if self.files else None
+        if current is not None and current.rotated_at is None:
+            if st is None or (st.st_dev, st.st_ino) != (current.dev, current.ino):
+                self._rotated(current, deleted=st is None)
+                current = None
+            else:
+                self._check_truncation(current)
+        elif current is not None:
+            current = None
+        if current is None:
+            # the file at the path is opened before rotations are looked for: one renamed away
+            # in between is then a rotation, never missed by both
+            opened = self._open() if st is not None else None
+            group: list[OpenFile] = []
+            if opened is not None:
+                held = len(self.files)
+                self.files.append(opened)
+                # copytruncated since it was opened (say during its checkpoint write)? Its
+                # copy, if found, goes before it
+                self._check_truncation(opened)
+                group = [self.files.pop() for _ in range(len(self.files) - held)][::-1]
+            if self.scan_since is None:
+                self.files.extend(group)
+            else:
+                self._adopt_unknown_rotations(self.scan_since, group)
+        self._at_startup = False  # a file that appears later was not there when we started
+        self._update_behind()
+
+    def _check_truncation(self, current: OpenFile) -> None:
+        size = os.fstat(current.fd).st_size
+        truncated = size < current.read_offset
+        if not truncated and current.source.head_len:
+            head = current.read_head()
+            truncated = not current.source.matches(current.dev, current.ino, head)
+            if not truncated:
+                self._checkpoint.widen_head(current.source, head)
+        elif not truncated and current.read_offset:
+            self._checkpoint.widen_head(current.source, current.read_head())
+        copy = None
+        if not truncated and size and not current.read_offset and not current.source.head_len:
+            # nothing read yet, so no content to tell a copytruncate by: only a new copy can
+            copy = self._unread_copy(current)
+        if truncated or copy is not None:
+            self._truncated(current, size, copy)
+        else:
+            current.size_seen = max(current.size_seen, size)
+            current.source.size = max(current.source.size, size)
+
+    def _truncated(
+        self,
+        current: OpenFile,
+        size: int,
+        copy: tuple[int, str, os.stat_result] | None = None,
+    ) -> None:
+        """The file was cut (or rewritten) in place: what we had not read is in copytruncate's
+        copy if we find one (drained first, under the same source); what is in no copy is lost,
+        and counted. The file itself starts over as a new source."""
+        self._metrics.truncations.inc()
+        source = current.source
+        log.warning(
+            "file_truncated",
+            extra={
+                "path": self.path,
+                "source": source.id,
+                "offset": current.read_offset,
+                "size": size,
+            },
+        )
+        if copy is None and source.head_len and current.recent:
+            copy = self._find_copy(source, current)
+        elif copy is None and not current.recent:
+            copy = self._unread_copy(current, truncated=True)
+        known_end = max(current.size_seen, source.size)
+        if copy is not None:
+            lost_from, reason = self._drain_copy(current, *copy), "truncated"
+        else:
+            self._checkpoint.finish(source, current.read_offset)
+            lost_from, reason = current.read_offset, "truncated"
+            compressed = self._compressed_since(current)
+            if compressed is not None:
+                reason = "copy_compressed"
+                held = gzip_copy_size(compressed, source.head_len, source.head_sha)
+                known_end = max(known_end, held or 0)
+        report_lost(self._metrics, self.path, source.id, lost_from, known_end, reason)
+        current.source = self._checkpoint.new_source(
+            self.path, current.dev, current.ino, current.head(), 0
+        )
+        current.read_offset = 0
+        current.recent = b""
+        current.size_seen = size
+        # the new source begins now: a copy made before is no copy of it
+        current.source_at_ns = file_clock_ns()
+        current.in_oversized_line = False
+
+    def _drain_copy(self, truncated: OpenFile, fd: int, path: str, st: os.stat_result) -> int:
+        """copytruncate: the lines written since our last read are in the copy it made. Drain the
+        copy from our offset under the same source before the truncated file starts over, as
+        for a rename rotation. Returns where the copy ends."""
+        entry = truncated.source
+        log.info(
+            "truncated_copy_found",
+            extra={"path": path, "source": entry.id, "offset": truncated.read_offset},
+        )
+        self._checkpoint.relocate(entry, st.st_dev, st.st_ino)  # a restart finds it there
+        copy = OpenFile.at(fd, path, st, entry, truncated.read_offset, time.monotonic())
+        copy.in_oversized_line = truncated.in_oversized_line
+        self.files.insert(len(self.files) - 1, copy)  # before the truncated file, always last
+        return st.st_size
+
+    def _candidates(self) -> list[str]:
+        try:
+            with os.scandir(os.path.dirname(self.path) or ".") as items:
+                return [item.path for item in items if item.is_file(follow_symlinks=False)]
+        except OSError:
+            return []
+
+    def _rotations(self) -> list[Rotation]:
+        name = os.path.basename(self.path)
+        found = (rotation_of(name, os.path.basename(path), path) for path in self._candidates())
+        return [rotation for rotation in found if rotation is not None]
+
+    def _find_copy(
+        self, entry: SourceEntry, truncated: OpenFile
+    ) -> tuple[int, str, os.stat_result] | None:
+        """A regular file in the same directory, held by no tail, longer than what we read, with
+        our fingerprint at its start and the bytes we read last just before our offset."""
+        claimed = self._claimed()
+        recent = truncated.recent
+        for path in self._candidates():
+            try:
+                fd, st = open_regular(path)
+            except OSError:
+                continue
+            try:
+                if (
+                    (st.st_dev, st.st_ino) not in claimed
+                    and st.st_size > truncated.read_offset
+                    and digest(os.pread(fd, entry.head_len, 0)) == entry.head_sha
+                    and bytes_before(fd, truncated.read_offset, len(recent)) == recent
+                ):
+                    return fd, path, st
+            except OSError:
+                pass
+            os.close(fd)
+        return None
+
+    def _unread_copy(
+        self, current: OpenFile, *, truncated: bool = False
+    ) -> tuple[int, str, os.stat_result] | None:
+        """A file truncated before we read any of it (say opened after a rotation, then written,
+        copied and truncated before our next look) has no bytes we read to recognise its copy
+        by. Its copy is a rotation of our path written since we opened the file, that no
+        source is known by, that starts with our fingerprint (as far as we took one); and, if
+        the truncation itself is not known, whose bytes are not where our file starts (a plain
+        `copy` of it, not truncated, would be)."""
+        claimed = self._claimed()
+        source = current.source
+        ours = os.pread(current.fd, HEAD_BYTES, 0)
+        if truncated and source.head_len:  # our first bytes are evidence: any name will do
+            paths = self._candidates()
+        else:  # no evidence in the bytes: only a rotation's name ties a file to ours
+            paths = [r.path for r in self._rotations() if not r.compressed]
+        for path in paths:
+            try:
+                fd, st = open_regular(path)
+            except OSError:
+                continue
+            try:
+                head = os.pread(fd, HEAD_BYTES, 0)
+                if (
+                    (st.st_dev, st.st_ino) not in claimed
+                    and st.st_size > 0
+                    and st.st_mtime_ns > current.source_at_ns
+                    and digest(head[: source.head_len]) == source.head_sha
+                    and (truncated or not ours.startswith(head))
+                    and not self._checkpoint.knows_file(fd, st, besides=source.id)
+                    and (truncated or self._copy_not_successor(current, st))
+                ):
+                    return fd, path, st
+            except OSError:
+                pass
+            os.close(fd)
+        return None
+
+    def _copy_not_successor(self, current: OpenFile, st: os.stat_result) -> bool:
+        """A new rotation of our path is a copy of our file, not our successor renamed away,
+        when our path still names our file (the successor was never at the path), or when it
+        was last written before our file was (a copy is made before the truncation and the
+        writes after it; a successor is written after our file stopped being written)."""
+        return self._still_at_path(current) or st.st_mtime_ns < os.fstat(current.fd).st_mtime_ns
+
+    def _still_at_path(self, current: OpenFile) -> bool:
+        """Our path still names the file: a new rotation of it, written since we opened the
+        file, cannot then be the file itself renamed, only a copy."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (current.dev, current.ino)
+
+    def _rotated(self, f: OpenFile, *, deleted: bool) -> None:
+        """The path no longer names the file: drain it (within the grace), and look for files
+        created and rotated away between our last look and this one."""
+        f.rotated_at = time.monotonic()
+        self._metrics.rotations.inc()
+        log.info(
+            "file_rotated",
+            extra={
+                "path": self.path,
+                "source": f.source.id,
+                "offset": f.read_offset,
+                "deleted": deleted,
+            },
+        )
+        self.scan_since = min(self.scan_since or f.opened_at_ns, f.opened_at_ns)
+
+    def _adopt_unknown_rotations(self, since_ns: int, group: list[OpenFile]) -> None:
+        """Rotations of our path written after `since_ns` that no source knows: files created
+        and rotated away before we could open them (between two looks, or while we were down).
+        Drained oldest first (mtime, then the rotation's own order), after what we hold and
+        before the file just opened at the path (last in `group`, after a copy of it if one was
+        found), unless that was itself rotated away meanwhile (its checkpoint write may take a
+        while): then the group takes its place among them by age, and the next look opens the
+        file now at the path."""
+        claimed = self._claimed() | {(f.dev, f.ino) for f in group}
+        current = group[-1] if group else None
+        found = []
+        for rotation in self._rotations():
+            try:
+                st = os.stat(rotation.path)
+            except OSError:
+                continue
+            if (
+                not rotation.compressed
+                and st.st_mtime_ns > since_ns
+                and (st.st_dev, st.st_ino) not in claimed
+            ):
+                found.append((st.st_mtime_ns, rotation.age_key, rotation.path))
+        adopted: list[tuple[int, tuple[int, str], list[OpenFile]]] = []
+        for _, age_key, path in sorted(found):
+            try:
+                fd, st = open_regular(path)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in claimed or self._checkpoint.knows_file(fd, st):
+                os.close(fd)
+                continue
+            head = os.pread(fd, HEAD_BYTES, 0)
+            entry = self._checkpoint.new_source(self.path, st.st_dev, st.st_ino, head, 0)
+            log.info("rotation_never_opened", extra={"path": path, "source": entry.id})
+            opened = OpenFile.at(fd, path, st, entry, 0, time.monotonic())
+            adopted.append((st.st_mtime_ns, age_key, [opened]))
+        if current is not None and not self._still_at_path(current):
+            self._rotated(current, deleted=False)
+            adopted.append((os.fstat(current.fd).st_mtime_ns, (0, ""), group))
+            group = []
+        for *_, files in sorted(adopted, key=lambda item: item[:2]):
+            self.files.extend(files)
+        if group:
+            self.files.extend(group)
+            self.scan_since = None
+
+    def _compressed_since(self, current: OpenFile) -> str | None:
+        """A compressed rotation of our path written since we opened the file: where the bytes
+        we had not read most likely went (copytruncate, then compress without delaycompress)."""
+        for rotation in self._rotations():
+            try:
+                if rotation.compressed and (
+                    os.stat(rotation.path).st_mtime_ns > current.source_at_ns
+                ):
+                    return rotation.path
+            except OSError:
+                continue
+        return None
+
+    def _update_behind(self) -> None:
+        behind = 0
+        for f in (*self.files, *self.late):
+            try:
+                behind += max(0, os.fstat(f.fd).st_size - f.source.offset)
+            except OSError:
+                continue
+        self._metrics.bytes_behind.labels(self.path).set(behind)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def read(self, *, once: bool) -> Batch | None:
+        """The next batch of the oldest open file, or None when there is nothing complete."""
+        if self.late:
+            batch = self._read_late(once=once)
+            if batch is not None:
+                return batch
+        while self.files:
+            f = self.files[0]
+            if f.rotated_at is None:
+                # before reading on: a file truncated and rewritten past our offset since the
+                # last look would otherwise be read at the old offset under the old source
+                self._check_truncation(f)
+                f = self.files[0]  # the copy of a truncated file, if found, comes first
+            grace_over = f.rotated_at is not None and (once or self._grace_over(f))
+            retiring = grace_over or (f.rotated_at is not None and self._successor_written())
+            # an unterminated end ships only when the grace is over: another writer may still
+            # finish that line
+            batch = self._read_from(f, final=grace_over)
+            if batch is not None or not retiring:
+                return batch
+            self.files.popleft()
+            if grace_over:
+                self._retire(f)
+            else:
+                self.late.append(f)
+        return None
+
+    def _grace_over(self, f: OpenFile) -> bool:
+        assert f.rotated_at is not None
+        return f.gone or time.monotonic() - f.rotated_at >= self._options.rotation_grace
+
+    def _read_from(self, f: OpenFile, *, final: bool) -> Batch | None:
+        if f.gone:
+            return None
+        data = os.pread(f.fd, self._options.max_bytes, f.read_offset)
+        if not data:
+            return None
+        if not f.intact():
+            # checked after the read: a rewrite that came before it shows here, so these
+            # bytes are never shipped under the old source
+            self._rewritten(f)
+            return None
+        f.size_seen = max(f.size_seen, f.read_offset + len(data))
+        f.last_growth = time.monotonic()
+        cut = cut_batch(
+            data,
+            max_bytes=self._options.max_bytes,
+            max_lines=self._options.max_lines,
+            final=final and len(data) < self._options.max_bytes,
+        )
+        if not cut.length:
+            return None
+        return self._batch(f, data, cut.length, cut.lines, cut.oversized)
+
+    def _rewritten(self, f: OpenFile) -> None:
+        """Other bytes before the read offset than we read there: the file was rewritten in
+        place. The current file starts over as a new source; a rotated one is done, and what
+        we had not read of it is lost."""
+        if f.rotated_at is None:
+            self._truncated(f, os.fstat(f.fd).st_size)
+            return
+        known_end = max(f.size_seen, f.source.size)
+        report_lost(self._metrics, f.path, f.source.id, f.read_offset, known_end, "truncated")
+        f.gone = True
+
+    def _read_late(self, *, once: bool) -> Batch | None:
+        """Late writes to files retired early (out of order with the successor, not lost);
+        each is closed once its grace is over and nothing is left in it."""
+        for f in list(self.late):
+            grace_over = once or self._grace_over(f)
+            batch = self._read_from(f, final=grace_over)
+            if batch is not None:
+                log.info(
+                    "late_write_shipped",
+                    extra={"path": f.path, "source": f.source.id, "offset": batch.start},
+                )
+                return batch
+            if grace_over:
+                self.late.remove(f)
+                self._retire(f)
+        return None
+
+    def _successor_written(self) -> bool:
+        """The writer has moved on to the next file: no late write to the old one is coming, so
+        stop waiting out the grace (a copytruncate of the new file could otherwise overtake us)."""
+        if len(self.files) < 2:
+            return False
+        successor = self.files[1]
+        try:
+            return os.fstat(successor.fd).st_size > successor.read_offset
+        except OSError:
+            return False
+
+    def _batch(self, f: OpenFile, data: bytes, length: int, lines: int, oversized: bool) -> Batch:
+        if oversized and not f.in_oversized_line:
+            self._metrics.oversized_lines.inc()
+            log.warning(
+                "line_oversized",
+                extra={
+                    "path": f.path,
+                    "source": f.source.id,
+                    "offset": f.read_offset,
+                    "max_bytes": self._options.max_bytes,
+                },
+            )
+        f.in_oversized_line = oversized
+        start = f.read_offset
+        body = data if length == len(data) else data[:length]
+        f.advance(body)
+        self._checkpoint.read_up_to(f.source, f.read_offset, f.recent)
+        if start < HEAD_BYTES and f.source.head_len < HEAD_BYTES:
+            self._checkpoint.widen_head(f.source, f.read_head())  # fingerprint what we read
+        self._metrics.lines_read.inc(lines)
+        self._metrics.bytes_read.inc(length)
+        return Batch(f.source.id, f.path, start, start + length, lines, now_ns(), body)
+
+    def _retire(self, f: OpenFile) -> None:
+        log.info(
+            "file_finished", extra={"path": f.path, "source": f.source.id, "offset": f.read_offset}
+        )
+        os.close(f.fd)
+        self._checkpoint.finish(f.source, f.read_offset)
+
+    def close(self) -> None:
+        while self.files:
+            os.close(self.files.popleft().fd)
+        while self.late:
+            os.close(self.late.pop().fd)

@@ -1,0 +1,64 @@
+"""What sits at the input path, seen through the real programs: a file rewritten in place with the
+same first bytes, and things that are not regular files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from tests.support.pipeline import Pipeline, wait_until
+
+BANNER = b"".join(b"banner line %04d of the application's start\n" % i for i in range(300))
+
+
+def rewrite(pipe: Pipeline, data: bytes) -> None:
+    """`cat new > input.txt`: same inode, new bytes from 0."""
+    with pipe.input.open("r+b") as handle:
+        handle.truncate(0)
+        handle.write(data)
+
+
+def test_rewrite_with_the_same_banner_is_shipped_whole(pipe: Pipeline) -> None:
+    """Logs that start with the same ~13 KB banner: a rewrite is a new file from its first
+    byte, while the producer runs and while it is down."""
+    pipe.consumer().ready()
+    producer = pipe.producer().ready()
+    old = BANNER + b"run 1 line 1\n"
+    pipe.append(old)
+    assert pipe.wait_for_output(old, timeout=30) == old
+    new = BANNER + b"run 2 line 1\nrun 2 line 2, longer than the first run\n"
+    rewrite(pipe, new)
+    assert pipe.wait_for_output(old + new, timeout=30) == old + new
+    assert producer.terminate() == 0
+    newer = BANNER + b"run 3 line 1\nrun 3 line 2\nrun 3 line 3, the longest so far\n"
+    rewrite(pipe, newer)
+    pipe.producer().ready()
+    expected = old + new + newer
+    assert pipe.wait_for_output(expected, timeout=30) == expected
+    time.sleep(0.5)
+    assert pipe.output.read_bytes() == expected
+
+
+def test_fifo_at_the_input_path_is_refused_and_sigterm_still_stops(pipe: Pipeline) -> None:
+    """Rotated away and replaced by a FIFO: one error, the event loop stays free (SIGTERM
+    ends the program at once), and a regular file there again is followed."""
+    pipe.consumer().ready()
+    producer = pipe.producer().ready()
+    pipe.append(b"before\n")
+    assert pipe.wait_for_output(b"before\n", timeout=30) == b"before\n"
+    pipe.input.rename(pipe.workdir / "input.txt.1")
+    os.mkfifo(pipe.input)
+    assert wait_until(lambda: '"input_not_readable"' in producer.log(), 10), producer.log()
+    assert '"kind": "FIFO"' in producer.log()
+    pipe.input.unlink()
+    pipe.append(b"after\n")
+    assert pipe.wait_for_output(b"before\nafter\n", timeout=30) == b"before\nafter\n"
+    os.unlink(pipe.input)
+    os.mkfifo(pipe.input)
+    time.sleep(0.5)
+    started = time.monotonic()
+    producer.signal(signal.SIGTERM)
+    assert producer.wait(10) == 0
+    assert time.monotonic() - started < 5
+    assert producer.log().count('"input_not_readable"') == 2, "once per time it appeared"

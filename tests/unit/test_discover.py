@@ -1,0 +1,131 @@
+"""Discovering files after a restart, without a broker: where rotation moved what we had not
+finished, rotations written while we were down, and what is not ours to ship."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from producer.discover import TailSet
+from tests.unit.test_follow import drain, following, lost, make_tails
+
+
+def stopped(tails: TailSet) -> None:
+    """The producer stops (or is killed) after its last checkpoint write."""
+    tails._checkpoint.save()
+    tails.close()
+    time.sleep(0.01)  # files written from now on are newer than the checkpoint
+
+
+def append(path: Path, data: bytes) -> None:
+    with path.open("ab") as handle:
+        handle.write(data)
+
+
+def test_copytruncate_while_down_reads_the_unread_part_from_the_copy(tmp_path: Path) -> None:
+    path, tails = following(tmp_path, b"line 1\n")
+    stopped(tails)
+    append(path, b"line 2 unread\n")
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    append(path, b"after 1\n")
+    assert drain(make_tails(tmp_path)) == b"line 2 unread\nafter 1\n"
+
+
+def test_two_rotations_while_down_ship_every_file_oldest_first(tmp_path: Path) -> None:
+    """in.txt → in.txt.1 → in.txt.2, with a new in.txt.1 written in between: the known file's
+    rest, then the file nobody saw, then the current one."""
+    path, tails = following(tmp_path, b"a 1\n")
+    stopped(tails)
+    append(path, b"a 2\n")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"b 1\nb 2\n")
+    (tmp_path / "in.txt.1").rename(tmp_path / "in.txt.2")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"c 1\n")
+    assert drain(make_tails(tmp_path)) == b"a 2\nb 1\nb 2\nc 1\n"
+
+
+def test_dated_rotations_written_while_down_are_shipped_in_order(tmp_path: Path) -> None:
+    path, tails = following(tmp_path, b"a 1\n")
+    stopped(tails)
+    path.rename(tmp_path / "in.txt-20261201")
+    for name, body in (("in.txt-20261202", b"b\n"), ("in.txt-20261203", b"c\n")):
+        path.write_bytes(body)
+        path.rename(tmp_path / name)
+        time.sleep(0.01)
+    path.write_bytes(b"d\n")
+    assert drain(make_tails(tmp_path)) == b"b\nc\nd\n"
+
+
+def test_a_fully_read_rotated_file_and_its_copy_are_not_shipped_again(tmp_path: Path) -> None:
+    path, tails = following(tmp_path, b"a 1\na 2\n")
+    stopped(tails)
+    (tmp_path / "in.txt.2").write_bytes(path.read_bytes())  # a copy of what we shipped
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"b 1\n")
+    assert drain(make_tails(tmp_path)) == b"b 1\n"
+
+
+def test_first_run_ships_only_the_input_and_unrelated_files_never(tmp_path: Path) -> None:
+    (tmp_path / "in.txt.1").write_bytes(b"rotated before we ever ran\n")
+    path, tails = following(tmp_path, b"current\n")
+    stopped(tails)
+    for name in ("in.txt.bak", "in.txt.1.tmp", "other.txt.1", "in.txt.swp"):
+        (tmp_path / name).write_bytes(b"not a rotation of in.txt\n")
+    append(path, b"more\n")
+    assert drain(make_tails(tmp_path)) == b"more\n"
+
+
+def test_a_rotated_file_deleted_while_down_is_counted_as_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, tails = following(tmp_path, b"read 1\n")
+    append(path, b"seen, not read\n")
+    tails.check()  # the size is seen, and saved
+    stopped(tails)
+    path.rename(tmp_path / "in.txt.1")
+    (tmp_path / "in.txt.1").unlink()
+    path.write_bytes(b"new\n")  # may well reuse the deleted file's inode
+    again = make_tails(tmp_path)
+    assert drain(again) == b"new\n"
+    assert lost(caplog) == [(7, 22, 15, "deleted")]
+    stopped(again)
+    caplog.clear()
+    assert drain(make_tails(tmp_path)) == b"", "counted once, not at every start"
+    assert lost(caplog) == []
+
+
+def test_a_rotated_file_compressed_while_down_is_counted_as_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, tails = following(tmp_path, b"read 1\n")
+    append(path, b"seen, not read\n")
+    tails.check()
+    stopped(tails)
+    path.rename(tmp_path / "in.txt.1")
+    (tmp_path / "in.txt.1.gz").write_bytes(gzip.compress((tmp_path / "in.txt.1").read_bytes()))
+    (tmp_path / "in.txt.1").unlink()
+    path.write_bytes(b"new\n")
+    assert drain(make_tails(tmp_path)) == b"new\n"
+    assert lost(caplog) == [(7, 22, 15, "copy_compressed")]
+
+
+def test_a_crash_while_draining_a_rotation_found_at_start_resumes_it(tmp_path: Path) -> None:
+    path, tails = following(tmp_path, b"a 1\n")
+    stopped(tails)
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"b 1\nb 2\n")
+    path.rename(tmp_path / "in.txt.2")
+    path.write_bytes(b"c 1\n")
+    again = make_tails(tmp_path)
+    again.check()
+    batch = again.read()  # b's batch: sent, never confirmed; then SIGKILL
+    assert batch is not None and bytes(batch.body) == b"b 1\nb 2\n"
+    again._checkpoint.save()
+    again.close()
+    assert drain(make_tails(tmp_path)) == b"b 1\nb 2\nc 1\n"
