@@ -79,6 +79,7 @@ def test_model_scenario(seed: int, tmp_path: Path, broker: str) -> None:
 
 
 @pytest.mark.skipif(not CHAOS, reason="make chaos (LOGSHIP_CHAOS=1) runs the long model soak")
+@pytest.mark.timeout(0)  # ~5 s a scenario: hundreds of them outlast any per-test timeout
 def test_model_chaos(tmp_path: Path, broker: str) -> None:
     """LOGSHIP_MODEL_SCENARIOS random seeds (500 by default) from LOGSHIP_MODEL_BASE (random,
     printed); every failure is printed with its seed, ops and diff summary."""

@@ -46,6 +46,7 @@ KINDS = (
     "rename",  # input.txt → input.txt.1 (the old .1 deleted), maybe create input.txt
     "chain",  # .2 → .3, .1 → .2, input.txt → .1 (the old .3 deleted)
     "copytruncate",  # chain, copy input.txt to .1, truncate input.txt
+    "copytruncate_fast",  # copytruncate with no quiet time after the last write
     "truncate",  # : > input.txt
     "rewrite",  # cat new > input.txt, new content starting with the old first line
     "delete",  # rm input.txt, maybe re-create it
@@ -77,6 +78,7 @@ WEIGHTS = {
     "output_rotation": 1,
     "pause": 1,
 }
+QUIET_BEFORE_COPY = 0.3
 HEAD_LONG = 1100  # a banner longer than the producer's 1 KiB fingerprint
 
 PRODUCER_ARGS = (
@@ -170,7 +172,9 @@ class Scenario:
         self.t0 = time.monotonic()
         self.producer: Program | None = None
         self.consumer: Program | None = None
-        self.producer_log_at = 0
+        self.state = {"producer": "down", "consumer": "down"}  # → starting → up → down
+        self.log_at: dict[str, int] = {}  # where each program's log began at its last start
+        self.last_write = 0.0
         self.outage = 0  # counts producer outages; 0 = none yet
         self.output_rotations = 0
         self.rotations_this_outage = 0
@@ -232,6 +236,7 @@ class Scenario:
         with self.path(name).open("ab") as handle:
             handle.write(data)
         gen.data += data
+        self.last_write = time.monotonic()
 
     def finish_partial(self) -> None:
         if self.pending is not None:
@@ -241,20 +246,34 @@ class Scenario:
 
     # -- programs --------------------------------------------------------------------------------
 
+    def _mark_log(self, name: str) -> None:
+        log_path = self.dir / name
+        self.log_at[name] = log_path.stat().st_size if log_path.exists() else 0
+
     def start_producer(self) -> None:
-        log_path = self.dir / "producer.log"
-        self.producer_log_at = log_path.stat().st_size if log_path.exists() else 0
+        self._mark_log("producer.log")
         self.producer = self.pipe.producer(*PRODUCER_ARGS)
+        self.state["producer"] = "starting"
         self.log("start producer")
 
-    def producer_ready(self) -> bool:
-        if self.producer is None or not self.producer.running:
-            return False
-        return '"event": "producer_watching"' in self.producer.log()[self.producer_log_at :]
-
     def start_consumer(self) -> None:
+        self._mark_log("consumer-output.txt.log")
         self.consumer = self.pipe.consumer(*CONSUMER_ARGS)
+        self.state["consumer"] = "starting"
         self.log("start consumer")
+
+    def producer_ready(self) -> bool:
+        """Seen past its first look at the files (`producer_watching`) by an await op. The model
+        decides from its own state, not from timing, so a seed always draws the same ops."""
+        return self.state["producer"] == "up"
+
+    def await_ready(self, name: str) -> None:
+        program = self.producer if name == "producer" else self.consumer
+        assert program is not None
+        event = "producer_watching" if name == "producer" else "consumer_consuming"
+        program.wait_for_event(event, 60, after=self.log_at[program.log_path.name])
+        self.state[name] = "up"
+        self.log(f"{name} ready")
 
     def stop(self, program: Program | None, how: str) -> None:
         assert program is not None
@@ -264,6 +283,7 @@ class Scenario:
             code = program.terminate(30)
             if code != 0:
                 raise AssertionError(f"{program.module} exited {code} on SIGTERM")
+        self.state[program.module] = "down"
         self.log(f"{how} {program.module}")
 
     # -- the ops ---------------------------------------------------------------------------------
@@ -289,14 +309,18 @@ class Scenario:
     def _program_choices(self) -> dict[str, float]:
         k = self.kinds
         options: dict[str, float] = {}
-        if self.producer is None or not self.producer.running:
-            options["start_producer"] = WEIGHTS["start_producer"]
-        elif self.producer_ready():  # a producer still starting is not stopped yet
-            options.update({o: WEIGHTS[o] for o in ("kill_producer", "term_producer") if o in k})
-        if self.consumer is None or not self.consumer.running:
-            options["start_consumer"] = WEIGHTS["start_consumer"]
-        else:
-            options.update({o: WEIGHTS[o] for o in ("kill_consumer", "term_consumer") if o in k})
+        # SIGKILL at any moment; SIGTERM only once the signal handlers are in (before that,
+        # Python's default action ends the process with -15, which is no clean stop to judge)
+        for name, state in self.state.items():
+            if state == "down":
+                options[f"start_{name}"] = WEIGHTS[f"start_{name}"]
+                continue
+            if state == "starting":
+                options[f"await_{name}"] = WEIGHTS[f"start_{name}"]
+            if f"kill_{name}" in k:
+                options[f"kill_{name}"] = WEIGHTS[f"kill_{name}"]
+            if f"term_{name}" in k and state == "up":
+                options[f"term_{name}"] = WEIGHTS[f"term_{name}"]
         return options
 
     def step(self) -> None:
@@ -399,6 +423,10 @@ class Scenario:
         self._maybe_finish_before_rotation()
         if "input.txt" not in self.files:
             self.op_append()
+        if "copytruncate_fast" not in self.kinds:
+            # give the producer a look at the last write first: the copy of a file it has read
+            # nothing of yet is not found (see the report: kind copytruncate_fast)
+            time.sleep(max(0.0, QUIET_BEFORE_COPY - (time.monotonic() - self.last_write)))
         self._shift(3)
         gen = self.files["input.txt"]
         shutil.copyfile(self.path("input.txt"), self.path("input.txt.1"))
@@ -470,6 +498,12 @@ class Scenario:
     def op_start_producer(self) -> None:
         self.start_producer()
 
+    def op_await_producer(self) -> None:
+        self.await_ready("producer")
+
+    def op_await_consumer(self) -> None:
+        self.await_ready("consumer")
+
     def op_kill_consumer(self) -> None:
         self.stop(self.consumer, "kill")
 
@@ -495,23 +529,25 @@ class Scenario:
     def run(self, *, settle_timeout: float = 60) -> Verdict:
         self.path("input.txt").touch()
         self.new_gen("input.txt")
-        self.start_consumer()
-        self.start_producer()
-        assert self.consumer is not None and self.producer is not None
-        self.consumer.ready(60)
-        self.producer.ready(60)
-        self.log("both ready")
         problems: list[str] = []
         try:
+            self.start_consumer()
+            self.start_producer()
+            self.await_ready("consumer")
+            self.await_ready("producer")
             for _ in range(self.n_ops):
                 self.step()
                 self.pipe.assert_alive()
                 time.sleep(self.rng.uniform(0, 0.15))
             problems += self.settle(settle_timeout)
         except (AssertionError, subprocess.TimeoutExpired) as error:
+            # a program died: what follows (missing lines, its exit code) is its consequence
             problems.append(f"program failure: {str(error)[:3000]}")
-        finally:
             self.pipe.stop_all()
+            problems += self.scan_logs()
+            summary = ["a program failed: the output was not judged"]
+            return Verdict(self.seed, False, problems, summary, self.oplog, [], [], self.dir)
+        self.pipe.stop_all()
         for program in self.pipe.programs:
             code = program.proc.returncode if program.proc is not None else None
             if code not in (0, -9, None):
@@ -522,10 +558,12 @@ class Scenario:
     def settle(self, timeout: float) -> list[str]:
         """Bring both programs up, end with a marker line, wait for it in the output."""
         self.finish_partial()
-        if self.producer is None or not self.producer.running:
-            self.op_start_producer()
-        if self.consumer is None or not self.consumer.running:
-            self.op_start_consumer()
+        for name in ("producer", "consumer"):
+            if self.state[name] == "down":
+                getattr(self, f"op_start_{name}")()
+        for name in ("producer", "consumer"):
+            if self.state[name] == "starting":
+                self.await_ready(name)
         marker = b"s%d END\n" % self.seed
         self.write(marker)
         self.log("append END marker, wait for it in output.txt")
