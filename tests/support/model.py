@@ -17,8 +17,8 @@ allowed loss is a suffix (the producer reads a file in order). Two modes:
 - `suffix`: any suffix of a loss-prone generation may be missing; everything else must arrive.
 - `reported`: the missing suffix must also be reported by the producer, a `bytes_lost` log event
   (fields path, source, start, end, bytes, reason) whose path is one the generation had and whose
-  start is where the output of that generation stops. A generation the producer never saw (begun
-  and ended while it was down) is exempt: nobody could know it existed.
+  start is at or before where the output of that generation stops. A generation the producer
+  never saw (begun and ended while it was down) is exempt: nobody could know it existed.
 
 `auto` (the default) picks `reported` when the producer's code knows the `bytes_lost` event.
 """
@@ -695,10 +695,15 @@ class LossJudge:
         self.expected_losses.append(f"{where} ({why}{', never seen' if gen.unseen else ''})")
 
     def reported(self, gen: Generation, lost_bytes: int) -> bool:
-        start = len(gen.data) - lost_bytes
+        # the producer reports from its confirmed offset, which may lag behind what reached
+        # the output (re-sent bytes are skipped by the consumer): start at or before the gap
+        stop = len(gen.data) - lost_bytes
         for n, event in enumerate(self.events):
             path = os.path.basename(str(event.get("path", "")))
-            if n in self.used or path not in gen.paths or event.get("start") != start:
+            start = event.get("start")
+            if n in self.used or path not in gen.paths or not isinstance(start, int):
+                continue
+            if start > stop:
                 continue
             self.used.add(n)
             if event.get("bytes") != lost_bytes:
