@@ -9,6 +9,8 @@ nobody could have read.
     LOGSHIP_MODEL_OPS=all | a,b,c | +rewrite,-delete                    choose the op kinds
     LOGSHIP_MODEL_OUTPUT_ROTATION=1             rotate output.txt too (kind output_rotation)
     LOGSHIP_MODEL_LOSS=suffix|reported          how losses are judged (default: auto)
+    LOGSHIP_MODEL_SCRIPT=append,copytruncate_fast,append   these ops in this order (a reduced
+                                                failure; op names: the Scenario.op_* methods)
 """
 
 from __future__ import annotations
@@ -65,7 +67,15 @@ def run_one(seed: int, base: Path, broker: str) -> Verdict:
     workdir.mkdir(parents=True)
     topology = Topology(url=broker)
     try:
-        return Scenario(seed, workdir, topology, kinds(), ops=OPS_PER_SCENARIO).run()
+        script = os.environ.get("LOGSHIP_MODEL_SCRIPT")
+        return Scenario(
+            seed,
+            workdir,
+            topology,
+            kinds(),
+            ops=OPS_PER_SCENARIO,
+            script=script.split(",") if script else None,
+        ).run()
     finally:
         topology.delete()
 

@@ -66,6 +66,7 @@ WEIGHTS = {
     "rename": 2,
     "chain": 1,
     "copytruncate": 2,
+    "copytruncate_fast": 1,
     "truncate": 1,
     "rewrite": 1,
     "delete": 1,
@@ -156,11 +157,13 @@ class Scenario:
         kinds: set[str],
         *,
         ops: int = 20,
+        script: list[str] | None = None,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.kinds = kinds
-        self.n_ops = ops
+        self.script = list(script or [])
+        self.n_ops = len(self.script) if script else ops
         self.pipe = Pipeline(workdir, topology)
         self.dir = workdir
         self.gens: list[Generation] = []
@@ -298,7 +301,8 @@ class Scenario:
             options["partial" if self.pending is None else "finish"] = WEIGHTS["partial"]
         wanted = [kind for kind in ("truncate", "delete") if kind in k]
         if may_rotate:
-            wanted += [kind for kind in ("rename", "chain", "copytruncate") if pending_ok]
+            if pending_ok:
+                wanted += ["rename", "chain", "copytruncate", "copytruncate_fast"]
             wanted.append("rewrite")
         if "output_rotation" in k and os.environ.get("LOGSHIP_MODEL_OUTPUT_ROTATION") == "1":
             wanted.append("output_rotation")
@@ -324,9 +328,12 @@ class Scenario:
         return options
 
     def step(self) -> None:
-        options = self.choices()
-        names = sorted(options)
-        op = self.rng.choices(names, [options[n] for n in names])[0]
+        if self.script:
+            op = self.script.pop(0)  # a given sequence (a reduced failure), not a drawn one
+        else:
+            options = self.choices()
+            names = sorted(options)
+            op = self.rng.choices(names, [options[n] for n in names])[0]
         getattr(self, f"op_{op}")()
 
     def op_pause(self) -> None:
@@ -419,13 +426,16 @@ class Scenario:
         note = self._note_outage_rotation()
         self.log(f"chain .2→.3 .1→.2 input.txt (g{gen.id if gen else '-'})→.1, create{note}")
 
-    def op_copytruncate(self) -> None:
+    def op_copytruncate_fast(self) -> None:
+        self.op_copytruncate(quiet=False)
+
+    def op_copytruncate(self, *, quiet: bool = True) -> None:
         self._maybe_finish_before_rotation()
         if "input.txt" not in self.files:
             self.op_append()
-        if "copytruncate_fast" not in self.kinds:
+        if quiet:
             # give the producer a look at the last write first: the copy of a file it has read
-            # nothing of yet is not found (see the report: kind copytruncate_fast)
+            # nothing of yet is not found (kind copytruncate_fast does not wait)
             time.sleep(max(0.0, QUIET_BEFORE_COPY - (time.monotonic() - self.last_write)))
         self._shift(3)
         gen = self.files["input.txt"]
