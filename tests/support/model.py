@@ -619,11 +619,32 @@ class Scenario:
                 problems.append(f"traceback in {log_path.name}: {text[at : at + 600]!r}")
         return problems
 
+    def torn_lines(
+        self, match: Match, expected: list[bytes], owner: list[int]
+    ) -> list[tuple[int, bytes]]:
+        """A line begun in one file and finished in the next (a rotation between the two writes)
+        whose first part was lost with the old file arrives as its second part alone: the
+        line counts as missing (judged with the old file's losses), the part is no stranger."""
+        missing = set(match.missing)
+        left = []
+        for at, line in match.unknown:
+            torn = any(
+                i in missing
+                and len(expected[i]) > len(line)
+                and expected[i].endswith(line)
+                and self.gens[owner[i] - 1].lost_by is not None
+                for i in match.missing
+            )
+            if not torn:
+                left.append((at, line))
+        return left
+
     def judge(self, problems: list[str]) -> Verdict:
         mode = loss_mode()
         expected, owner = expected_lines(self.gens)
         got = cut_lines(self.outputs())
         match = align(expected, got)
+        match.unknown = self.torn_lines(match, expected, owner)
         events = self.lost_events()
         judged = LossJudge(self.gens, expected, owner, events, mode)
         for gen_id, indices in sorted(match.missing_by_gen(owner).items()):
