@@ -546,9 +546,11 @@ class Scenario:
             self.await_ready("consumer")
             self.await_ready("producer")
             for _ in range(self.n_ops):
+                scripted = bool(self.script)
                 self.step()
                 self.pipe.assert_alive()
-                time.sleep(self.rng.uniform(0, 0.15))
+                if not scripted:  # a script says its pauses itself
+                    time.sleep(self.rng.uniform(0, 0.15))
             problems += self.settle(settle_timeout)
         except (AssertionError, subprocess.TimeoutExpired) as error:
             # a program died: what follows (missing lines, its exit code) is its consequence
