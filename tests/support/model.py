@@ -529,7 +529,9 @@ class Scenario:
         self.output_rotations += 1
         target = self.dir / f"output.txt.{self.output_rotations}"
         os.rename(self.pipe.output, target)
-        hup = self.consumer is not None and self.consumer.running
+        # SIGHUP only once its handler is in (before, it ends the process); a consumer still
+        # starting, or down, finds the new file at its next write
+        hup = self.state["consumer"] == "up"
         if hup and self.consumer is not None:
             self.consumer.signal(signal.SIGHUP)
         self.log(f"rename output.txt → {target.name}{', SIGHUP consumer' if hup else ''}")
