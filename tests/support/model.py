@@ -119,6 +119,7 @@ class Generation:
     # begun and ended while the producer was down, never looked at by it
     unseen: bool = False
     begun_in_outage: int = -1
+    rewrite_of: int | None = None  # the generation an in-place rewrite replaced
 
 
 @dataclass
@@ -464,7 +465,7 @@ class Scenario:
         if gen is None or b"\n" not in gen.data:
             return self.op_append()
         first = bytes(gen.data[: gen.data.index(b"\n") + 1])
-        new = Generation(len(self.gens) + 1, paths={"input.txt"})
+        new = Generation(len(self.gens) + 1, paths={"input.txt"}, rewrite_of=gen.id)
         body = first + b"".join(self.line(new) for _ in range(self.rng.randint(1, 40)))
         with self.path("input.txt").open("wb") as handle:  # same inode, O_TRUNC
             handle.write(body)
@@ -623,65 +624,81 @@ class Scenario:
                 problems.append(f"traceback in {log_path.name}: {text[at : at + 600]!r}")
         return problems
 
-    def torn_lines(
-        self, match: Match, expected: list[bytes], owner: list[int]
-    ) -> list[tuple[int, bytes]]:
-        """A line begun in one file and finished in the next (a rotation between the two writes)
-        whose first part was lost with the old file arrives as its second part alone: the
-        line counts as missing (judged with the old file's losses), the part is no stranger."""
-        missing = set(match.missing)
-        left = []
-        for at, line in match.unknown:
-            torn = any(
-                i in missing
-                and len(expected[i]) > len(line)
-                and expected[i].endswith(line)
-                and self.gens[owner[i] - 1].lost_by is not None
-                for i in match.missing
-            )
-            if not torn:
-                left.append((at, line))
-        return left
-
     def judge(self, problems: list[str]) -> Verdict:
-        mode = loss_mode()
-        expected, owner = expected_lines(self.gens)
-        got = cut_lines(self.outputs())
-        match = align(expected, got)
-        match.unknown = self.torn_lines(match, expected, owner)
-        events = self.lost_events()
-        judged = LossJudge(self.gens, expected, owner, events, mode)
-        for gen_id, indices in sorted(match.missing_by_gen(owner).items()):
-            judged.missing(gen_id, indices)
-        problems += judged.problems
-        for label, items in (
-            ("duplicate", match.duplicates),
-            ("out of order", match.reordered),
-            ("never written to the input", match.unknown),
-        ):
-            if items:
-                first_at, first_line = items[0]
-                problems.append(
-                    f"{len(items)} output lines {label}; first at output line {first_at + 1}: "
-                    f"{first_line[:80]!r}"
-                )
-        summary = [
-            f"mode {mode}; generations {len(self.gens)}; lines expected {len(expected)}, "
-            f"output {len(got)}, missing {len(match.missing)}, duplicates {len(match.duplicates)}, "
-            f"out of order {len(match.reordered)}, unknown {len(match.unknown)}; "
-            f"bytes_lost events {len(events)}",
-            first_difference(expected, got),
-        ]
+        found = assess(self.gens, self.outputs(), self.lost_events(), loss_mode())
         return Verdict(
             self.seed,
-            not problems,
-            problems,
-            summary,
+            not (problems or found.problems),
+            problems + found.problems,
+            found.summary,
             self.oplog,
-            judged.expected_losses,
-            judged.notes + judged.unmatched_events(),
+            found.expected_losses,
+            found.notes,
             self.dir,
         )
+
+
+@dataclass
+class Assessment:
+    problems: list[str]
+    summary: list[str]
+    expected_losses: list[str]
+    notes: list[str]
+
+
+def assess(
+    gens: list[Generation], output: bytes, events: list[dict[str, object]], mode: str
+) -> Assessment:
+    """The oracle: what was written (`gens`) against what arrived (`output`)."""
+    expected, owner = expected_lines(gens)
+    got = cut_lines(output)
+    match = align(expected, got)
+    match.unknown = torn_lines(gens, match, expected, owner)
+    judged = LossJudge(gens, expected, owner, events, mode)
+    for gen_id, indices in sorted(judged.shared_prefixes(match.missing_by_gen(owner)).items()):
+        judged.missing(gen_id, indices)
+    problems = list(judged.problems)
+    for label, items in (
+        ("duplicate", match.duplicates),
+        ("out of order", match.reordered),
+        ("never written to the input", match.unknown),
+    ):
+        if items:
+            first_at, first_line = items[0]
+            problems.append(
+                f"{len(items)} output lines {label}; first at output line {first_at + 1}: "
+                f"{first_line[:80]!r}"
+            )
+    summary = [
+        f"mode {mode}; generations {len(gens)}; lines expected {len(expected)}, "
+        f"output {len(got)}, missing {len(match.missing)}, duplicates {len(match.duplicates)}, "
+        f"out of order {len(match.reordered)}, unknown {len(match.unknown)}; "
+        f"bytes_lost events {len(events)}",
+        first_difference(expected, got),
+    ]
+    notes = judged.notes + judged.unmatched_events()
+    return Assessment(problems, summary, judged.expected_losses, notes)
+
+
+def torn_lines(
+    gens: list[Generation], match: Match, expected: list[bytes], owner: list[int]
+) -> list[tuple[int, bytes]]:
+    """A line begun in one file and finished in the next (a rotation between the two writes)
+    whose first part was lost with the old file arrives as its second part alone: the line
+    counts as missing (judged with the old file's losses), the part is no stranger."""
+    missing = set(match.missing)
+    left = []
+    for at, line in match.unknown:
+        torn = any(
+            i in missing
+            and len(expected[i]) > len(line)
+            and expected[i].endswith(line)
+            and gens[owner[i] - 1].lost_by is not None
+            for i in match.missing
+        )
+        if not torn:
+            left.append((at, line))
+    return left
 
 
 class LossJudge:
@@ -705,10 +722,42 @@ class LossJudge:
         self.problems: list[str] = []
         self.notes: list[str] = []
         self.expected_losses: list[str] = []
+        self.unknowable: set[int] = set()
+
+    def lines_of(self, gen_id: int) -> list[int]:
+        return [i for i, o in enumerate(self.owner) if o == gen_id]
+
+    def shared_prefixes(self, missing: dict[int, list[int]]) -> dict[int, list[int]]:
+        """A rewrite whose new content starts with every line the producer had read of the old
+        one looks, byte for byte, like the old file grown: those lines are shipped once, as the
+        old file's, and the old file's unread rest is gone without anyone being able to tell."""
+        for gen in self.gens:
+            gone = missing.get(gen.id, [])
+            if gen.rewrite_of is None or not gone:
+                continue
+            mine, old = self.lines_of(gen.id), self.lines_of(gen.rewrite_of)
+            k = len(gone)
+            old_gone = missing.get(gen.rewrite_of, [])
+            if (
+                len(old) >= k
+                and gone == mine[:k]
+                and old_gone == old[k:]
+                and all(
+                    self.expected[a] == self.expected[b]
+                    for a, b in zip(mine[:k], old[:k], strict=True)
+                )
+            ):
+                del missing[gen.id]
+                self.unknowable.add(gen.rewrite_of)
+                self.notes.append(
+                    f"g{gen.id}: its first {k} lines equal what was read of g{gen.rewrite_of}: "
+                    "shipped once, as the old file's"
+                )
+        return missing
 
     def missing(self, gen_id: int, indices: list[int]) -> None:
         gen = self.gens[gen_id - 1]
-        mine = [i for i, o in enumerate(self.owner) if o == gen_id]
+        mine = self.lines_of(gen_id)
         suffix = indices == mine[len(mine) - len(indices) :]
         first = self.expected[indices[0]][:60]
         lost_bytes = sum(len(self.expected[i]) for i in indices)
@@ -724,7 +773,8 @@ class LossJudge:
         if not suffix:
             self.problems.append(f"lost {where}: not a suffix of its file ({why})")
             return
-        if self.mode == "reported" and not gen.unseen and not self.reported(gen, lost_bytes):
+        exempt = gen.unseen or gen_id in self.unknowable
+        if self.mode == "reported" and not exempt and not self.reported(gen, lost_bytes):
             self.problems.append(f"lost {where} ({why}) and not reported as bytes_lost")
             return
         self.expected_losses.append(f"{where} ({why}{', never seen' if gen.unseen else ''})")
