@@ -18,7 +18,12 @@ allowed loss is a suffix (the producer reads a file in order). Two modes:
 - `reported`: the missing suffix must also be reported by the producer, a `bytes_lost` log event
   (fields path, source, start, end, bytes, reason) whose path is one the generation had and whose
   start is at or before where the output of that generation stops. A generation the producer
-  never saw (begun and ended while it was down) is exempt: nobody could know it existed.
+  never saw (begun and ended while it was down) is exempt: nobody could know it existed. So is
+  the rest of a file rewritten in place with new content that starts with everything the producer
+  had read of it: byte for byte, that is the old file grown (those lines are shipped once).
+
+"Down" for the model is from a stop until an await op saw the restarted producer watching; the
+ops drawn depend only on the seed and this state, never on timing.
 
 `auto` (the default) picks `reported` when the producer's code knows the `bytes_lost` event.
 """
@@ -58,7 +63,6 @@ KINDS = (
     "split_partial",  # rotate while a partial line is pending (the writer finishes it later)
     "output_rotation",  # mv output.txt output.txt.N; kill -HUP consumer
 )
-ROTATIONS = ("rename", "chain", "copytruncate", "rewrite")
 WEIGHTS = {
     "append": 8,
     "partial": 2,
