@@ -27,13 +27,16 @@ from tests.fault.conftest import CHAOS
 from tests.support.model import Scenario, Verdict, parse_kinds, summarise
 from tests.support.pipeline import Topology
 
-# The op kinds `make test` draws from: the ones the current code passes. Widen this once the fixes
-# land (see the report that came with this file):
-#   "outage_rotation", "rewrite"   producer-files: rotations while down, identity a rewrite cannot
-#                                  fool
-#   "output_rotation"              consumer-output (with LOGSHIP_MODEL_OUTPUT_ROTATION=1, or drop
-#                                  that check in Scenario.choices)
-#   "split_partial"                a line split across a rotation (see the report)
+# The op kinds `make test` (and `make chaos`, unless LOGSHIP_MODEL_OPS says otherwise) draws from:
+# the ones the current code passes. Add each of these once its fix has landed:
+#   "outage_rotation"    rotations while the producer is down (producer-files)
+#   "rewrite"            in-place rewrite with the same first line (producer-files)
+#   "copytruncate_fast"  copytruncate of a file the producer has not read yet (producer-files)
+#   "outage_truncate"    truncate/delete while the producer is down: a deleted, unfinished
+#                        source's inode reused by a new file (see test_model_findings.py)
+#   "output_rotation"    output.txt renamed + SIGHUP (consumer-output); it also needs
+#                        LOGSHIP_MODEL_OUTPUT_ROTATION=1 until that check in Scenario.choices goes
+#   "split_partial"      a line half-written when its file is rotated (no owner yet)
 DEFAULT_KINDS = (
     "append",
     "partial",

@@ -60,6 +60,7 @@ KINDS = (
     "term_producer",  # SIGTERM (clean stop), restart later
     "term_consumer",
     "outage_rotation",  # rename/chain/copytruncate/rewrite while the producer is down
+    "outage_truncate",  # truncate/delete while the producer is down
     "split_partial",  # rotate while a partial line is pending (the writer finishes it later)
     "output_rotation",  # mv output.txt output.txt.N; kill -HUP consumer
 )
@@ -304,7 +305,9 @@ class Scenario:
         options: dict[str, float] = {"append": WEIGHTS["append"], "pause": WEIGHTS["pause"]}
         if "partial" in k:
             options["partial" if self.pending is None else "finish"] = WEIGHTS["partial"]
-        wanted = [kind for kind in ("truncate", "delete") if kind in k]
+        wanted = []
+        if self.producer_ready() or "outage_truncate" in k:
+            wanted += ["truncate", "delete"]
         if may_rotate:
             if pending_ok:
                 wanted += ["rename", "chain", "copytruncate", "copytruncate_fast"]
