@@ -6,10 +6,29 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.support.pipeline import Pipeline, wait_until
+
+
+def new_file_with_inode(path: Path, inode: int, data: bytes, tries: int = 50) -> bool:
+    """Create `path` holding `data` on the freed inode number `inode`, as ext4 soon hands it out
+    again: new files are made until one gets it, then renamed into place."""
+    spares = []
+    try:
+        for n in range(tries):
+            spare = path.with_name(f".spare-{n}")
+            spare.write_bytes(data)
+            if spare.stat().st_ino == inode:
+                spare.rename(path)
+                return True
+            spares.append(spare)
+        return False
+    finally:
+        for spare in spares:
+            spare.unlink()
 
 
 def settled_output(pipe: Pipeline, last: bytes) -> bytes:
@@ -58,9 +77,37 @@ def test_a_file_that_reuses_a_deleted_inputs_inode_is_not_shipped(pipe: Pipeline
     inode = pipe.input.stat().st_ino
     pipe.input.unlink()
     other = pipe.workdir / "notes.txt"  # not a log: nothing the input pattern names
-    other.write_bytes(b"not a log line: secret=hunter2\n")
-    if other.stat().st_ino != inode:
-        pytest.skip("this filesystem did not reuse the inode number at once")
+    if not new_file_with_inode(other, inode, b"not a log line: secret=hunter2\n"):
+        pytest.skip("this filesystem did not hand the inode number out again")
     pipe.append(b"real line\n")
     pipe.producer().ready()
     assert settled_output(pipe, b"real line\n") == b"real line\n"
+
+
+@pytest.mark.xfail(
+    reason="producer: a new file with the inode number of a deleted source whose checkpoint "
+    "still has an empty fingerprint is resumed as that source; the consumer then skips its "
+    "first bytes as already written",
+    strict=False,
+)
+def test_a_new_input_reusing_the_inode_of_the_deleted_one_is_shipped_whole(
+    pipe: Pipeline,
+) -> None:
+    """Model seed 10046 (default op kinds): kill, delete, new input.txt, restart lost the first
+    298 bytes of the new file. A long checkpoint interval stands for a SIGKILL that came before
+    the checkpoint write recording the bytes read."""
+    pipe.input.touch()
+    pipe.consumer().ready()
+    producer = pipe.producer("--checkpoint-interval", "60")
+    producer.ready()
+    old = b"".join(b"old line %d\n" % i for i in range(20))
+    pipe.append(old)
+    assert pipe.wait_for_output(old, timeout=20) == old
+    producer.kill()
+    inode = pipe.input.stat().st_ino
+    pipe.input.unlink()
+    new = b"".join(b"new line %d\n" % i for i in range(30))
+    if not new_file_with_inode(pipe.workdir / "input.txt", inode, new):
+        pytest.skip("this filesystem did not hand the inode number out again")
+    pipe.producer().ready()
+    assert settled_output(pipe, b"new line 29\n") == old + new
