@@ -81,7 +81,7 @@ WEIGHTS = {
     "term_consumer": 0.7,
     "start_producer": 3,
     "start_consumer": 3,
-    "output_rotation": 1,
+    "output_rotation": 3,
     "pause": 1,
 }
 QUIET_BEFORE_COPY = 0.3
