@@ -32,6 +32,8 @@ from tests.support.pipeline import Topology
 #   "outage_rotation"    rotations while the producer is down (producer-files)
 #   "rewrite"            in-place rewrite with the same first line (producer-files)
 #   "copytruncate_fast"  copytruncate of a file the producer has not read yet (producer-files)
+#   "eager_rotation"     any rotation before the producer caught up with the file: a producer
+#                        stalled for a second on a busy box is down as far as rotation goes
 #   "outage_truncate"    truncate/delete while the producer is down: a deleted, unfinished
 #                        source's inode reused by a new file (see test_model_findings.py)
 #   "output_rotation"    output.txt renamed + SIGHUP (consumer-output); it also needs

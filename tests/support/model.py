@@ -61,6 +61,7 @@ KINDS = (
     "term_consumer",
     "outage_rotation",  # rename/chain/copytruncate/rewrite while the producer is down
     "outage_truncate",  # truncate/delete while the producer is down
+    "eager_rotation",  # rotate without waiting for a running producer to catch up
     "split_partial",  # rotate while a partial line is pending (the writer finishes it later)
     "output_rotation",  # mv output.txt output.txt.N; kill -HUP consumer
 )
@@ -84,7 +85,7 @@ WEIGHTS = {
     "output_rotation": 3,
     "pause": 1,
 }
-QUIET_BEFORE_COPY = 0.3
+CATCH_UP_S = 5.0  # how long a rotation waits for the producer to read what was written
 HEAD_LONG = 1100  # a banner longer than the producer's 1 KiB fingerprint
 
 PRODUCER_ARGS = (
@@ -183,7 +184,6 @@ class Scenario:
         self.consumer: Program | None = None
         self.state = {"producer": "down", "consumer": "down"}  # → starting → up → down
         self.log_at: dict[str, int] = {}  # where each program's log began at its last start
-        self.last_write = 0.0
         self.outage = 0  # counts producer outages; 0 = none yet
         self.output_rotations = 0
         self.rotations_this_outage = 0
@@ -245,7 +245,6 @@ class Scenario:
         with self.path(name).open("ab") as handle:
             handle.write(data)
         gen.data += data
-        self.last_write = time.monotonic()
 
     def finish_partial(self) -> None:
         if self.pending is not None:
@@ -397,11 +396,39 @@ class Scenario:
         for n in range(depth - 1, 0, -1):
             self._rename(f"input.txt.{n}", f"input.txt.{n + 1}")
 
-    def _maybe_finish_before_rotation(self) -> None:
+    def _maybe_finish_before_rotation(self, *, eager: bool = False) -> str:
+        """Finish a pending line (unless split_partial), and let a running producer catch up
+        with the file first (unless eager): a rotation of bytes it has not seen is the same
+        hazard as a rotation while it is down, which kinds eager_rotation and outage_rotation
+        test. Returns a note for the op log."""
         if self.pending is not None and not (
             "split_partial" in self.kinds and self.rng.random() < 0.7
         ):
             self.finish_partial()
+        if eager or "eager_rotation" in self.kinds or not self.producer_ready():
+            return ""
+        if wait_until(self.caught_up, CATCH_UP_S, 0.02):
+            return ""
+        return f" (producer still behind after {CATCH_UP_S:.0f}s)"
+
+    def caught_up(self) -> bool:
+        """The producer's checkpoint has the input's inode confirmed up to its size."""
+        try:
+            st = os.stat(self.path("input.txt"))
+        except FileNotFoundError:
+            return True
+        try:
+            sources = json.loads((self.dir / "producer.checkpoint").read_text())["sources"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return any(
+            isinstance(e, dict)
+            and e.get("ino") == st.st_ino
+            and not e.get("finished")
+            and isinstance(e.get("offset"), int)
+            and e["offset"] >= st.st_size
+            for e in sources
+        )
 
     def _note_outage_rotation(self) -> str:
         if self.producer_ready():
@@ -410,7 +437,7 @@ class Scenario:
         return f" (producer not watching: rotation {self.rotations_this_outage} of this outage)"
 
     def op_rename(self) -> None:
-        self._maybe_finish_before_rotation()
+        behind = self._maybe_finish_before_rotation()
         self._unlink("input.txt.1", "deleted rotated input.txt.1")
         gen = self.files.get("input.txt")
         self._rename("input.txt", "input.txt.1")
@@ -418,33 +445,29 @@ class Scenario:
         if create:
             self.path("input.txt").touch()
             self.new_gen("input.txt")
-        note = self._note_outage_rotation()
+        note = self._note_outage_rotation() + behind
         self.log(
             f"rename input.txt (g{gen.id if gen else '-'}) → input.txt.1"
             f"{', create input.txt' if create else ''}{note}"
         )
 
     def op_chain(self) -> None:
-        self._maybe_finish_before_rotation()
+        behind = self._maybe_finish_before_rotation()
         self._shift(3)
         gen = self.files.get("input.txt")
         self._rename("input.txt", "input.txt.1")
         self.path("input.txt").touch()
         self.new_gen("input.txt")
-        note = self._note_outage_rotation()
+        note = self._note_outage_rotation() + behind
         self.log(f"chain .2→.3 .1→.2 input.txt (g{gen.id if gen else '-'})→.1, create{note}")
 
     def op_copytruncate_fast(self) -> None:
-        self.op_copytruncate(quiet=False)
+        self.op_copytruncate(eager=True)
 
-    def op_copytruncate(self, *, quiet: bool = True) -> None:
-        self._maybe_finish_before_rotation()
+    def op_copytruncate(self, *, eager: bool = False) -> None:
         if "input.txt" not in self.files:
             self.op_append()
-        if quiet:
-            # give the producer a look at the last write first: the copy of a file it has read
-            # nothing of yet is not found (kind copytruncate_fast does not wait)
-            time.sleep(max(0.0, QUIET_BEFORE_COPY - (time.monotonic() - self.last_write)))
+        behind = self._maybe_finish_before_rotation(eager=eager)
         self._shift(3)
         gen = self.files["input.txt"]
         shutil.copyfile(self.path("input.txt"), self.path("input.txt.1"))
@@ -452,8 +475,11 @@ class Scenario:
         gen.paths.add("input.txt.1")
         os.truncate(self.path("input.txt"), 0)
         self.new_gen("input.txt")
-        note = self._note_outage_rotation()
-        self.log(f"copytruncate input.txt (g{gen.id}, {len(gen.data)} bytes) → input.txt.1{note}")
+        note = self._note_outage_rotation() + behind
+        fast = "" if not eager else " at once"
+        self.log(
+            f"copytruncate{fast} input.txt (g{gen.id}, {len(gen.data)} bytes) → input.txt.1{note}"
+        )
 
     def op_truncate(self) -> None:
         self.finish_partial()
@@ -471,6 +497,7 @@ class Scenario:
         gen = self.files.get("input.txt")
         if gen is None or b"\n" not in gen.data:
             return self.op_append()
+        behind = self._maybe_finish_before_rotation()
         first = bytes(gen.data[: gen.data.index(b"\n") + 1])
         new = Generation(len(self.gens) + 1, paths={"input.txt"}, rewrite_of=gen.id)
         body = first + b"".join(self.line(new) for _ in range(self.rng.randint(1, 40)))
@@ -482,7 +509,7 @@ class Scenario:
         self.gens.append(new)
         self.files["input.txt"] = new
         new.data += body
-        note = self._note_outage_rotation()
+        note = self._note_outage_rotation() + behind
         self.log(
             f"rewrite input.txt in place (g{gen.id}, {len(gen.data)} bytes → g{new.id}, "
             f"{len(body)} bytes, same {len(first)}-byte first line){note}"
