@@ -1,5 +1,6 @@
 """Failures the model (test_model.py) found, reduced to a few steps against the real programs.
-Each is marked xfail until the producer is fixed: remove the mark with the fix."""
+Those the current producer fails are marked xfail: remove the mark with the fix. The last one
+passes today and failed on a branch in progress: it guards the merge."""
 
 from __future__ import annotations
 
@@ -111,3 +112,21 @@ def test_a_new_input_reusing_the_inode_of_the_deleted_one_is_shipped_whole(
         pytest.skip("this filesystem did not hand the inode number out again")
     pipe.producer().ready()
     assert settled_output(pipe, b"new line 29\n") == old + new
+
+
+def test_copytruncate_of_a_file_read_to_its_end_ships_nothing_twice(pipe: Pipeline) -> None:
+    """Model seed 7004 on the producer-files branch (90eb653): the producer noticed the
+    truncation while the file was empty, then the first write to it made the copy of the old
+    content, newer than its opening, look like a copy of the new one: shipped again."""
+    pipe.input.touch()
+    pipe.consumer().ready()
+    pipe.producer("--rotation-grace", "0.3").ready()
+    before = b"".join(b"before %d\n" % i for i in range(11))
+    pipe.append(before)
+    assert pipe.wait_for_output(before, timeout=20) == before
+    time.sleep(0.3)  # checkpointed: logrotate comes when the file is quiet
+    shutil.copyfile(pipe.input, pipe.workdir / "input.txt.1")
+    os.truncate(pipe.input, 0)
+    time.sleep(0.5)  # the producer sees the empty file
+    pipe.append(b"after\n")
+    assert settled_output(pipe, b"after\n") == before + b"after\n"
