@@ -30,6 +30,7 @@ ops drawn depend only on the seed and this state, never on timing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -86,7 +87,8 @@ WEIGHTS = {
     "pause": 1,
 }
 CATCH_UP_S = 5.0  # how long a rotation waits for the producer to read what was written
-HEAD_LONG = 1100  # a banner longer than the producer's 1 KiB fingerprint
+HEAD_BYTES = 1024  # the producer's fingerprint: a digest of up to this many first bytes
+HEAD_LONG = 1100  # a banner longer than that
 
 PRODUCER_ARGS = (
     "--rotation-grace",
@@ -412,23 +414,19 @@ class Scenario:
         return f" (producer still behind after {CATCH_UP_S:.0f}s)"
 
     def caught_up(self) -> bool:
-        """The producer's checkpoint has the input's inode confirmed up to its size."""
+        """The producer's checkpoint has the input confirmed up to its size: same inode and
+        the same first bytes (an inode number is soon reused by a new file)."""
         try:
-            st = os.stat(self.path("input.txt"))
+            with self.path("input.txt").open("rb") as handle:
+                st = os.fstat(handle.fileno())
+                head = handle.read(HEAD_BYTES)
         except FileNotFoundError:
             return True
         try:
             sources = json.loads((self.dir / "producer.checkpoint").read_text())["sources"]
         except (OSError, ValueError, KeyError, TypeError):
             return False
-        return any(
-            isinstance(e, dict)
-            and e.get("ino") == st.st_ino
-            and not e.get("finished")
-            and isinstance(e.get("offset"), int)
-            and e["offset"] >= st.st_size
-            for e in sources
-        )
+        return any(isinstance(e, dict) and confirms(e, st, head) for e in sources)
 
     def _note_outage_rotation(self) -> str:
         if self.producer_ready():
@@ -849,6 +847,20 @@ def first_difference(expected: list[bytes], got: list[bytes]) -> str:
     if len(expected) != len(got):
         return f"identical for {min(len(expected), len(got))} lines, then lengths differ"
     return "output identical to the input"
+
+
+def confirms(entry: dict[str, object], st: os.stat_result, head: bytes) -> bool:
+    """A checkpoint entry that is this file, read and confirmed to its end."""
+    offset = entry.get("offset")
+    if entry.get("ino") != st.st_ino or entry.get("finished") or not isinstance(offset, int):
+        return False
+    if offset < st.st_size:
+        return False
+    sha, length = entry.get("head_sha"), entry.get("head_len")
+    if not isinstance(sha, str) or not isinstance(length, int):
+        return True  # a checkpoint format without that fingerprint: the inode must do
+    widened = length >= min(st.st_size, HEAD_BYTES)
+    return widened and hashlib.sha256(head[:length]).hexdigest() == sha
 
 
 def cut_lines(data: bytes) -> list[bytes]:

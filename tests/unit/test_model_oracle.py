@@ -3,7 +3,10 @@ wrong output and accept only the losses nobody could prevent, or the model prove
 
 from __future__ import annotations
 
-from tests.support.model import Generation, assess, cut_lines, parse_kinds
+from hashlib import sha256
+from pathlib import Path
+
+from tests.support.model import Generation, assess, confirms, cut_lines, parse_kinds
 
 
 def gen(gen_id: int, *lines: bytes, lost_by: str | None = None, **extra: object) -> Generation:
@@ -79,3 +82,17 @@ def test_op_kinds_from_the_environment() -> None:
     assert parse_kinds("+rewrite,-rename", default) == {"append", "rewrite"}
     assert parse_kinds("append,delete", default) == {"append", "delete"}
     assert "output_rotation" in parse_kinds("all", default)
+
+
+def test_a_rotation_waits_for_this_file_not_for_one_that_had_its_inode(tmp_path: Path) -> None:
+    path = tmp_path / "input.txt"
+    path.write_bytes(b"new content\n")
+    st = path.stat()
+    head = path.read_bytes()
+    mine = {"ino": st.st_ino, "offset": 12, "head_len": 12, "head_sha": sha256(head).hexdigest()}
+    assert confirms(mine, st, head)
+    assert not confirms({**mine, "offset": 11}, st, head)  # not read to its end
+    assert not confirms({**mine, "finished": True}, st, head)
+    old = sha256(b"old content, longer\n"[:12]).hexdigest()  # a deleted file, same inode number
+    assert not confirms({**mine, "offset": 20, "head_sha": old}, st, head)
+    assert confirms({"ino": st.st_ino, "offset": 12}, st, head)  # no fingerprint in the format
