@@ -1,0 +1,98 @@
+"""The model's oracle (tests/support/model.py) on hand-made histories: it must catch every kind of
+wrong output and accept only the losses nobody could prevent, or the model proves nothing."""
+
+from __future__ import annotations
+
+from hashlib import sha256
+from pathlib import Path
+
+from tests.support.model import Generation, assess, confirms, cut_lines, parse_kinds
+
+
+def gen(gen_id: int, *lines: bytes, lost_by: str | None = None, **extra: object) -> Generation:
+    g = Generation(gen_id, bytearray(b"".join(lines)), {"input.txt"}, lost_by=lost_by)
+    for key, value in extra.items():
+        setattr(g, key, value)
+    return g
+
+
+A = [b"a%d \x00\xff\r\n" % i for i in range(4)]
+B = [b"b%d\n" % i for i in range(3)]
+
+
+def problems(gens: list[Generation], output: bytes, mode: str = "suffix") -> list[str]:
+    return assess(gens, output, [], mode).problems
+
+
+def test_the_exact_concatenation_passes() -> None:
+    assert problems([gen(1, *A), gen(2, *B)], b"".join(A + B)) == []
+
+
+def test_a_lone_carriage_return_is_data_not_a_line_end() -> None:
+    assert cut_lines(b"x\ry\nz") == [b"x\ry\n", b"z"]
+
+
+def test_duplicates_reorders_strangers_and_losses_are_caught() -> None:
+    gens = [gen(1, *A), gen(2, *B)]
+    assert "duplicate" in problems(gens, b"".join(A + A[3:] + B))[0]
+    assert "out of order" in " ".join(problems(gens, b"".join(A[1:2] + A[0:1] + A[2:] + B)))
+    assert "never written" in problems(gens, b"".join([*A, b"junk\n", *B]))[0]
+    assert "nothing could have lost it" in problems(gens, b"".join(A[:2] + B))[0]
+
+
+def test_only_a_suffix_of_a_truncated_file_may_go_missing() -> None:
+    gens = [gen(1, *A, lost_by="truncate"), gen(2, *B)]
+    found = assess(gens, b"".join(A[:2] + B), [], "suffix")
+    assert found.problems == [] and "truncate" in found.expected_losses[0]
+    assert "not a suffix" in problems(gens, b"".join(A[:1] + A[2:] + B))[0]
+
+
+def test_reported_mode_wants_a_bytes_lost_event_at_or_before_the_gap() -> None:
+    gens = [gen(1, *A, lost_by="truncate"), gen(2, *B)]
+    output = b"".join(A[:2] + B)
+    gap = len(A[0] + A[1])
+    assert "not reported" in problems(gens, output, "reported")[0]
+    event: dict[str, object] = {"path": "/x/input.txt", "start": gap, "end": 99, "bytes": 9}
+    assert assess(gens, output, [event], "reported").problems == []
+    assert (
+        "not reported"
+        in assess(gens, output, [{**event, "start": gap + 1}], "reported").problems[0]
+    )
+
+
+def test_a_line_torn_by_a_rotation_whose_first_part_was_lost() -> None:
+    gens = [gen(1, A[0], A[1][:3], lost_by="delete"), gen(2, A[1][3:], *B)]
+    assert problems(gens, b"".join([A[0], A[1][3:], *B])) == []
+    assert problems(gens, b"".join([A[0], A[1], *B])) == []
+
+
+def test_a_rewrite_keeping_what_was_read_ships_those_lines_once() -> None:
+    old = gen(1, *A, lost_by="rewrite")
+    new = gen(2, A[0], *B, rewrite_of=1)
+    found = assess([old, new], b"".join([A[0], *B]), [], "reported")
+    assert found.problems == []  # A[1:] is gone, and nobody could tell: no report needed
+    # read past what the new content shares: the rewrite is seen, the new file read from 0
+    assert problems([old, new], b"".join([A[0], A[1], A[0], *B])) == []
+    assert "nothing could have lost it" in problems([old, new], b"".join([A[0], A[1], *B]))[0]
+
+
+def test_op_kinds_from_the_environment() -> None:
+    default = ("append", "rename")
+    assert parse_kinds(None, default) == {"append", "rename"}
+    assert parse_kinds("+rewrite,-rename", default) == {"append", "rewrite"}
+    assert parse_kinds("append,delete", default) == {"append", "delete"}
+    assert "output_rotation" in parse_kinds("all", default)
+
+
+def test_a_rotation_waits_for_this_file_not_for_one_that_had_its_inode(tmp_path: Path) -> None:
+    path = tmp_path / "input.txt"
+    path.write_bytes(b"new content\n")
+    st = path.stat()
+    head = path.read_bytes()
+    mine = {"ino": st.st_ino, "offset": 12, "head_len": 12, "head_sha": sha256(head).hexdigest()}
+    assert confirms(mine, st, head)
+    assert not confirms({**mine, "offset": 11}, st, head)  # not read to its end
+    assert not confirms({**mine, "finished": True}, st, head)
+    old = sha256(b"old content, longer\n"[:12]).hexdigest()  # a deleted file, same inode number
+    assert not confirms({**mine, "offset": 20, "head_sha": old}, st, head)
+    assert confirms({"ino": st.st_ino, "offset": 12}, st, head)  # no fingerprint in the format
