@@ -252,6 +252,8 @@ def test_watch_refreshes_until_ctrl_c_and_exits_0(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         cwd=REPO,
+        # as a terminal's child: the suite itself may run in the background, SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert program.stdout is not None
     first, second = program.stdout.readline(), program.stdout.readline()
