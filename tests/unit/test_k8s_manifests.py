@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.schemas import how_to_get, require_crds
+
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
-SCHEMAS = REPO.parent / "shared" / "schemas"
 IN_CI = bool(os.environ.get("CI"))
 # The Kubernetes minor version of k8s/k3d/cluster.yaml's k3s image.
 KUBERNETES_VERSION = "1.31"
@@ -129,9 +130,9 @@ def _strict(schema: Any) -> Any:
 
 @functools.cache
 def crd_schema(kind: str, api_version: str) -> dict[str, Any]:
-    file = SCHEMAS / "crds" / CRD_FILES[kind]
+    file = require_crds() / CRD_FILES[kind]
     if not file.is_file():
-        missing(f"no CRD schema {file}")
+        missing(f"no CRD schema {file} ({how_to_get()})")
     crd = yaml.safe_load(file.read_text())
     group, version = api_version.split("/")
     assert crd["spec"]["group"] == group, f"{kind}: group {group} is not {crd['spec']['group']}"

@@ -14,11 +14,10 @@ import yaml
 
 from consumer.metrics import ConsumerMetrics
 from producer.metrics import ProducerMetrics
+from tests.support.schemas import require_crds
 
 REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "monitoring"
-# The repository sits beside shared/ both on developer machines and in CI.
-CRDS = REPO.parent / "shared" / "schemas" / "crds"
 PROMQL = runpy.run_path(str(MONITORING / "promql.py"))
 KUBERNETES_VERSION = "1.30.0"
 
@@ -61,10 +60,9 @@ def _strict(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _crd_schema(api_version: str, kind: str) -> dict[str, Any]:
-    if not CRDS.is_dir():
-        pytest.skip(f"no CRD schemas at {CRDS} (the repository is expected beside shared/)")
+    crds = require_crds()
     group, version = api_version.split("/")
-    for path in sorted(CRDS.glob("*.yaml")):
+    for path in sorted(crds.glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
         if crd["spec"]["group"] != group or crd["spec"]["names"]["kind"] != kind:
             continue
@@ -72,7 +70,7 @@ def _crd_schema(api_version: str, kind: str) -> dict[str, Any]:
             if served["name"] == version and served["served"]:
                 return _strict(served["schema"]["openAPIV3Schema"])
         pytest.fail(f"{path.name} serves no version {version} of {kind}")
-    pytest.fail(f"no CRD for {kind} in group {group} under {CRDS}")
+    pytest.fail(f"no CRD for {kind} in group {group} under {crds}")
 
 
 @pytest.mark.parametrize("kind", ["ServiceMonitor", "PrometheusRule"])
