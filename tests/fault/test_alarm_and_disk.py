@@ -64,7 +64,9 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     mount.mkdir()
     result = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         message = f"cannot mount a tmpfs here: {result.stderr.strip()}"
@@ -117,7 +119,9 @@ def test_output_file_size_limit_refused_write_keeps_nothing_unwritten(
     with consumer.log_path.open("ab") as log:
         consumer.proc = subprocess.Popen(
             ["prlimit", f"--fsize={limit}", sys.executable, "-m", "consumer", *consumer.args],
-            env=full_env, stdout=log, stderr=log,
+            env=full_env,
+            stdout=log,
+            stderr=log,
         )
     pipe.producer("--batch-max-bytes", "65536").ready()
     data = make_lines(0, 60_000)
@@ -213,9 +217,7 @@ def test_copy_compressed_before_it_was_read_is_counted_and_logged_as_lost(
     finally:
         node.set_memory_alarm(False)
     assert wait_until(lambda: '"bytes_lost"' in producer.log(), 60), producer.log()[-3000:]
-    [event] = [
-        json.loads(line) for line in producer.log().splitlines() if '"bytes_lost"' in line
-    ]
+    [event] = [json.loads(line) for line in producer.log().splitlines() if '"bytes_lost"' in line]
     assert event["level"] == "warning" and event["reason"] == "copy_compressed"
     assert event["path"] == str(pipe.input) and event["source"]
     assert event["end"] == len(old) and event["bytes"] == event["end"] - event["start"]

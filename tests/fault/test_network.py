@@ -46,9 +46,7 @@ def test_connections_cut_while_publishing_and_consuming(
     assert "amqp_reconnected" in pipe.programs[0].log() + pipe.programs[1].log()
 
 
-def test_partition_detected_by_heartbeat_then_healed(
-    fault_pipe: Pipeline, proxy: TcpProxy
-) -> None:
+def test_partition_detected_by_heartbeat_then_healed(fault_pipe: Pipeline, proxy: TcpProxy) -> None:
     pipe = fault_pipe
     env = through(proxy, pipe.topology)
     consumer = pipe.consumer("--amqp.heartbeat", "1", env=env).ready()

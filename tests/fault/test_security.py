@@ -33,8 +33,7 @@ def tls_pipe(tmp_path: Path, tls_node: RabbitNode) -> Iterator[Pipeline]:
 
 
 def test_tls_with_verification_ships_lines(tls_pipe: Pipeline, tls_node: RabbitNode) -> None:
-    env = {"LOGSHIP_AMQP__URL": tls_node.amqps_url,
-           "LOGSHIP_AMQP__CA_FILE": str(tls_node.ca_file)}
+    env = {"LOGSHIP_AMQP__URL": tls_node.amqps_url, "LOGSHIP_AMQP__CA_FILE": str(tls_node.ca_file)}
     tls_pipe.consumer(env=env).ready()
     tls_pipe.producer(env=env).ready()
     data = b"over tls\n" * 1000
@@ -44,10 +43,23 @@ def test_tls_with_verification_ships_lines(tls_pipe: Pipeline, tls_node: RabbitN
 
 def test_tls_with_wrong_ca_is_refused_clearly(tmp_path: Path, tls_node: RabbitNode) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "consumer", "--output", str(tmp_path / "out.txt"),
-         "--http.port", "0", "--amqp.url", tls_node.amqps_url,
-         "--amqp.ca-file", str(tls_node.wrong_ca_file)],
-        capture_output=True, text=True, timeout=60, env={"PYTHONPATH": str(REPO)},
+        [
+            sys.executable,
+            "-m",
+            "consumer",
+            "--output",
+            str(tmp_path / "out.txt"),
+            "--http.port",
+            "0",
+            "--amqp.url",
+            tls_node.amqps_url,
+            "--amqp.ca-file",
+            str(tls_node.wrong_ca_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(REPO)},
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -60,19 +72,37 @@ def test_least_privilege_users_and_no_credential_anywhere(
 ) -> None:
     pipe, topo = tls_pipe, tls_pipe.topology
     # the topology is declared beforehand by an administrator (here: guest, with declare on)
-    subprocess.run([sys.executable, "-m", "producer", "--once", "--input",
-                    str(pipe.workdir / "none.txt"), "--checkpoint", str(pipe.workdir / "ck0"),
-                    "--http.port", "0"], env={**topo.env(), "PYTHONPATH": str(REPO)},
-                   check=True, timeout=60)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "producer",
+            "--once",
+            "--input",
+            str(pipe.workdir / "none.txt"),
+            "--checkpoint",
+            str(pipe.workdir / "ck0"),
+            "--http.port",
+            "0",
+        ],
+        env={**topo.env(), "PYTHONPATH": str(REPO)},
+        check=True,
+        timeout=60,
+    )
     exchange, queue = topo.prefix, topo.queue
     tls_node.add_user("shipper", PRODUCER_PASSWORD, "", f"^{exchange}$", "")
     tls_node.add_user("writer", CONSUMER_PASSWORD, "", "", f"^{queue}$")
     base = f"127.0.0.1:{tls_node.amqp_port}/"
-    producer_env = {"LOGSHIP_AMQP__URL": f"amqp://shipper:{PRODUCER_PASSWORD}@{base}",
-                    "LOGSHIP_AMQP__DECLARE": "false"}
-    consumer_env = {"LOGSHIP_AMQP__URL": f"amqp://writer@{base}",
-                    "LOGSHIP_AMQP__PASSWORD": CONSUMER_PASSWORD,
-                    "LOGSHIP_AMQP__DECLARE": "false", "LOGSHIP_QUEUE_POLL_INTERVAL": "0.5"}
+    producer_env = {
+        "LOGSHIP_AMQP__URL": f"amqp://shipper:{PRODUCER_PASSWORD}@{base}",
+        "LOGSHIP_AMQP__DECLARE": "false",
+    }
+    consumer_env = {
+        "LOGSHIP_AMQP__URL": f"amqp://writer@{base}",
+        "LOGSHIP_AMQP__PASSWORD": CONSUMER_PASSWORD,
+        "LOGSHIP_AMQP__DECLARE": "false",
+        "LOGSHIP_QUEUE_POLL_INTERVAL": "0.5",
+    }
     consumer = pipe.consumer("--http.port", "19377", env=consumer_env).ready()
     pipe.producer(env=producer_env).ready()
     data = b"least privilege\n" * 5000
@@ -106,9 +136,21 @@ def test_least_privilege_users_and_no_credential_anywhere(
     for secret in (PRODUCER_PASSWORD, CONSUMER_PASSWORD):
         assert secret not in logs
     bad = subprocess.run(
-        [sys.executable, "-m", "consumer", "--output", str(pipe.workdir / "x.txt"),
-         "--http.port", "0", "--amqp.url", f"amqp://writer:{PRODUCER_PASSWORD}@{base}"],
-        capture_output=True, text=True, timeout=60, env={"PYTHONPATH": str(REPO)},
+        [
+            sys.executable,
+            "-m",
+            "consumer",
+            "--output",
+            str(pipe.workdir / "x.txt"),
+            "--http.port",
+            "0",
+            "--amqp.url",
+            f"amqp://writer:{PRODUCER_PASSWORD}@{base}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(REPO)},
     )
     assert bad.returncode == 2 and "refused the credentials" in bad.stderr
     assert PRODUCER_PASSWORD not in bad.stderr + bad.stdout

@@ -35,13 +35,29 @@ def test_consuming_without_read_permission(
     node: RabbitNode, node_topology: Topology, tmp_path: Path
 ) -> None:
     topo = node_topology
-    subprocess.run([sys.executable, "-m", "producer", "--once", "--input",
-                    str(tmp_path / "none.txt"), "--checkpoint", str(tmp_path / "ck0"),
-                    "--http.port", "0"], env={**topo.env(), "PYTHONPATH": str(REPO)},
-                   check=True, timeout=60)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "producer",
+            "--once",
+            "--input",
+            str(tmp_path / "none.txt"),
+            "--checkpoint",
+            str(tmp_path / "ck0"),
+            "--http.port",
+            "0",
+        ],
+        env={**topo.env(), "PYTHONPATH": str(REPO)},
+        check=True,
+        timeout=60,
+    )
     node.add_user("noread", "secret-noread", "", ".*", "")
-    [line] = run("consumer", topo, tmp_path, "--no-amqp.declare", "--amqp.url",
-                 user_url(node, "noread"))
-    assert line.startswith(f"logship: error: broker refused user 'noread' access to queue "
-                           f"'{topo.queue}': grant the permission")
+    [line] = run(
+        "consumer", topo, tmp_path, "--no-amqp.declare", "--amqp.url", user_url(node, "noread")
+    )
+    assert line.startswith(
+        f"logship: error: broker refused user 'noread' access to queue "
+        f"'{topo.queue}': grant the permission"
+    )
     assert "secret-noread" not in line

@@ -14,8 +14,12 @@ from logship.wire import Batch
 from tests.support.pipeline import REPO, Pipeline, Topology, wait_until
 
 
-def publish(topology: Topology, body: bytes, headers: dict[str, Any] | None = None,
-            exchange: str | None = None) -> None:
+def publish(
+    topology: Topology,
+    body: bytes,
+    headers: dict[str, Any] | None = None,
+    exchange: str | None = None,
+) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(topology.url))
     try:
         channel = connection.channel()
@@ -86,21 +90,46 @@ def test_fifty_mib_line_without_newline(pipe: Pipeline) -> None:
 def test_replay_dead_letters_dry_run_then_move(pipe: Pipeline) -> None:
     topo = pipe.topology
     # declare the topology, then put two messages straight into the dead-letter exchange
-    subprocess.run([sys.executable, "-m", "producer", "--once", "--input",
-                    str(pipe.workdir / "empty.txt"), "--checkpoint", str(pipe.workdir / "ck"),
-                    "--http.port", "0"], env={**topo.env(), "PYTHONPATH": str(REPO)},
-                   check=True, timeout=60, cwd=pipe.workdir)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "producer",
+            "--once",
+            "--input",
+            str(pipe.workdir / "empty.txt"),
+            "--checkpoint",
+            str(pipe.workdir / "ck"),
+            "--http.port",
+            "0",
+        ],
+        env={**topo.env(), "PYTHONPATH": str(REPO)},
+        check=True,
+        timeout=60,
+        cwd=pipe.workdir,
+    )
     for body in (b"first dead", b"second dead"):
-        publish(topo, body, {"x-logship-dead-reason": "disk was broken"},
-                exchange=f"{topo.prefix}.dead")
+        publish(
+            topo, body, {"x-logship-dead-reason": "disk was broken"}, exchange=f"{topo.prefix}.dead"
+        )
     env = {**topo.env(), "PYTHONPATH": str(REPO), "LOGSHIP_LOG__FORMAT": "text"}
-    dry = subprocess.run([sys.executable, "-m", "consumer", "replay-dead", "--dry-run"],
-                         env=env, capture_output=True, text=True, timeout=60)
+    dry = subprocess.run(
+        [sys.executable, "-m", "consumer", "replay-dead", "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert dry.returncode == 0, dry.stderr
     assert "would move 2 message(s)" in dry.stdout and "disk was broken" in dry.stdout
     time.sleep(0.5)
-    moved = subprocess.run([sys.executable, "-m", "consumer", "replay-dead"],
-                           env=env, capture_output=True, text=True, timeout=60)
+    moved = subprocess.run(
+        [sys.executable, "-m", "consumer", "replay-dead"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert moved.returncode == 0 and "moved 2 message(s)" in moved.stdout, moved.stderr
     pipe.consumer()
     expected = b"first dead\nsecond dead\n"
@@ -110,10 +139,25 @@ def test_replay_dead_letters_dry_run_then_move(pipe: Pipeline) -> None:
 
 def test_delivery_limit_stops_endless_redelivery(pipe: Pipeline) -> None:
     topo = pipe.topology
-    subprocess.run([sys.executable, "-m", "producer", "--once", "--amqp.delivery-limit", "2",
-                    "--input", str(pipe.workdir / "empty.txt"), "--checkpoint",
-                    str(pipe.workdir / "ck"), "--http.port", "0"],
-                   env={**topo.env(), "PYTHONPATH": str(REPO)}, check=True, timeout=60)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "producer",
+            "--once",
+            "--amqp.delivery-limit",
+            "2",
+            "--input",
+            str(pipe.workdir / "empty.txt"),
+            "--checkpoint",
+            str(pipe.workdir / "ck"),
+            "--http.port",
+            "0",
+        ],
+        env={**topo.env(), "PYTHONPATH": str(REPO)},
+        check=True,
+        timeout=60,
+    )
     publish(topo, b"keeps failing")
     connection = pika.BlockingConnection(pika.URLParameters(topo.url))
     try:

@@ -65,14 +65,17 @@ def test_second_signal_forces_exit(pipe: Pipeline) -> None:
         ("amqp://guest:guest@127.0.0.1:5672/no-such-vhost", "virtual host"),
     ],
 )
-def test_broker_refusals_are_one_line(broker: str, tmp_path: Path, url: str,
-                                      message: str) -> None:
-    for module, args in (("consumer", ["--output", str(tmp_path / "o.txt")]),
-                         ("producer", ["--input", str(tmp_path / "i.txt"),
-                                       "--checkpoint", str(tmp_path / "ck")])):
+def test_broker_refusals_are_one_line(broker: str, tmp_path: Path, url: str, message: str) -> None:
+    for module, args in (
+        ("consumer", ["--output", str(tmp_path / "o.txt")]),
+        ("producer", ["--input", str(tmp_path / "i.txt"), "--checkpoint", str(tmp_path / "ck")]),
+    ):
         result = subprocess.run(
             [sys.executable, "-m", module, *args, "--http.port", "0", "--amqp.url", url],
-            capture_output=True, text=True, timeout=60, env={"PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PYTHONPATH": str(REPO)},
         )
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()

@@ -51,8 +51,7 @@ class Writer:
     def _run(self) -> None:
         while not self._stop.wait(0.01):
             chunk = b"".join(
-                f"line {self._n + i:08d} {'x' * ((self._n + i) % 50)}\n".encode()
-                for i in range(50)
+                f"line {self._n + i:08d} {'x' * ((self._n + i) % 50)}\n".encode() for i in range(50)
             )
             self._n += 50
             with self.path.open("ab") as handle:
@@ -241,8 +240,10 @@ def test_the_documented_logrotate_stanza_loses_and_duplicates_nothing(pipe: Pipe
         return sorted(found, key=lambda p: -int(p.name.split(".")[2]))
 
     def joined() -> bytes:
-        parts = [gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
-                 for p in rotated()]
+        parts = [
+            gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+            for p in rotated()
+        ]
         return b"".join(parts) + out.read_bytes()
 
     assert wait_until(lambda: len(joined()) >= len(writer.written), 60)
@@ -288,8 +289,10 @@ def test_logrotate_copytruncate_loses_and_duplicates_nothing(pipe: Pipeline) -> 
         return sorted(found, key=lambda p: -int(p.name.split(".")[2]))
 
     def joined() -> bytes:
-        parts = [gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
-                 for p in rotated()]
+        parts = [
+            gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+            for p in rotated()
+        ]
         return b"".join(parts) + out.read_bytes()
 
     assert wait_until(lambda: len(joined()) >= len(writer.written), 60)

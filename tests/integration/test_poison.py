@@ -22,8 +22,11 @@ BAD_ID = b"\xff\xfe"
 HUGE_TS = 2**64 - 1
 
 
-def publish(topology: Topology, messages: list[tuple[bytes, pika.BasicProperties]],
-            exchange: str | None = None) -> None:
+def publish(
+    topology: Topology,
+    messages: list[tuple[bytes, pika.BasicProperties]],
+    exchange: str | None = None,
+) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(topology.url))
     try:
         channel = connection.channel()
@@ -90,8 +93,16 @@ def test_undecodable_messages_are_dead_lettered_and_lines_keep_flowing(
     port = free_port()
     consumer = pipe.consumer("--http.port", str(port)).ready()
     bad = poison()
-    messages = [line(0, b"one\n"), bad[0], line(4, b"two\n"), bad[1], line(8, b"three\n"),
-                bad[2], bad[3], line(14, b"four\n")]
+    messages = [
+        line(0, b"one\n"),
+        bad[0],
+        line(4, b"two\n"),
+        bad[1],
+        line(8, b"three\n"),
+        bad[2],
+        bad[3],
+        line(14, b"four\n"),
+    ]
     publish(topo, messages)
     published = time.monotonic()
     expected = b"one\ntwo\nthree\nfour\n"
@@ -99,8 +110,9 @@ def test_undecodable_messages_are_dead_lettered_and_lines_keep_flowing(
     assert wait_until(lambda: depth(topo, topo.dead_queue) == 4, 10), consumer.log()[-3000:]
     assert time.monotonic() - published < 10
     text = metrics(port)
-    assert 'logship_consumer_messages_dead_lettered_total{reason="undecodable_properties"} 3.0' \
-        in text
+    assert (
+        'logship_consumer_messages_dead_lettered_total{reason="undecodable_properties"} 3.0' in text
+    )
     assert 'logship_consumer_messages_dead_lettered_total{reason="bad_version"} 1.0' in text
     assert "logship_consumer_reconnects_total 0.0" in text  # the connection never dropped
 
@@ -123,13 +135,30 @@ def test_undecodable_messages_are_dead_lettered_and_lines_keep_flowing(
 
 def test_replay_dead_leaves_an_undecodable_dead_letter_where_it_is(pipe: Pipeline) -> None:
     topo = pipe.topology
-    subprocess.run([sys.executable, "-m", "producer", "--once", "--input",
-                    str(pipe.workdir / "empty.txt"), "--checkpoint", str(pipe.workdir / "ck"),
-                    "--http.port", "0"], env={**topo.env(), "PYTHONPATH": str(REPO)},
-                   check=True, timeout=60, cwd=pipe.workdir)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "producer",
+            "--once",
+            "--input",
+            str(pipe.workdir / "empty.txt"),
+            "--checkpoint",
+            str(pipe.workdir / "ck"),
+            "--http.port",
+            "0",
+        ],
+        env={**topo.env(), "PYTHONPATH": str(REPO)},
+        check=True,
+        timeout=60,
+        cwd=pipe.workdir,
+    )
     dead_exchange = f"{topo.prefix}.dead"
-    publish(topo, [(b"first", pika.BasicProperties()), poison()[0],
-                   (b"second", pika.BasicProperties())], exchange=dead_exchange)
+    publish(
+        topo,
+        [(b"first", pika.BasicProperties()), poison()[0], (b"second", pika.BasicProperties())],
+        exchange=dead_exchange,
+    )
     # a routing key that is not UTF-8 reaches the fanout dead-letter queue too
     connection = pika.BlockingConnection(pika.URLParameters(topo.url))
     try:
@@ -139,8 +168,13 @@ def test_replay_dead_leaves_an_undecodable_dead_letter_where_it_is(pipe: Pipelin
     finally:
         connection.close()
     env = {**topo.env(), "PYTHONPATH": str(REPO), "LOGSHIP_LOG__FORMAT": "text"}
-    moved = subprocess.run([sys.executable, "-m", "consumer", "replay-dead"],
-                           env=env, capture_output=True, text=True, timeout=60)
+    moved = subprocess.run(
+        [sys.executable, "-m", "consumer", "replay-dead"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert moved.returncode == 0, moved.stderr
     assert "moved 3 message(s)" in moved.stdout, moved.stdout
     assert "left 1 undecodable message(s)" in moved.stdout

@@ -43,8 +43,9 @@ def run(module: str, topology: Topology, tmp_path: Path, *extra: str) -> list[st
     return lines
 
 
-def declare(topology: Topology, *, queue: dict[str, Any] | None = None,
-            exchange_type: str | None = None) -> None:
+def declare(
+    topology: Topology, *, queue: dict[str, Any] | None = None, exchange_type: str | None = None
+) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(topology.url))
     try:
         channel = connection.channel()
@@ -60,8 +61,10 @@ def declare(topology: Topology, *, queue: dict[str, Any] | None = None,
 def test_existing_classic_queue_when_quorum_is_wanted(
     module: str, topology: Topology, tmp_path: Path
 ) -> None:
-    declare(topology, queue={"x-queue-type": "classic",
-                             "x-dead-letter-exchange": f"{topology.prefix}.dead"})
+    declare(
+        topology,
+        queue={"x-queue-type": "classic", "x-dead-letter-exchange": f"{topology.prefix}.dead"},
+    )
     assert run(module, topology, tmp_path) == [
         f"logship: error: queue '{topology.queue}' exists with different arguments "
         "(x-queue-type: 'classic' there, 'quorum' wanted): delete it or set "
@@ -81,9 +84,7 @@ def test_existing_queue_without_dead_letter_exchange(
 
 
 @pytest.mark.parametrize("module", PROGRAMS)
-def test_existing_exchange_of_another_type(
-    module: str, topology: Topology, tmp_path: Path
-) -> None:
+def test_existing_exchange_of_another_type(module: str, topology: Topology, tmp_path: Path) -> None:
     declare(topology, exchange_type="fanout")
     assert run(module, topology, tmp_path) == [
         f"logship: error: exchange '{topology.prefix}' exists with a different type ('fanout' "

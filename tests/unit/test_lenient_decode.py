@@ -237,12 +237,14 @@ def test_any_properties_bytes_decode_without_raising(flags: int, data: bytes) ->
 @given(
     message_id=st.none() | short_text,
     app_id=st.none() | short_text,
-    headers=st.none() | st.dictionaries(short_text, st.integers(-(2**63), 2**63 - 1) | short_text,
-                                        max_size=5),
+    headers=st.none()
+    | st.dictionaries(short_text, st.integers(-(2**63), 2**63 - 1) | short_text, max_size=5),
     seconds=st.none() | st.integers(0, 2**32 - 1),
 )
 def test_sound_properties_are_untouched(
-    message_id: str | None, app_id: str | None, headers: dict[str, Any] | None,
+    message_id: str | None,
+    app_id: str | None,
+    headers: dict[str, Any] | None,
     seconds: int | None,
 ) -> None:
     timestamp = None if seconds is None else datetime.datetime.fromtimestamp(seconds, datetime.UTC)

@@ -16,8 +16,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=60,
-        cwd=cwd, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
     )
 
 
@@ -91,8 +95,14 @@ def test_input_that_is_no_regular_file_is_refused_at_start(tmp_path: Path) -> No
 def test_corrupted_checkpoint_is_one_line_and_exit_2(tmp_path: Path, content: str) -> None:
     (tmp_path / "ck").write_text(content)
     result = run(
-        "producer", "--input", str(tmp_path / "in.txt"), "--checkpoint", str(tmp_path / "ck"),
-        "--http.port", "0", cwd=tmp_path,
+        "producer",
+        "--input",
+        str(tmp_path / "in.txt"),
+        "--checkpoint",
+        str(tmp_path / "ck"),
+        "--http.port",
+        "0",
+        cwd=tmp_path,
     )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -63,8 +63,9 @@ def test_restart_remembers_ranges_and_cuts_unrecorded_tail(tmp_path: Path) -> No
     assert out.read_bytes() == b"kept\nnext\n"
 
 
-def test_failed_write_is_rolled_back_and_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                                 ) -> None:
+def test_failed_write_is_rolled_back_and_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out.txt"
     sink = sink_holding_first_line(out)
     real_fdatasync = os.fdatasync

@@ -57,10 +57,24 @@ def test_poison_messages_are_classified(change: dict[str, Any], kind: str) -> No
 
 @given(
     st.dictionaries(
-        st.sampled_from(["x-logship-version", "x-logship-source", "x-logship-start",
-                         "x-logship-end", "x-logship-lines", "x-logship-ts", "other"]),
-        st.one_of(st.integers(-5, 2**40), st.text(max_size=5), st.binary(max_size=5),
-                  st.booleans(), st.none()),
+        st.sampled_from(
+            [
+                "x-logship-version",
+                "x-logship-source",
+                "x-logship-start",
+                "x-logship-end",
+                "x-logship-lines",
+                "x-logship-ts",
+                "other",
+            ]
+        ),
+        st.one_of(
+            st.integers(-5, 2**40),
+            st.text(max_size=5),
+            st.binary(max_size=5),
+            st.booleans(),
+            st.none(),
+        ),
     ),
     st.binary(max_size=64),
 )
