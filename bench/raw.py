@@ -25,7 +25,9 @@ PREFETCH = 32
 EOF_POLL_S = 0.01
 
 
-async def declare(channel: aio_pika.abc.AbstractChannel, args: argparse.Namespace) -> object:
+async def declare(
+    channel: aio_pika.abc.AbstractChannel, args: argparse.Namespace
+) -> tuple[aio_pika.abc.AbstractExchange, aio_pika.abc.AbstractQueue]:
     exchange = await channel.declare_exchange(args.name, aio_pika.ExchangeType.DIRECT, durable=True)
     queue = await channel.declare_queue(
         args.name, durable=True, arguments={"x-queue-type": args.queue_type}

@@ -46,10 +46,10 @@ def throughput(
     nbytes = data.stat().st_size
     lines = nbytes // LINE_BYTES
     if kind == pipelines.CAT:
-        seconds, cpu = pipelines.cat_copy(data, workdir / "output.txt")
+        seconds, copy_cpu = pipelines.cat_copy(data, workdir / "output.txt")
         verified = files_equal(data, workdir / "output.txt")
         (workdir / "output.txt").unlink()
-        return _result(kind, lines, nbytes, seconds, {"copy": cpu}, {}, verified)
+        return _result(kind, lines, nbytes, seconds, {"copy": copy_cpu}, {}, verified)
     timeout = 60 + lines / MIN_RATE_LINES_S
     run = pipelines.start(
         kind,
@@ -144,7 +144,7 @@ def steady_latency(
     ordered = sorted(ms.tolist())
 
     def pct(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 2)
+        return round(float(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]), 2)
 
     return {
         "pipeline": kind,

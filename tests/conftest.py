@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -21,7 +22,7 @@ def _container_broker() -> Iterator[str] | None:
     """A RabbitMQ container through testcontainers, where a Docker engine exists (a laptop
     without a local broker). None when there is no engine: its constructor raises at once."""
     try:
-        from testcontainers.community.rabbitmq import (  # type: ignore[import-not-found]
+        from testcontainers.community.rabbitmq import (
             RabbitMqContainer,
         )
     except ImportError:
@@ -119,7 +120,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if getattr(original, "logship_brief", False):
         return
 
-    def assertrepr_compare(op: str, left: object, right: object, **options: object) -> object:
+    def assertrepr_compare(op: str, left: object, right: object, **options: Any) -> object:
         return _brief_bytes_explanation(op, left, right) or original(
             op=op, left=left, right=right, **options
         )

@@ -36,7 +36,7 @@ def publish(
 
 def drain_queue(topology: Topology, queue: str) -> list[tuple[dict[str, Any], bytes]]:
     connection = pika.BlockingConnection(pika.URLParameters(topology.url))
-    messages = []
+    messages: list[tuple[dict[str, object], bytes]] = []
     try:
         channel = connection.channel()
         while True:

@@ -44,7 +44,7 @@ def publish(
 
 def drain(topology: Topology, queue: str) -> list[tuple[pika.BasicProperties, bytes]]:
     connection = pika.BlockingConnection(pika.URLParameters(topology.url))
-    found = []
+    found: list[tuple[Any, bytes]] = []
     try:
         channel = connection.channel()
         while True:
@@ -164,7 +164,7 @@ def test_replay_dead_leaves_an_undecodable_dead_letter_where_it_is(pipe: Pipelin
     try:
         channel = connection.channel()
         channel.confirm_delivery()
-        channel.basic_publish(dead_exchange, b"\xff", b"third")  # type: ignore[arg-type]
+        channel.basic_publish(dead_exchange, b"\xff", b"third")
     finally:
         connection.close()
     env = {**topo.env(), "PYTHONPATH": str(REPO), "LOGSHIP_LOG__FORMAT": "text"}

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
-from bench import latency, report
+from bench import common, latency, report
 from bench.common import (
     LINE_BYTES,
     DurableWatcher,
@@ -61,10 +62,10 @@ def test_durable_size_follows_logship_state_not_the_output(tmp_path: Path) -> No
 def test_percentiles_and_medians() -> None:
     assert percentile([5, 1, 3], 50) == 3
     assert percentile(list(range(101)), 99) == 99
-    assert report.median([4.0, 1.0, 2.0]) == 2.0
+    assert common.median([4.0, 1.0, 2.0]) == 2.0
 
 
-def _results() -> dict[str, object]:
+def _results() -> dict[str, Any]:
     def run(kind: str, rate: int) -> dict[str, object]:
         return {
             "pipeline": kind, "lines": 1000, "seconds": 1000 / rate, "lines_per_s": rate,
@@ -88,11 +89,11 @@ def _results() -> dict[str, object]:
 
 def test_summary_table_and_verdict() -> None:
     results = _results()
-    summary = results["throughput"]["logship"]  # type: ignore[index]
+    summary = results["throughput"]["logship"]
     assert summary["lines_per_s"] == 1000 and summary["ok"] == 3
-    text = report.table(results)  # type: ignore[arg-type]
+    text = report.table(results)
     assert "| logship | 1,000 | 1,000 |" in text and "100 %" in text
-    verdict = report.targets(results)  # type: ignore[arg-type]
+    verdict = report.targets(results)
     assert verdict["throughput >= 90 % of raw chunk pipeline"]["met"] is True
     assert verdict["p99 <= 10 ms @1,000/s"]["met"] is False
     assert verdict["p50 <= 5 ms @1,000/s"]["met"] is True

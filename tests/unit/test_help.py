@@ -36,7 +36,8 @@ PYTHON_WORDS = re.compile(r"\b(SecretStr|Path|str|int|float|bool|None|NoneType|P
 
 def parser(program: str) -> ArgumentParser:
     cls, epilog = PROGRAMS[program]
-    return cli_source(cls, epilog).root_parser
+    root: ArgumentParser = cli_source(cls, epilog).root_parser
+    return root
 
 
 @pytest.mark.parametrize("program", PROGRAMS)

@@ -71,7 +71,7 @@ def _data(objects: list[Manifest], kind: str, name: str) -> dict[str, str]:
     obj = find(objects, kind, name)
     if kind == "Secret":
         values = {k: base64.b64decode(v).decode() for k, v in obj.get("data", {}).items()}
-        return values | obj.get("stringData", {})
+        return values | dict(obj.get("stringData", {}))
     return dict(obj.get("data", {}))
 
 
@@ -417,7 +417,7 @@ def test_k3d_claims_bind_to_the_laptop_folder() -> None:
 
 
 def definitions() -> dict[str, Any]:
-    return json.loads(DEFINITIONS.read_text())
+    return dict(json.loads(DEFINITIONS.read_text()))
 
 
 def _consumer_amqp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -583,7 +583,7 @@ def test_metric_names_in_manifests_exist_in_the_code() -> None:
 
 
 def compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE.read_text())
+    return dict(yaml.safe_load(COMPOSE.read_text()))
 
 
 def test_compose_file_follows_the_compose_specification() -> None:

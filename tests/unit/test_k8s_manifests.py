@@ -141,7 +141,7 @@ def crd_schema(kind: str, api_version: str) -> dict[str, Any]:
             schema = _strict(entry["schema"]["openAPIV3Schema"])
             # metadata is validated by the API server itself, not by the CRD.
             schema["properties"]["metadata"] = {"type": "object"}
-            return schema
+            return dict(schema)
     raise AssertionError(f"{kind}: the CRD has no version {version}")
 
 

@@ -244,7 +244,7 @@ def test_a_group_written_into_a_file_deleted_under_it_is_written_again(
     out = tmp_path / "out.txt"
     sink = sink_holding_first_line(out)
     real_fdatasync = os.fdatasync
-    deleted = []
+    deleted: list[bool] = []
 
     def delete_first(fd: int) -> None:
         if not deleted:
