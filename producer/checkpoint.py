@@ -64,9 +64,14 @@ class SourceEntry:
         return self.finished and (self.end is None or self.offset >= self.end)
 
     def matches(self, dev: int, ino: int, head: bytes) -> bool:
-        """True when the open file (its dev, ino and first bytes) is this source."""
+        """True when the open file (its dev, ino and first bytes) is this source. A source with no
+        fingerprint (nothing read of it: the fingerprint is saved before its first batch is
+        published) is only an empty file on its inode: a new file that reused the number of a
+        deleted one holds bytes, and is a new source."""
         if (dev, ino) != (self.dev, self.ino) or len(head) < self.head_len:
             return False
+        if not self.head_len:
+            return not head
         return head_digest(head[: self.head_len]) == self.head_sha
 
     def same_bytes_before(self, fd: int) -> bool:
@@ -83,6 +88,10 @@ class SourceEntry:
         under another inode) that needs a fingerprint, and a check near the offset unless the
         fingerprint covers all of the file."""
         if size < self.offset or size < self.check_end:
+            return False
+        if not self.head_len and size:
+            # no fingerprint, so nothing of it was published: a file with bytes on its inode
+            # number may be any new file, and is read as one
             return False
         if not by_inode and (not self.head_len or (not self.check_len and size > self.head_len)):
             return False
@@ -237,16 +246,26 @@ class Checkpoint:
                 return True
         return False
 
+    def own_files(self) -> tuple[Path, Path]:
+        """The checkpoint file and its temp file: never anyone's log, whatever inode they got."""
+        return self.path, self.path.with_name(self.path.name + ".tmp")
+
     def knows_path(self, path: str) -> bool:
         """True when some source was read from this path before (not a first run for it)."""
         return any(e.path == path for e in self.entries.values())
 
     def widen_head(self, entry: SourceEntry, head: bytes) -> None:
-        """Fingerprint more of the file's first bytes as they appear (up to HEAD_BYTES)."""
+        """Fingerprint more of the file's first bytes as they appear (up to HEAD_BYTES). The
+        first fingerprint of a source is saved at once, before its first batch is published: a
+        source saved without one is taken for nothing but an empty file after a restart, and a
+        published range under it would make the consumer drop a new file's bytes."""
         if entry.head_len < HEAD_BYTES and len(head) > entry.head_len:
+            first = not entry.head_len
             entry.head_len = min(len(head), HEAD_BYTES)
             entry.head_sha = head_digest(head[: entry.head_len])
             self.dirty = True
+            if first:
+                self.save()
 
     def relocate(self, entry: SourceEntry, dev: int, ino: int) -> None:
         """The source's bytes now live in another file (the copy copytruncate made)."""
@@ -312,7 +331,7 @@ class Checkpoint:
             "version": CHECKPOINT_VERSION,
             "sources": [asdict(e) for e in sorted(self.entries.values(), key=lambda e: e.seq)],
         }
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp = self.own_files()[1]
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(fd, json.dumps(data, separators=(",", ":")).encode())

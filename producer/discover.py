@@ -173,6 +173,8 @@ class TailSet:
         """Where the source's unread bytes are: None when still at its own path (resumed by the
         tail), an open file elsewhere, or _LOST."""
         home = os.path.abspath(entry.path)
+        if not entry.head_len:
+            return self._locate_unread(entry, files, home)
         for path, st in files:
             if (st.st_dev, st.st_ino) == (entry.dev, entry.ino):
                 opened = _open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=True))
@@ -190,6 +192,31 @@ class TailSet:
             if opened is not None:
                 log.info("source_copy_found", extra={"path": path, "source": entry.id})
                 return opened
+        return _LOST
+
+    def _locate_unread(
+        self, entry: SourceEntry, files: list[tuple[str, os.stat_result]], home: str
+    ) -> Located:
+        """A source with no fingerprint: nothing of it was read or published, and its inode
+        number alone proves nothing (a deleted file's number is soon reused, by any file, even
+        our own checkpoint's temp file). Only an empty file renamed to one of its rotation names
+        is still taken for it. At its own path, whatever holds its inode number is read as a new
+        file from its start: the source ends there, and only if that file is shorter than the
+        source was seen, the difference went with a deleted file."""
+        ours = {os.path.abspath(p) for p in self._checkpoint.own_files()}
+        for path, st in files:
+            here = os.path.abspath(path)
+            if (st.st_dev, st.st_ino) != (entry.dev, entry.ino) or here in ours:
+                continue
+            if here == home:
+                if st.st_size < entry.size:
+                    report_lost(self._metrics, entry.path, entry.id, 0, entry.size, "deleted")
+                self._checkpoint.finish(entry, 0)
+                return None
+            if self._is_rotation(entry.path, path):
+                opened = _open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=True))
+                if opened is not None:
+                    return opened
         return _LOST
 
     def _lost(self, entry: SourceEntry, files: list[tuple[str, os.stat_result]]) -> None:

@@ -88,3 +88,19 @@ def test_the_bytes_before_the_confirmed_offset_are_recorded(tmp_path: Path) -> N
     again = Checkpoint.load(tmp_path / "ck").entries[entry.id]
     assert (again.offset, again.check_end, again.check_len) == (10, 10, 2)
     assert again.check_sha == digest(b"10") and again.size == 20
+
+
+def test_a_source_with_no_fingerprint_is_only_an_empty_file_on_its_inode(tmp_path: Path) -> None:
+    """Issue 11: an inode number reused by any new file was taken for a source read nothing of
+    (its empty fingerprint matched every file); its first fingerprint is on disk before a batch
+    of it can be published."""
+    path = tmp_path / "ck"
+    cp = Checkpoint.load(path)
+    entry = cp.new_source("in.txt", 7, 9, b"", 0)
+    assert cp.find(7, 9, b"") is entry
+    assert cp.find(7, 9, b"a new file on the reused inode\n") is None
+    cp.widen_head(entry, b"first line\n")
+    again = Checkpoint.load(path)  # saved by the widening itself, no save() in between
+    assert again.entries[entry.id].head_len == len(b"first line\n")
+    assert again.find(7, 9, b"first line\nmore") is not None
+    assert again.find(7, 9, b"other line\n") is None
