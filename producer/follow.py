@@ -553,9 +553,10 @@ class FileTail:
                 f = self.files[0]  # the copy of a truncated file, if found, comes first
             grace_over = f.rotated_at is not None and (once or self._grace_over(f))
             retiring = grace_over or (f.rotated_at is not None and self._successor_written())
-            # an unterminated end ships only when the grace is over: another writer may still
-            # finish that line
-            batch = self._read_from(f, final=grace_over)
+            # an unterminated end ships when the grace is over, or at once when the writer has
+            # moved on to the successor: waiting would put it after the successor's first lines
+            # (torn and out of order); a late completion by another writer is a late write
+            batch = self._read_from(f, final=retiring)
             if batch is not None or not retiring:
                 return batch
             self.files.popleft()
