@@ -236,7 +236,8 @@ class TailSet:
         )
         reason = "copy_compressed" if compressed else "copy_missing" if in_place else "deleted"
         end = max(entry.end or 0, entry.size)
-        report_lost(self._metrics, entry.path, entry.id, entry.offset, end, reason)
+        # what it held past the last size we saw was written while we were down: unknown
+        report_lost(self._metrics, entry.path, entry.id, entry.offset, end, reason, at_least=True)
         self._checkpoint.finish(entry, entry.offset)
 
     def read(self, *, once: bool = False) -> Batch | None:

@@ -113,12 +113,22 @@ class TailOptions:
 
 
 def report_lost(
-    metrics: ProducerMetrics, path: str, source: str, start: int, end: int, reason: str
+    metrics: ProducerMetrics,
+    path: str,
+    source: str,
+    start: int,
+    end: int,
+    reason: str,
+    *,
+    at_least: bool = False,
 ) -> None:
     """Bytes nobody can read any more: counted and logged once (the contract a monitor parses:
-    event bytes_lost with path, source, start, end, bytes, reason)."""
-    if end <= start:
+    event bytes_lost with path, source, start, end, bytes, reason). With `at_least`, `end` is
+    only as far as we know (a file gone while we were down may have grown first, by any amount):
+    logged even when that is nothing, since the loss may not be."""
+    if end <= start and not at_least:
         return
+    end = max(start, end)
     metrics.bytes_lost.labels(reason).inc(end - start)
     log.warning(
         "bytes_lost",
@@ -129,6 +139,7 @@ def report_lost(
             "end": end,
             "bytes": end - start,
             "reason": reason,
+            "at_least": at_least,
         },
     )
 

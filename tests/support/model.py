@@ -313,7 +313,7 @@ class Scenario:
             if pending_ok:
                 wanted += ["rename", "chain", "copytruncate", "copytruncate_fast"]
             wanted.append("rewrite")
-        if "output_rotation" in k and os.environ.get("LOGSHIP_MODEL_OUTPUT_ROTATION") == "1":
+        if "output_rotation" in k:
             wanted.append("output_rotation")
         options.update({kind: WEIGHTS[kind] for kind in wanted if kind in k})
         options.update(self._program_choices())

@@ -100,6 +100,22 @@ def test_a_rotated_file_deleted_while_down_is_counted_as_lost(
     assert lost(caplog) == []
 
 
+def test_a_file_read_to_its_end_and_deleted_while_down_is_reported_as_a_possible_loss(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11, model seeds 20038 and 12018: written to after we stopped, then deleted (or its
+    copy pushed off the last rotation) before we came back. How much was written we cannot know;
+    that something may have been is reported (bytes 0, at_least), once."""
+    path, tails = following(tmp_path, b"read 1\n")
+    stopped(tails)
+    append(path, b"written while down\n")
+    path.unlink()
+    path.write_bytes(b"new\n")
+    assert drain(make_tails(tmp_path)) == b"new\n"
+    assert lost(caplog) == [(7, 7, 0, "deleted")]
+    assert [r.at_least for r in caplog.records if r.msg == "bytes_lost"] == [True]  # type: ignore[attr-defined]
+
+
 def test_a_rotated_file_compressed_while_down_is_counted_as_lost(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
