@@ -226,7 +226,12 @@ class Checkpoint:
 
     def find(self, dev: int, ino: int, head: bytes) -> SourceEntry | None:
         """The newest unfinished-or-finished source this open file is, or None."""
-        candidates = [e for e in self.entries.values() if e.matches(dev, ino, head)]
+        # (a finished source read nothing of is no file to resume: its inode's file is new)
+        candidates = [
+            e
+            for e in self.entries.values()
+            if e.matches(dev, ino, head) and (e.head_len or not e.drained)
+        ]
         return max(candidates, key=lambda e: e.seq, default=None)
 
     def knows_file(self, fd: int, st: os.stat_result, *, besides: str = "") -> bool:

@@ -208,16 +208,27 @@ class TailSet:
             here = os.path.abspath(path)
             if (st.st_dev, st.st_ino) != (entry.dev, entry.ino) or here in ours:
                 continue
+            if here != home and not self._is_rotation(entry.path, path):
+                continue
+            if here == home and st.st_size < entry.size:
+                report_lost(self._metrics, entry.path, entry.id, 0, entry.size, "deleted")
+            else:
+                self._emptied_while_down(entry, st)
             if here == home:
-                if st.st_size < entry.size:
-                    report_lost(self._metrics, entry.path, entry.id, 0, entry.size, "deleted")
                 self._checkpoint.finish(entry, 0)
                 return None
-            if self._is_rotation(entry.path, path):
-                opened = _open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=True))
-                if opened is not None:
-                    return opened
+            opened = _open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=True))
+            if opened is not None:
+                return opened
         return _LOST
+
+    def _emptied_while_down(self, entry: SourceEntry, st: os.stat_result) -> None:
+        """The file of a source read nothing of, found empty but changed since our last
+        checkpoint write: written and cut while we were down (a copytruncate whose copy is
+        gone, a truncate). How much it held nobody can tell: reported as at least nothing."""
+        written_at = self._checkpoint.written_at_ns
+        if st.st_size == 0 and written_at is not None and st.st_mtime_ns > written_at:
+            report_lost(self._metrics, entry.path, entry.id, 0, 0, "truncated", at_least=True)
 
     def _lost(self, entry: SourceEntry, files: list[tuple[str, os.stat_result]]) -> None:
         """An unfinished source found nowhere: its unread bytes are counted as lost, once."""
