@@ -96,3 +96,15 @@ def test_a_rotation_waits_for_this_file_not_for_one_that_had_its_inode(tmp_path:
     old = sha256(b"old content, longer\n"[:12]).hexdigest()  # a deleted file, same inode number
     assert not confirms({**mine, "offset": 20, "head_sha": old}, st, head)
     assert confirms({"ino": st.st_ino, "offset": 12}, st, head)  # no fingerprint in the format
+
+
+def test_a_lost_line_split_by_a_rotation_is_reported_from_where_the_file_holds_it() -> None:
+    """Model seed 50004: a line half written when its file was copied away, finished in the next
+    file; the copy went. The producer reports from the half's start in the old file, which holds
+    only that half: the report is at the gap, not past it."""
+    gens = [gen(1, *A[:3], A[3][:4], lost_by="delete"), gen(2, A[3][4:], *B)]
+    output = b"".join(A[:3] + B)
+    gap = len(b"".join(A[:3]))
+    event: dict[str, object] = {"path": "/x/input.txt", "start": gap, "end": gap + 4, "bytes": 4}
+    assert assess(gens, output, [event], "reported").problems == []
+    assert "not reported" in assess(gens, output, [], "reported").problems[0]
