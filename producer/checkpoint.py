@@ -86,14 +86,16 @@ class SourceEntry:
         """The open file holds this source's bytes up to its confirmed offset: its first bytes
         and the bytes before the checked offset are the ones we read. By content alone (a copy
         under another inode) that needs a fingerprint, and a check near the offset unless the
-        fingerprint covers all of the file."""
+        fingerprint covers all of the file or nothing of it is confirmed yet (then the copy
+        `knows_file` takes for ours is ours: refused here, it was shipped by nobody)."""
         if size < self.offset or size < self.check_end:
             return False
         if not self.head_len and size:
             # no fingerprint, so nothing of it was published: a file with bytes on its inode
             # number may be any new file, and is read as one
             return False
-        if not by_inode and (not self.head_len or (not self.check_len and size > self.head_len)):
+        unchecked = not self.check_len and size > self.head_len and self.offset
+        if not by_inode and (not self.head_len or unchecked):
             return False
         head = os.pread(fd, self.head_len, 0)
         return (

@@ -36,6 +36,26 @@ def test_copytruncate_while_down_reads_the_unread_part_from_the_copy(tmp_path: P
     assert drain(make_tails(tmp_path)) == b"line 2 unread\nafter 1\n"
 
 
+def test_copytruncate_while_down_of_a_file_opened_but_not_read_ships_the_copy(
+    tmp_path: Path,
+) -> None:
+    """Issue 11, model seed 60000: opened (fingerprinted, 1 KiB) but nothing read yet when the
+    producer stopped; copytruncated while down. The copy was taken for known (a copy of ours)
+    by the scan for new rotations but refused as ours (no check near an offset of 0): shipped
+    by nobody, and the whole file reported lost."""
+    path = tmp_path / "in.txt"
+    first = b"".join(b"line %04d of the first kilobyte and more\n" % i for i in range(40))
+    path.write_bytes(first)
+    tails = make_tails(tmp_path)
+    tails.check()  # opened, not read
+    stopped(tails)
+    append(path, b"written while down\n")
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    append(path, b"after 1\n")
+    assert drain(make_tails(tmp_path)) == first + b"written while down\nafter 1\n"
+
+
 def test_two_rotations_while_down_ship_every_file_oldest_first(tmp_path: Path) -> None:
     """in.txt → in.txt.1 → in.txt.2, with a new in.txt.1 written in between: the known file's
     rest, then the file nobody saw, then the current one."""
