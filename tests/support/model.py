@@ -685,6 +685,7 @@ def assess(
     expected, owner = expected_lines(gens)
     got = cut_lines(output)
     match = align(expected, got)
+    glued = glued_lines(gens, match, expected)
     match.unknown = torn_lines(gens, match, expected, owner)
     judged = LossJudge(gens, expected, owner, events, mode)
     for gen_id, indices in sorted(judged.shared_prefixes(match.missing_by_gen(owner)).items()):
@@ -708,8 +709,44 @@ def assess(
         f"bytes_lost events {len(events)}",
         first_difference(expected, got),
     ]
-    notes = judged.notes + judged.unmatched_events()
+    notes = glued + judged.notes + judged.unmatched_events()
     return Assessment(problems, summary, judged.expected_losses, notes)
+
+
+def glued_lines(gens: list[Generation], match: Match, expected: list[bytes]) -> list[str]:
+    """A line begun in one file and finished in the next whose second part was lost with the
+    next file: its first part, the unterminated end of the old file, is shipped as it is (the
+    README's wire format) and the next line shipped runs on from it. Both lines arrived, as far
+    as anyone could deliver them: neither is missing, and the joined line is no stranger."""
+    missing = set(match.missing)
+    notes, left = [], []
+    for at, line in match.unknown:
+        found = None
+        for i in sorted(missing):
+            whole = expected[i]
+            k = 0
+            while k < min(len(whole), len(line)) and whole[k] == line[k]:
+                k += 1
+            rest, after = whole[k:], line[k:]
+            j = next((j for j in missing if j != i and expected[j] == after), None)
+            if (
+                0 < k < len(whole)
+                and j is not None
+                and any(g.lost_by is not None and g.data.startswith(rest) for g in gens)
+            ):
+                found = (i, j)
+                break
+        if found is None:
+            left.append((at, line))
+            continue
+        missing -= set(found)
+        notes.append(
+            f"output line {at + 1}: the first part of {expected[found[0]][:40]!r} (its rest "
+            f"lost with the next file) runs on into {expected[found[1]][:40]!r}"
+        )
+    match.unknown = left
+    match.missing = [i for i in match.missing if i in missing]
+    return notes
 
 
 def torn_lines(

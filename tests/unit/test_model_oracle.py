@@ -108,3 +108,15 @@ def test_a_lost_line_split_by_a_rotation_is_reported_from_where_the_file_holds_i
     event: dict[str, object] = {"path": "/x/input.txt", "start": gap, "end": gap + 4, "bytes": 4}
     assert assess(gens, output, [event], "reported").problems == []
     assert "not reported" in assess(gens, output, [], "reported").problems[0]
+
+
+def test_a_half_line_whose_rest_was_lost_runs_on_into_the_next_line() -> None:
+    """Model seed 60010: a line half written to a file rotated away, its rest written to the next
+    file, deleted while the producer was down. The half ships as it is and the next line runs on
+    from it: no stranger, nothing missing but the lost file's lines."""
+    half, rest = A[3][:4], A[3][4:]
+    gens = [gen(1, *A[:3], half), gen(2, rest, *B[:1], lost_by="delete"), gen(3, *B[1:])]
+    output = b"".join([*A[:3], half + B[1], B[2]])
+    found = assess(gens, output, [], "suffix")
+    assert found.problems == [] and "runs on" in found.notes[0]
+    assert "never written" in " ".join(problems(gens, b"".join([*A[:3], b"xx" + B[1], B[2]])))
