@@ -214,6 +214,27 @@ class Scenario:
         gen.lost_by = reason
         gen.producer_up_at_loss = watching
         gen.unseen = not watching and gen.begun_in_outage == self.outage
+        if "eager_rotation" in self.kinds and not gen.unseen:
+            # rotations that do not wait for the producer: one stalled on a busy box is down as
+            # far as rotation goes. Nothing of the file read (the producer saves a source's
+            # first fingerprint before publishing any of it), it saw at most an empty file
+            gen.unseen = not self.fingerprinted(gen)
+
+    def fingerprinted(self, gen: Generation) -> bool:
+        """Some source in the producer's checkpoint fingerprints the generation's first bytes."""
+        try:
+            sources = json.loads((self.dir / "producer.checkpoint").read_text())["sources"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return True  # no evidence either way: judged as seen
+        for entry in sources:
+            length, sha = entry.get("head_len"), entry.get("head_sha")
+            if (
+                isinstance(length, int)
+                and 0 < length <= len(gen.data)
+                and hashlib.sha256(bytes(gen.data[:length])).hexdigest() == sha
+            ):
+                return True
+        return False
 
     def line(self, gen: Generation) -> bytes:
         """A unique, self-describing line with bytes that test byte-exactness."""
