@@ -226,13 +226,16 @@ class Checkpoint:
         self.save()
         return entry
 
-    def find(self, dev: int, ino: int, head: bytes) -> SourceEntry | None:
-        """The newest unfinished-or-finished source this open file is, or None."""
-        # (a finished source read nothing of is no file to resume: its inode's file is new)
+    def find(
+        self, dev: int, ino: int, head: bytes, *, resumable: bool = False
+    ) -> SourceEntry | None:
+        """The newest source this open file is, or None; with `resumable`, only one with bytes
+        left to send. A finished source nothing of which was shipped claims no file: a few
+        bytes of fingerprint (the start of a half-written line) are shared by many files."""
         candidates = [
             e
             for e in self.entries.values()
-            if e.matches(dev, ino, head) and (e.head_len or not e.drained)
+            if e.matches(dev, ino, head) and not (e.drained and (resumable or not e.offset))
         ]
         return max(candidates, key=lambda e: e.seq, default=None)
 
@@ -246,6 +249,8 @@ class Checkpoint:
         digests: dict[int, str] = {}  # one digest per fingerprint length, not per source
         for e in self.entries.values():
             if not e.head_len or len(head) < e.head_len or e.id == besides:
+                continue
+            if e.drained and not e.offset:
                 continue
             if e.head_len not in digests:
                 digests[e.head_len] = head_digest(head[: e.head_len])

@@ -210,7 +210,9 @@ class FileTail:
             os.close(fd)
             return None
         head = os.pread(fd, HEAD_BYTES, 0)
-        entry = self._checkpoint.find(st.st_dev, st.st_ino, head)
+        # a finished source has nothing left to send: a file at our path on its inode number
+        # that starts with its (maybe short) fingerprint is a new file that reused the number
+        entry = self._checkpoint.find(st.st_dev, st.st_ino, head, resumable=True)
         if entry is not None and not (entry.offset <= st.st_size and entry.same_bytes_before(fd)):
             # same inode and first bytes, other bytes before the offset: rewritten in place
             log.info(

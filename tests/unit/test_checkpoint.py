@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,28 @@ def test_a_source_with_no_fingerprint_is_only_an_empty_file_on_its_inode(tmp_pat
     assert again.entries[entry.id].head_len == len(b"first line\n")
     assert again.find(7, 9, b"first line\nmore") is not None
     assert again.find(7, 9, b"other line\n") is None
+
+
+def test_a_finished_source_nothing_of_which_was_shipped_claims_no_file(tmp_path: Path) -> None:
+    """Model seed 60013: a source finished after a 4-byte fingerprint (the start of a half-written
+    line) and nothing shipped took every later file starting with those bytes for known (a copy
+    of it): rotations written while the producer was down were shipped by nobody."""
+    cp = Checkpoint.load(tmp_path / "ck")
+    short = cp.new_source("in.txt", 1, 2, b"s600", 0)
+    cp.finish(short, 0)
+    other = tmp_path / "in.txt.1"
+    other.write_bytes(b"s60013 a whole other file\n")
+    with other.open("rb") as handle:
+        assert not cp.knows_file(handle.fileno(), os.fstat(handle.fileno()))
+    assert cp.find(1, 2, b"s60013 on the reused inode\n") is None
+
+
+def test_only_a_source_with_bytes_left_is_resumed(tmp_path: Path) -> None:
+    """Model seed 60033: a new file on the inode of a finished source, starting with its 1-byte
+    fingerprint, was resumed at that source's offset: its first byte never shipped."""
+    cp = Checkpoint.load(tmp_path / "ck")
+    done = cp.new_source("in.txt", 1, 2, b"s", 0)
+    cp.advance(done.id, 1)
+    cp.finish(done, 1)
+    assert cp.find(1, 2, b"s60033 new file\n") is done  # still a copy's evidence, for the scan
+    assert cp.find(1, 2, b"s60033 new file\n", resumable=True) is None
