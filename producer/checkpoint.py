@@ -104,10 +104,14 @@ class SourceEntry:
             and self.same_bytes_before(fd)
         )
 
-    def copied_by(self, fd: int, size: int) -> bool:
+    def copied_by(self, fd: int, size: int, *, since_checkpoint: bool = False) -> bool:
         """The open file (another inode) is a copy of this source, as far as we can tell: it
         starts with our fingerprint, and holds the bytes before the checked offset if it is that
         long (a copy made before we read further is shorter)."""
+        if since_checkpoint and size < self.offset:
+            # made after the checkpoint confirmed `offset`, from a file that held that much: a
+            # shorter one starting with our first KiB is a rewrite's copy, not ours
+            return False
         if not self.head_len or size < self.head_len:
             return False
         if head_digest(os.pread(fd, self.head_len, 0)) != self.head_sha:
@@ -239,9 +243,11 @@ class Checkpoint:
         ]
         return max(candidates, key=lambda e: e.seq, default=None)
 
-    def knows_file(self, fd: int, st: os.stat_result, *, besides: str = "") -> bool:
+    def knows_file(
+        self, fd: int, st: os.stat_result, *, besides: str = "", since_checkpoint: bool = False
+    ) -> bool:
         """Some source (other than `besides`) is this open file (by inode and first bytes) or a
-        copy of it."""
+        copy of it (`since_checkpoint`: one written after the checkpoint was, at start)."""
         head = os.pread(fd, HEAD_BYTES, 0)
         found = self.find(st.st_dev, st.st_ino, head)
         if found is not None and found.id != besides:
@@ -254,7 +260,9 @@ class Checkpoint:
                 continue
             if e.head_len not in digests:
                 digests[e.head_len] = head_digest(head[: e.head_len])
-            if digests[e.head_len] == e.head_sha and e.copied_by(fd, st.st_size):
+            if digests[e.head_len] == e.head_sha and e.copied_by(
+                fd, st.st_size, since_checkpoint=since_checkpoint
+            ):
                 return True
         return False
 

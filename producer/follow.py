@@ -509,7 +509,9 @@ class FileTail:
                 fd, st = open_regular(path)
             except OSError:
                 continue
-            if (st.st_dev, st.st_ino) in claimed or self._checkpoint.knows_file(fd, st):
+            # (at start: written after the checkpoint, the files we scan for)
+            known = self._checkpoint.knows_file(fd, st, since_checkpoint=self._at_startup)
+            if (st.st_dev, st.st_ino) in claimed or known:
                 os.close(fd)
                 continue
             head = os.pread(fd, HEAD_BYTES, 0)

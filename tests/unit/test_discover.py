@@ -56,6 +56,23 @@ def test_copytruncate_while_down_of_a_file_opened_but_not_read_ships_the_copy(
     assert drain(make_tails(tmp_path)) == first + b"written while down\nafter 1\n"
 
 
+def test_a_shorter_rewrite_with_our_first_kilobyte_copied_while_down_is_shipped(
+    tmp_path: Path,
+) -> None:
+    """Model seed 60014: rewritten in place while down, its first line (longer than the 1 KiB
+    fingerprint) unchanged but shorter than what we had confirmed, then copytruncated. The copy
+    passed for a copy of ours made before we read further, and was shipped by nobody."""
+    banner = b"=" * 1100 + b"\n"
+    path, tails = following(tmp_path, banner + b"old line 1\nold line 2\nold line 3\n")
+    stopped(tails)
+    rewrite = banner + b"new 1\n"
+    path.write_bytes(rewrite)
+    (tmp_path / "in.txt.1").write_bytes(rewrite)
+    os.truncate(path, 0)
+    append(path, b"after\n")
+    assert drain(make_tails(tmp_path)) == rewrite + b"after\n"
+
+
 def test_two_rotations_while_down_ship_every_file_oldest_first(tmp_path: Path) -> None:
     """in.txt → in.txt.1 → in.txt.2, with a new in.txt.1 written in between: the known file's
     rest, then the file nobody saw, then the current one."""
