@@ -825,24 +825,32 @@ class LossJudge:
             gone = missing.get(gen.id, [])
             if gen.rewrite_of is None or not gone:
                 continue
-            mine, old = self.lines_of(gen.id), self.lines_of(gen.rewrite_of)
-            k = len(gone)
-            old_gone = missing.get(gen.rewrite_of, [])
-            if (
-                len(old) >= k
-                and gone == mine[:k]
-                and old_gone == old[k:]
-                and all(
+            mine, k = self.lines_of(gen.id), len(gone)
+            if gone != mine[:k]:
+                continue
+            # rewritten several times while nobody looked (each keeping those lines): what was
+            # read is that of the nearest one any of whose lines arrived
+            ancestor: int | None = gen.rewrite_of
+            while ancestor is not None:
+                old = self.lines_of(ancestor)
+                old_gone = missing.get(ancestor, [])
+                same = len(old) >= k and all(
                     self.expected[a] == self.expected[b]
                     for a, b in zip(mine[:k], old[:k], strict=True)
                 )
-            ):
-                del missing[gen.id]
-                self.unknowable.add(gen.rewrite_of)
-                self.notes.append(
-                    f"g{gen.id}: its first {k} lines equal what was read of g{gen.rewrite_of}: "
-                    "shipped once, as the old file's"
-                )
+                if not same:
+                    break
+                if old_gone == old[k:]:
+                    del missing[gen.id]
+                    self.unknowable.add(ancestor)
+                    self.notes.append(
+                        f"g{gen.id}: its first {k} lines equal what was read of g{ancestor}: "
+                        "shipped once, as the old file's"
+                    )
+                    break
+                if old_gone != old:
+                    break
+                ancestor = self.gens[ancestor - 1].rewrite_of
         return missing
 
     def missing(self, gen_id: int, indices: list[int]) -> None:

@@ -120,3 +120,13 @@ def test_a_half_line_whose_rest_was_lost_runs_on_into_the_next_line() -> None:
     found = assess(gens, output, [], "suffix")
     assert found.problems == [] and "runs on" in found.notes[0]
     assert "never written" in " ".join(problems(gens, b"".join([*A[:3], b"xx" + B[1], B[2]])))
+
+
+def test_rewrites_in_a_row_keeping_what_was_read_ship_those_lines_once() -> None:
+    """Model seed 70001: read the first line, then rewritten twice while the producer was down,
+    each time with the same first line: shipped once, as the first file's."""
+    first = gen(1, *A, lost_by="rewrite")
+    unseen = gen(2, A[0], B[0], rewrite_of=1, lost_by="rewrite", unseen=True)
+    last = gen(3, A[0], *B[1:], rewrite_of=2)
+    found = assess([first, unseen, last], b"".join([A[0], *B[1:]]), [], "reported")
+    assert found.problems == []
