@@ -273,6 +273,25 @@ class TailSet:
             not t.files or t.files[-1].rotated_at is not None for t in self.tails.values()
         )
 
+    def deleted_unread(self) -> bool:
+        """Some held file is deleted with bytes not read yet (see FileTail.deleted_unread)."""
+        return any(t.deleted_unread() for t in self.tails.values())
+
+    def read_deleted(self) -> Batch | None:
+        """At stop: the next batch on the way to what deleted files still hold, read as at the
+        end of a --once run (a rotated file's unterminated end ships: nobody can finish it)."""
+        for tail in self.tails.values():
+            if tail.deleted_unread():
+                tail.check()  # a deleted current file is a rotated one
+                batch = tail.read(once=True)
+                if batch is not None:
+                    return batch
+        return None
+
+    def report_deleted_unread(self) -> None:
+        for tail in self.tails.values():
+            tail.report_deleted_unread()
+
     def close(self) -> None:
         for tail in self.tails.values():
             tail.close()

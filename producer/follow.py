@@ -677,6 +677,26 @@ class FileTail:
         os.close(f.fd)
         self._checkpoint.finish(f.source, f.read_offset)
 
+    def deleted_unread(self) -> list[OpenFile]:
+        """Held files whose name is gone (deleted) with bytes we have not read: once we close
+        them, nobody can read those bytes any more."""
+        found = []
+        for f in (*self.files, *self.late):
+            try:
+                st = os.fstat(f.fd)
+            except OSError:
+                continue
+            if not f.gone and st.st_nlink == 0 and st.st_size > f.read_offset:
+                found.append(f)
+        return found
+
+    def report_deleted_unread(self) -> None:
+        """At stop, what deleted files still hold unread is lost: counted and logged, once."""
+        for f in self.deleted_unread():
+            size = os.fstat(f.fd).st_size
+            report_lost(self._metrics, f.path, f.source.id, f.read_offset, size, "deleted")
+            self._checkpoint.finish(f.source, f.read_offset)
+
     def close(self) -> None:
         while self.files:
             os.close(self.files.popleft().fd)

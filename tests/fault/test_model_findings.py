@@ -113,3 +113,21 @@ def test_copytruncate_of_a_file_read_to_its_end_ships_nothing_twice(pipe: Pipeli
     time.sleep(0.5)  # the producer sees the empty file
     pipe.append(b"after\n")
     assert settled_output(pipe, b"after\n") == before + b"after\n"
+
+
+def test_a_clean_stop_ships_what_a_deleted_file_still_holds(pipe: Pipeline) -> None:
+    """Model seed 20038: SIGTERM while the producer held a deleted file with bytes it had not
+    shipped (here the unterminated end, waiting out a long rotation grace): closed at exit,
+    nobody could read them after a restart. A clean stop ships them first."""
+    pipe.input.touch()
+    pipe.consumer().ready()
+    producer = pipe.producer("--rotation-grace", "60")
+    producer.ready()
+    pipe.append(b"line 1\n")
+    assert pipe.wait_for_output(b"line 1\n", timeout=20) == b"line 1\n"
+    pipe.append(b"the unterminated end")
+    time.sleep(0.5)  # read up to its last newline: the end waits for a writer to finish it
+    pipe.input.unlink()
+    time.sleep(0.5)  # seen deleted: a rotation, drained within the grace
+    assert producer.terminate() == 0
+    assert settled_output(pipe, b"end") == b"line 1\nthe unterminated end"

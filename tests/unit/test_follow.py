@@ -612,3 +612,25 @@ def test_copytruncate_during_the_checkpoint_write_of_an_opening_finds_the_copy(
 
     checkpoint.save = slow_save  # type: ignore[method-assign]
     assert drain(tails) == b"b 1\nb 2\nb 3\nc\n"
+
+
+def test_what_a_deleted_file_holds_unread_at_stop_is_shipped_or_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11 (model seed 20038): at a clean stop, a held deleted file's unread bytes are read
+    first (its unterminated end too); what is still unread when time runs out is reported."""
+    path, tails = following(tmp_path, b"a\n", rotation_grace=60.0)
+    with path.open("ab") as handle:
+        handle.write(b"b\nhalf")
+    path.unlink()
+    assert tails.deleted_unread()
+    batch = tails.read_deleted()
+    assert batch is not None and bytes(batch.body) == b"b\nhalf"
+    assert not tails.deleted_unread()
+    path.write_bytes(b"x\n")
+    tails.check()
+    with path.open("ab") as handle:
+        handle.write(b"unread\n")
+    path.unlink()
+    tails.report_deleted_unread()
+    assert lost(caplog) == [(0, 9, 9, "deleted")]
