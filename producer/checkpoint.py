@@ -250,7 +250,14 @@ class Checkpoint:
         copy of it (`since_checkpoint`: one written after the checkpoint was, at start)."""
         head = os.pread(fd, HEAD_BYTES, 0)
         found = self.find(st.st_dev, st.st_ino, head)
-        if found is not None and found.id != besides:
+        # on its inode, with its first bytes, but shorter than what we read of it or other bytes
+        # before that: rewritten in place, a new file
+        if (
+            found is not None
+            and found.id != besides
+            and st.st_size >= found.offset
+            and found.same_bytes_before(fd)
+        ):
             return True
         digests: dict[int, str] = {}  # one digest per fingerprint length, not per source
         for e in self.entries.values():

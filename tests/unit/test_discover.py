@@ -73,6 +73,23 @@ def test_a_shorter_rewrite_with_our_first_kilobyte_copied_while_down_is_shipped(
     assert drain(make_tails(tmp_path)) == rewrite + b"after\n"
 
 
+def test_a_shorter_rewrite_with_our_first_kilobyte_renamed_while_down_is_shipped(
+    tmp_path: Path,
+) -> None:
+    """Model seed 70032: as above, but the rewrite renamed away: on the old source's inode and
+    with its first KiB, it passed for that source (known) though shorter than what we read."""
+    banner = b"=" * 1100 + b"\n"
+    path, tails = following(tmp_path, banner + b"old line 1\nold line 2\nold line 3\n")
+    stopped(tails)
+    rewrite = banner + b"new 1\n"
+    with path.open("r+b") as handle:
+        handle.write(rewrite)
+        handle.truncate()
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"after\n")
+    assert drain(make_tails(tmp_path)) == rewrite + b"after\n"
+
+
 def test_two_rotations_while_down_ship_every_file_oldest_first(tmp_path: Path) -> None:
     """in.txt → in.txt.1 → in.txt.2, with a new in.txt.1 written in between: the known file's
     rest, then the file nobody saw, then the current one."""
