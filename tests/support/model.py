@@ -516,8 +516,13 @@ class Scenario:
         gen = self.files.get("input.txt")
         if gen is None or b"\n" not in gen.data:
             return self.op_append()
-        behind = self._maybe_finish_before_rotation()
         first = bytes(gen.data[: gen.data.index(b"\n") + 1])
+        if not first.startswith(b"s%d g" % self.seed):
+            # the file begins with the rest of a line begun in the file before (split_partial):
+            # a rewrite starting with that rest would make a line of its own that equals it,
+            # and whichever arrives the judge cannot tell apart (seed 70007)
+            return self.op_append()
+        behind = self._maybe_finish_before_rotation()
         new = Generation(len(self.gens) + 1, paths={"input.txt"}, rewrite_of=gen.id)
         body = first + b"".join(self.line(new) for _ in range(self.rng.randint(1, 40)))
         with self.path("input.txt").open("wb") as handle:  # same inode, O_TRUNC
