@@ -231,6 +231,18 @@ class ProducerApp:
             return
         self.metrics.checkpoint_writes.inc()
 
+    async def _ship_deleted(self) -> None:
+        """A clean stop first reads what deleted files we hold still have (after it nobody can):
+        within half the shutdown timeout, the rest of which waits for the confirms; what is
+        left then is reported lost."""
+        never = asyncio.Event()
+        while self.tails.deleted_unread():
+            await self.ledger.wait_for_room(never)
+            batch = self.tails.read_deleted()
+            if batch is None:
+                return
+            self._send(batch)
+
     async def _drain_in_flight(self, deadline: float | None) -> None:
         if self.publisher is None:
             return
@@ -246,11 +258,19 @@ class ProducerApp:
         telemetry: TelemetryServer,
     ) -> None:
         self.stop.set()
-        await self._drain_in_flight(self.settings.shutdown_timeout)
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        if self.publisher is not None and not self._refused:
+            await with_deadline(
+                "ship what deleted files still hold",
+                self._ship_deleted(),
+                self.settings.shutdown_timeout / 2,
+            )
+        await self._drain_in_flight(max(0.1, deadline - time.monotonic()))
         if self.publisher is not None:
             await with_deadline("abandon unconfirmed batches", self.publisher.close(), 5)
         await stop_tasks(background)
         if not self._refused:  # a start the broker refused leaves no checkpoint behind
+            self.tails.report_deleted_unread()
             self._save_checkpoint()
         self.tails.close()
         close = getattr(connection, "close", None)

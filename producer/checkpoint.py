@@ -64,9 +64,14 @@ class SourceEntry:
         return self.finished and (self.end is None or self.offset >= self.end)
 
     def matches(self, dev: int, ino: int, head: bytes) -> bool:
-        """True when the open file (its dev, ino and first bytes) is this source."""
+        """True when the open file (its dev, ino and first bytes) is this source. A source with no
+        fingerprint (nothing read of it: the fingerprint is saved before its first batch is
+        published) is only an empty file on its inode: a new file that reused the number of a
+        deleted one holds bytes, and is a new source."""
         if (dev, ino) != (self.dev, self.ino) or len(head) < self.head_len:
             return False
+        if not self.head_len:
+            return not head
         return head_digest(head[: self.head_len]) == self.head_sha
 
     def same_bytes_before(self, fd: int) -> bool:
@@ -81,10 +86,16 @@ class SourceEntry:
         """The open file holds this source's bytes up to its confirmed offset: its first bytes
         and the bytes before the checked offset are the ones we read. By content alone (a copy
         under another inode) that needs a fingerprint, and a check near the offset unless the
-        fingerprint covers all of the file."""
+        fingerprint covers all of the file or nothing of it is confirmed yet (then the copy
+        `knows_file` takes for ours is ours: refused here, it was shipped by nobody)."""
         if size < self.offset or size < self.check_end:
             return False
-        if not by_inode and (not self.head_len or (not self.check_len and size > self.head_len)):
+        if not self.head_len and size:
+            # no fingerprint, so nothing of it was published: a file with bytes on its inode
+            # number may be any new file, and is read as one
+            return False
+        unchecked = not self.check_len and size > self.head_len and self.offset
+        if not by_inode and (not self.head_len or unchecked):
             return False
         head = os.pread(fd, self.head_len, 0)
         return (
@@ -93,10 +104,14 @@ class SourceEntry:
             and self.same_bytes_before(fd)
         )
 
-    def copied_by(self, fd: int, size: int) -> bool:
+    def copied_by(self, fd: int, size: int, *, since_checkpoint: bool = False) -> bool:
         """The open file (another inode) is a copy of this source, as far as we can tell: it
         starts with our fingerprint, and holds the bytes before the checked offset if it is that
         long (a copy made before we read further is shorter)."""
+        if since_checkpoint and size < self.offset:
+            # made after the checkpoint confirmed `offset`, from a file that held that much: a
+            # shorter one starting with our first KiB is a rewrite's copy, not ours
+            return False
         if not self.head_len or size < self.head_len:
             return False
         if head_digest(os.pread(fd, self.head_len, 0)) != self.head_sha:
@@ -215,38 +230,69 @@ class Checkpoint:
         self.save()
         return entry
 
-    def find(self, dev: int, ino: int, head: bytes) -> SourceEntry | None:
-        """The newest unfinished-or-finished source this open file is, or None."""
-        candidates = [e for e in self.entries.values() if e.matches(dev, ino, head)]
+    def find(
+        self, dev: int, ino: int, head: bytes, *, resumable: bool = False
+    ) -> SourceEntry | None:
+        """The newest source this open file is, or None; with `resumable`, only one with bytes
+        left to send. A finished source nothing of which was shipped claims no file: a few
+        bytes of fingerprint (the start of a half-written line) are shared by many files."""
+        candidates = [
+            e
+            for e in self.entries.values()
+            if e.matches(dev, ino, head) and not (e.drained and (resumable or not e.offset))
+        ]
         return max(candidates, key=lambda e: e.seq, default=None)
 
-    def knows_file(self, fd: int, st: os.stat_result, *, besides: str = "") -> bool:
+    def knows_file(
+        self, fd: int, st: os.stat_result, *, besides: str = "", since_checkpoint: bool = False
+    ) -> bool:
         """Some source (other than `besides`) is this open file (by inode and first bytes) or a
-        copy of it."""
+        copy of it (`since_checkpoint`: one written after the checkpoint was, at start)."""
         head = os.pread(fd, HEAD_BYTES, 0)
         found = self.find(st.st_dev, st.st_ino, head)
-        if found is not None and found.id != besides:
+        # on its inode, with its first bytes, but shorter than what we read of it or other bytes
+        # before that: rewritten in place, a new file
+        if (
+            found is not None
+            and found.id != besides
+            and st.st_size >= found.offset
+            and found.same_bytes_before(fd)
+        ):
             return True
         digests: dict[int, str] = {}  # one digest per fingerprint length, not per source
         for e in self.entries.values():
             if not e.head_len or len(head) < e.head_len or e.id == besides:
                 continue
+            if e.drained and not e.offset:
+                continue
             if e.head_len not in digests:
                 digests[e.head_len] = head_digest(head[: e.head_len])
-            if digests[e.head_len] == e.head_sha and e.copied_by(fd, st.st_size):
+            if digests[e.head_len] == e.head_sha and e.copied_by(
+                fd, st.st_size, since_checkpoint=since_checkpoint
+            ):
                 return True
         return False
+
+    def own_files(self) -> tuple[Path, Path]:
+        """The checkpoint file and its temp file: never anyone's log, whatever inode they got."""
+        return self.path, self.path.with_name(self.path.name + ".tmp")
 
     def knows_path(self, path: str) -> bool:
         """True when some source was read from this path before (not a first run for it)."""
         return any(e.path == path for e in self.entries.values())
 
     def widen_head(self, entry: SourceEntry, head: bytes) -> None:
-        """Fingerprint more of the file's first bytes as they appear (up to HEAD_BYTES)."""
+        """Fingerprint more of the file's first bytes as they appear (up to HEAD_BYTES). The
+        first fingerprint of a source is saved at once, before its first batch is published: a
+        source saved without one is taken for nothing but an empty file after a restart, and a
+        published range under it would make the consumer drop a new file's bytes."""
         if entry.head_len < HEAD_BYTES and len(head) > entry.head_len:
+            first = not entry.head_len
             entry.head_len = min(len(head), HEAD_BYTES)
             entry.head_sha = head_digest(head[: entry.head_len])
             self.dirty = True
+            if first:
+                self.save()
 
     def relocate(self, entry: SourceEntry, dev: int, ino: int) -> None:
         """The source's bytes now live in another file (the copy copytruncate made)."""
@@ -312,7 +358,7 @@ class Checkpoint:
             "version": CHECKPOINT_VERSION,
             "sources": [asdict(e) for e in sorted(self.entries.values(), key=lambda e: e.seq)],
         }
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp = self.own_files()[1]
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(fd, json.dumps(data, separators=(",", ":")).encode())

@@ -173,6 +173,8 @@ class TailSet:
         """Where the source's unread bytes are: None when still at its own path (resumed by the
         tail), an open file elsewhere, or _LOST."""
         home = os.path.abspath(entry.path)
+        if not entry.head_len:
+            return self._locate_unread(entry, files, home)
         for path, st in files:
             if (st.st_dev, st.st_ino) == (entry.dev, entry.ino):
                 opened = _open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=True))
@@ -192,6 +194,42 @@ class TailSet:
                 return opened
         return _LOST
 
+    def _locate_unread(
+        self, entry: SourceEntry, files: list[tuple[str, os.stat_result]], home: str
+    ) -> Located:
+        """A source with no fingerprint: nothing of it was read or published, and its inode
+        number alone proves nothing (a deleted file's number is soon reused, by any file, even
+        our own checkpoint's temp file). Only an empty file renamed to one of its rotation names
+        is still taken for it. At its own path, whatever holds its inode number is read as a new
+        file from its start: the source ends there, and only if that file is shorter than the
+        source was seen, the difference went with a deleted file."""
+        ours = {os.path.abspath(p) for p in self._checkpoint.own_files()}
+        for path, st in files:
+            here = os.path.abspath(path)
+            if (st.st_dev, st.st_ino) != (entry.dev, entry.ino) or here in ours:
+                continue
+            if here != home and not self._is_rotation(entry.path, path):
+                continue
+            if here == home and st.st_size < entry.size:
+                report_lost(self._metrics, entry.path, entry.id, 0, entry.size, "deleted")
+            else:
+                self._emptied_while_down(entry, st)
+            if here == home:
+                self._checkpoint.finish(entry, 0)
+                return None
+            opened = _open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=True))
+            if opened is not None:
+                return opened
+        return _LOST
+
+    def _emptied_while_down(self, entry: SourceEntry, st: os.stat_result) -> None:
+        """The file of a source read nothing of, found empty but changed since our last
+        checkpoint write: written and cut while we were down (a copytruncate whose copy is
+        gone, a truncate). How much it held nobody can tell: reported as at least nothing."""
+        written_at = self._checkpoint.written_at_ns
+        if st.st_size == 0 and written_at is not None and st.st_mtime_ns > written_at:
+            report_lost(self._metrics, entry.path, entry.id, 0, 0, "truncated", at_least=True)
+
     def _lost(self, entry: SourceEntry, files: list[tuple[str, os.stat_result]]) -> None:
         """An unfinished source found nowhere: its unread bytes are counted as lost, once."""
         name = os.path.basename(entry.path)
@@ -209,7 +247,8 @@ class TailSet:
         )
         reason = "copy_compressed" if compressed else "copy_missing" if in_place else "deleted"
         end = max(entry.end or 0, entry.size)
-        report_lost(self._metrics, entry.path, entry.id, entry.offset, end, reason)
+        # what it held past the last size we saw was written while we were down: unknown
+        report_lost(self._metrics, entry.path, entry.id, entry.offset, end, reason, at_least=True)
         self._checkpoint.finish(entry, entry.offset)
 
     def read(self, *, once: bool = False) -> Batch | None:
@@ -233,6 +272,25 @@ class TailSet:
         return not self._is_glob and any(
             not t.files or t.files[-1].rotated_at is not None for t in self.tails.values()
         )
+
+    def deleted_unread(self) -> bool:
+        """Some held file is deleted with bytes not read yet (see FileTail.deleted_unread)."""
+        return any(t.deleted_unread() for t in self.tails.values())
+
+    def read_deleted(self) -> Batch | None:
+        """At stop: the next batch on the way to what deleted files still hold, read as at the
+        end of a --once run (a rotated file's unterminated end ships: nobody can finish it)."""
+        for tail in self.tails.values():
+            if tail.deleted_unread():
+                tail.check()  # a deleted current file is a rotated one
+                batch = tail.read(once=True)
+                if batch is not None:
+                    return batch
+        return None
+
+    def report_deleted_unread(self) -> None:
+        for tail in self.tails.values():
+            tail.report_deleted_unread()
 
     def close(self) -> None:
         for tail in self.tails.values():

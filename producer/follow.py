@@ -113,12 +113,22 @@ class TailOptions:
 
 
 def report_lost(
-    metrics: ProducerMetrics, path: str, source: str, start: int, end: int, reason: str
+    metrics: ProducerMetrics,
+    path: str,
+    source: str,
+    start: int,
+    end: int,
+    reason: str,
+    *,
+    at_least: bool = False,
 ) -> None:
     """Bytes nobody can read any more: counted and logged once (the contract a monitor parses:
-    event bytes_lost with path, source, start, end, bytes, reason)."""
-    if end <= start:
+    event bytes_lost with path, source, start, end, bytes, reason). With `at_least`, `end` is
+    only as far as we know (a file gone while we were down may have grown first, by any amount):
+    logged even when that is nothing, since the loss may not be."""
+    if end <= start and not at_least:
         return
+    end = max(start, end)
     metrics.bytes_lost.labels(reason).inc(end - start)
     log.warning(
         "bytes_lost",
@@ -129,6 +139,7 @@ def report_lost(
             "end": end,
             "bytes": end - start,
             "reason": reason,
+            "at_least": at_least,
         },
     )
 
@@ -199,7 +210,9 @@ class FileTail:
             os.close(fd)
             return None
         head = os.pread(fd, HEAD_BYTES, 0)
-        entry = self._checkpoint.find(st.st_dev, st.st_ino, head)
+        # a finished source has nothing left to send: a file at our path on its inode number
+        # that starts with its (maybe short) fingerprint is a new file that reused the number
+        entry = self._checkpoint.find(st.st_dev, st.st_ino, head, resumable=True)
         if entry is not None and not (entry.offset <= st.st_size and entry.same_bytes_before(fd)):
             # same inode and first bytes, other bytes before the offset: rewritten in place
             log.info(
@@ -496,7 +509,9 @@ class FileTail:
                 fd, st = open_regular(path)
             except OSError:
                 continue
-            if (st.st_dev, st.st_ino) in claimed or self._checkpoint.knows_file(fd, st):
+            # (at start: written after the checkpoint, the files we scan for)
+            known = self._checkpoint.knows_file(fd, st, since_checkpoint=self._at_startup)
+            if (st.st_dev, st.st_ino) in claimed or known:
                 os.close(fd)
                 continue
             head = os.pread(fd, HEAD_BYTES, 0)
@@ -553,9 +568,10 @@ class FileTail:
                 f = self.files[0]  # the copy of a truncated file, if found, comes first
             grace_over = f.rotated_at is not None and (once or self._grace_over(f))
             retiring = grace_over or (f.rotated_at is not None and self._successor_written())
-            # an unterminated end ships only when the grace is over: another writer may still
-            # finish that line
-            batch = self._read_from(f, final=grace_over)
+            # an unterminated end ships when the grace is over, or at once when the writer has
+            # moved on to the successor: waiting would put it after the successor's first lines
+            # (torn and out of order); a late completion by another writer is a late write
+            batch = self._read_from(f, final=retiring)
             if batch is not None or not retiring:
                 return batch
             self.files.popleft()
@@ -660,6 +676,26 @@ class FileTail:
         )
         os.close(f.fd)
         self._checkpoint.finish(f.source, f.read_offset)
+
+    def deleted_unread(self) -> list[OpenFile]:
+        """Held files whose name is gone (deleted) with bytes we have not read: once we close
+        them, nobody can read those bytes any more."""
+        found = []
+        for f in (*self.files, *self.late):
+            try:
+                st = os.fstat(f.fd)
+            except OSError:
+                continue
+            if not f.gone and st.st_nlink == 0 and st.st_size > f.read_offset:
+                found.append(f)
+        return found
+
+    def report_deleted_unread(self) -> None:
+        """At stop, what deleted files still hold unread is lost: counted and logged, once."""
+        for f in self.deleted_unread():
+            size = os.fstat(f.fd).st_size
+            report_lost(self._metrics, f.path, f.source.id, f.read_offset, size, "deleted")
+            self._checkpoint.finish(f.source, f.read_offset)
 
     def close(self) -> None:
         while self.files:

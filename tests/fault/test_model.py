@@ -7,7 +7,6 @@ nobody could have read.
     make chaos                                  LOGSHIP_MODEL_SCENARIOS (500) random seeds
     LOGSHIP_MODEL_SEED=123 pytest -s tests/fault/test_model.py          replay one seed
     LOGSHIP_MODEL_OPS=all | a,b,c | +rewrite,-delete                    choose the op kinds
-    LOGSHIP_MODEL_OUTPUT_ROTATION=1             rotate output.txt too (kind output_rotation)
     LOGSHIP_MODEL_LOSS=suffix|reported          how losses are judged (default: auto)
     LOGSHIP_MODEL_SCRIPT=append,copytruncate_fast,append   these ops in this order (a reduced
                                                 failure; op names: the Scenario.op_* methods)
@@ -28,16 +27,15 @@ from tests.support.model import Scenario, Verdict, parse_kinds, summarise
 from tests.support.pipeline import Topology
 
 # The op kinds `make test` (and `make chaos`, unless LOGSHIP_MODEL_OPS says otherwise) draws from:
-# the ones the current code passes. Add each of these once its fix has landed:
-#   "outage_rotation"    rotations while the producer is down (producer-files)
-#   "rewrite"            in-place rewrite with the same first line (producer-files)
-#   "copytruncate_fast"  copytruncate of a file the producer has not read yet (producer-files)
+# all of them (issue 11 widened the set to the outage, rewrite, eager and split kinds):
+#   "outage_rotation"    rotations while the producer is down
+#   "rewrite"            in-place rewrite with the same first line
+#   "copytruncate_fast"  copytruncate of a file the producer has not read yet
 #   "eager_rotation"     any rotation before the producer caught up with the file: a producer
 #                        stalled for a second on a busy box is down as far as rotation goes
-#   "outage_truncate"    truncate/delete while the producer is down: a deleted, unfinished
-#                        source's inode reused by a new file (see test_model_findings.py)
-#   "output_rotation"    output.txt renamed + SIGHUP (consumer-output); it also needs
-#                        LOGSHIP_MODEL_OUTPUT_ROTATION=1 until that check in Scenario.choices goes
+#   "outage_truncate"    truncate/delete while the producer is down (a deleted source's inode
+#                        reused by a new file: see test_model_findings.py)
+#   "output_rotation"    output.txt renamed + SIGHUP
 #   "split_partial"      a line half-written when its file is rotated (no owner yet)
 DEFAULT_KINDS = (
     "append",
@@ -51,6 +49,13 @@ DEFAULT_KINDS = (
     "kill_consumer",
     "term_producer",
     "term_consumer",
+    "outage_rotation",
+    "rewrite",
+    "copytruncate_fast",
+    "eager_rotation",
+    "outage_truncate",
+    "output_rotation",
+    "split_partial",
 )
 MAKE_TEST_SEEDS = (1, 2, 3, 4)
 OPS_PER_SCENARIO = int(os.environ.get("LOGSHIP_MODEL_OPS_PER_SCENARIO", "20"))

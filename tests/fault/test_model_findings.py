@@ -1,6 +1,5 @@
 """Failures the model (test_model.py) found, reduced to a few steps against the real programs.
-Those the current producer fails are marked xfail: remove the mark with the fix. The last one
-passes today and failed on a branch in progress: it guards the merge."""
+Each failed on the producer of its day and guards its fix."""
 
 from __future__ import annotations
 
@@ -39,11 +38,6 @@ def settled_output(pipe: Pipeline, last: bytes) -> bytes:
     return pipe.output.read_bytes()
 
 
-@pytest.mark.xfail(
-    reason="producer: a copytruncate of a file it has read nothing of yet is not noticed (offset "
-    "0, size 0 before and after) and its copy is never searched (no fingerprint yet)",
-    strict=False,
-)
 def test_copytruncate_right_after_the_first_write_keeps_the_lines_in_the_copy(
     pipe: Pipeline,
 ) -> None:
@@ -61,11 +55,6 @@ def test_copytruncate_right_after_the_first_write_keeps_the_lines_in_the_copy(
     assert settled_output(pipe, b"after\n") == before + b"after\n"
 
 
-@pytest.mark.xfail(
-    reason="producer: a source that has read nothing has an empty fingerprint, so after a "
-    "restart any file with its (reused) inode number is taken for it and shipped",
-    strict=False,
-)
 def test_a_file_that_reuses_a_deleted_inputs_inode_is_not_shipped(pipe: Pipeline) -> None:
     """Model seed 1035 shipped the producer's own producer.checkpoint.tmp (left by a SIGKILL
     during a save) as log lines: it had the inode number of a deleted, unfinished source."""
@@ -85,12 +74,6 @@ def test_a_file_that_reuses_a_deleted_inputs_inode_is_not_shipped(pipe: Pipeline
     assert settled_output(pipe, b"real line\n") == b"real line\n"
 
 
-@pytest.mark.xfail(
-    reason="producer: a new file with the inode number of a deleted source whose checkpoint "
-    "still has an empty fingerprint is resumed as that source; the consumer then skips its "
-    "first bytes as already written",
-    strict=False,
-)
 def test_a_new_input_reusing_the_inode_of_the_deleted_one_is_shipped_whole(
     pipe: Pipeline,
 ) -> None:
@@ -130,3 +113,21 @@ def test_copytruncate_of_a_file_read_to_its_end_ships_nothing_twice(pipe: Pipeli
     time.sleep(0.5)  # the producer sees the empty file
     pipe.append(b"after\n")
     assert settled_output(pipe, b"after\n") == before + b"after\n"
+
+
+def test_a_clean_stop_ships_what_a_deleted_file_still_holds(pipe: Pipeline) -> None:
+    """Model seed 20038: SIGTERM while the producer held a deleted file with bytes it had not
+    shipped (here the unterminated end, waiting out a long rotation grace): closed at exit,
+    nobody could read them after a restart. A clean stop ships them first."""
+    pipe.input.touch()
+    pipe.consumer().ready()
+    producer = pipe.producer("--rotation-grace", "60")
+    producer.ready()
+    pipe.append(b"line 1\n")
+    assert pipe.wait_for_output(b"line 1\n", timeout=20) == b"line 1\n"
+    pipe.append(b"the unterminated end")
+    time.sleep(0.5)  # read up to its last newline: the end waits for a writer to finish it
+    pipe.input.unlink()
+    time.sleep(0.5)  # seen deleted: a rotation, drained within the grace
+    assert producer.terminate() == 0
+    assert settled_output(pipe, b"end") == b"line 1\nthe unterminated end"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,44 @@ def test_the_bytes_before_the_confirmed_offset_are_recorded(tmp_path: Path) -> N
     again = Checkpoint.load(tmp_path / "ck").entries[entry.id]
     assert (again.offset, again.check_end, again.check_len) == (10, 10, 2)
     assert again.check_sha == digest(b"10") and again.size == 20
+
+
+def test_a_source_with_no_fingerprint_is_only_an_empty_file_on_its_inode(tmp_path: Path) -> None:
+    """Issue 11: an inode number reused by any new file was taken for a source read nothing of
+    (its empty fingerprint matched every file); its first fingerprint is on disk before a batch
+    of it can be published."""
+    path = tmp_path / "ck"
+    cp = Checkpoint.load(path)
+    entry = cp.new_source("in.txt", 7, 9, b"", 0)
+    assert cp.find(7, 9, b"") is entry
+    assert cp.find(7, 9, b"a new file on the reused inode\n") is None
+    cp.widen_head(entry, b"first line\n")
+    again = Checkpoint.load(path)  # saved by the widening itself, no save() in between
+    assert again.entries[entry.id].head_len == len(b"first line\n")
+    assert again.find(7, 9, b"first line\nmore") is not None
+    assert again.find(7, 9, b"other line\n") is None
+
+
+def test_a_finished_source_nothing_of_which_was_shipped_claims_no_file(tmp_path: Path) -> None:
+    """Model seed 60013: a source finished after a 4-byte fingerprint (the start of a half-written
+    line) and nothing shipped took every later file starting with those bytes for known (a copy
+    of it): rotations written while the producer was down were shipped by nobody."""
+    cp = Checkpoint.load(tmp_path / "ck")
+    short = cp.new_source("in.txt", 1, 2, b"s600", 0)
+    cp.finish(short, 0)
+    other = tmp_path / "in.txt.1"
+    other.write_bytes(b"s60013 a whole other file\n")
+    with other.open("rb") as handle:
+        assert not cp.knows_file(handle.fileno(), os.fstat(handle.fileno()))
+    assert cp.find(1, 2, b"s60013 on the reused inode\n") is None
+
+
+def test_only_a_source_with_bytes_left_is_resumed(tmp_path: Path) -> None:
+    """Model seed 60033: a new file on the inode of a finished source, starting with its 1-byte
+    fingerprint, was resumed at that source's offset: its first byte never shipped."""
+    cp = Checkpoint.load(tmp_path / "ck")
+    done = cp.new_source("in.txt", 1, 2, b"s", 0)
+    cp.advance(done.id, 1)
+    cp.finish(done, 1)
+    assert cp.find(1, 2, b"s60033 new file\n") is done  # still a copy's evidence, for the scan
+    assert cp.find(1, 2, b"s60033 new file\n", resumable=True) is None

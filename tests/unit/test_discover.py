@@ -36,6 +36,60 @@ def test_copytruncate_while_down_reads_the_unread_part_from_the_copy(tmp_path: P
     assert drain(make_tails(tmp_path)) == b"line 2 unread\nafter 1\n"
 
 
+def test_copytruncate_while_down_of_a_file_opened_but_not_read_ships_the_copy(
+    tmp_path: Path,
+) -> None:
+    """Issue 11, model seed 60000: opened (fingerprinted, 1 KiB) but nothing read yet when the
+    producer stopped; copytruncated while down. The copy was taken for known (a copy of ours)
+    by the scan for new rotations but refused as ours (no check near an offset of 0): shipped
+    by nobody, and the whole file reported lost."""
+    path = tmp_path / "in.txt"
+    first = b"".join(b"line %04d of the first kilobyte and more\n" % i for i in range(40))
+    path.write_bytes(first)
+    tails = make_tails(tmp_path)
+    tails.check()  # opened, not read
+    stopped(tails)
+    append(path, b"written while down\n")
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    append(path, b"after 1\n")
+    assert drain(make_tails(tmp_path)) == first + b"written while down\nafter 1\n"
+
+
+def test_a_shorter_rewrite_with_our_first_kilobyte_copied_while_down_is_shipped(
+    tmp_path: Path,
+) -> None:
+    """Model seed 60014: rewritten in place while down, its first line (longer than the 1 KiB
+    fingerprint) unchanged but shorter than what we had confirmed, then copytruncated. The copy
+    passed for a copy of ours made before we read further, and was shipped by nobody."""
+    banner = b"=" * 1100 + b"\n"
+    path, tails = following(tmp_path, banner + b"old line 1\nold line 2\nold line 3\n")
+    stopped(tails)
+    rewrite = banner + b"new 1\n"
+    path.write_bytes(rewrite)
+    (tmp_path / "in.txt.1").write_bytes(rewrite)
+    os.truncate(path, 0)
+    append(path, b"after\n")
+    assert drain(make_tails(tmp_path)) == rewrite + b"after\n"
+
+
+def test_a_shorter_rewrite_with_our_first_kilobyte_renamed_while_down_is_shipped(
+    tmp_path: Path,
+) -> None:
+    """Model seed 70032: as above, but the rewrite renamed away: on the old source's inode and
+    with its first KiB, it passed for that source (known) though shorter than what we read."""
+    banner = b"=" * 1100 + b"\n"
+    path, tails = following(tmp_path, banner + b"old line 1\nold line 2\nold line 3\n")
+    stopped(tails)
+    rewrite = banner + b"new 1\n"
+    with path.open("r+b") as handle:
+        handle.write(rewrite)
+        handle.truncate()
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"after\n")
+    assert drain(make_tails(tmp_path)) == rewrite + b"after\n"
+
+
 def test_two_rotations_while_down_ship_every_file_oldest_first(tmp_path: Path) -> None:
     """in.txt → in.txt.1 → in.txt.2, with a new in.txt.1 written in between: the known file's
     rest, then the file nobody saw, then the current one."""
@@ -100,6 +154,22 @@ def test_a_rotated_file_deleted_while_down_is_counted_as_lost(
     assert lost(caplog) == []
 
 
+def test_a_file_read_to_its_end_and_deleted_while_down_is_reported_as_a_possible_loss(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11, model seeds 20038 and 12018: written to after we stopped, then deleted (or its
+    copy pushed off the last rotation) before we came back. How much was written we cannot know;
+    that something may have been is reported (bytes 0, at_least), once."""
+    path, tails = following(tmp_path, b"read 1\n")
+    stopped(tails)
+    append(path, b"written while down\n")
+    path.unlink()
+    path.write_bytes(b"new\n")
+    assert drain(make_tails(tmp_path)) == b"new\n"
+    assert lost(caplog) == [(7, 7, 0, "deleted")]
+    assert [r.at_least for r in caplog.records if r.msg == "bytes_lost"] == [True]  # type: ignore[attr-defined]
+
+
 def test_a_rotated_file_compressed_while_down_is_counted_as_lost(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -129,3 +199,37 @@ def test_a_crash_while_draining_a_rotation_found_at_start_resumes_it(tmp_path: P
     again._checkpoint.save()
     again.close()
     assert drain(make_tails(tmp_path)) == b"b 1\nb 2\nc 1\n"
+
+
+def test_a_file_read_nothing_of_and_emptied_while_down_is_reported_as_a_possible_loss(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11, model seeds 50011 and 50017: the producer had an empty file open (no
+    fingerprint yet); while it was down the file was written, then cut (its copytruncate copy
+    since deleted). Found empty but changed since our last look: reported, once."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    stopped(tails)
+    append(path, b"written while down\n")
+    os.truncate(path, 0)
+    assert drain(make_tails(tmp_path)) == b""
+    assert lost(caplog) == [(0, 0, 0, "truncated")]
+    caplog.clear()
+    assert drain(make_tails(tmp_path)) == b""
+    assert lost(caplog) == []
+
+
+def test_an_empty_file_untouched_while_down_is_no_loss(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    stopped(tails)
+    assert drain(make_tails(tmp_path)) == b""
+    append(path, b"later\n")
+    assert drain(make_tails(tmp_path)) == b"later\n"
+    assert lost(caplog) == []

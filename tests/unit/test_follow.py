@@ -301,18 +301,22 @@ def test_a_glob_that_names_the_copy_reads_it_once(tmp_path: Path) -> None:
     assert drain(tails) == b"a2 unread\nafter\n"
 
 
-def test_a_line_half_written_to_the_old_file_is_not_torn(tmp_path: Path) -> None:
-    """Writer A moved to the new file; writer B is still in the middle of a line in the old
-    one. That line ships whole, once B finishes it, not as two pieces around A's lines."""
+def test_the_unterminated_end_of_a_rotated_file_ships_before_the_successor(
+    tmp_path: Path,
+) -> None:
+    """Issue 11, model seed 4011 (split_partial): the writer left a line half written in the old
+    file and moved on to the new one. The half ships at once, before the new file's lines (it
+    waited for the grace and came after them: torn and out of order); a completion of it by
+    another writer still comes, as a late write."""
     path, tails = following(tmp_path, b"old 1\n", rotation_grace=60.0)
     with path.open("ab") as handle:
-        handle.write(b"writer B half")
+        handle.write(b"half a line")
     path.rename(tmp_path / "in.txt.1")
-    path.write_bytes(b"writer A new 1\n")
-    assert drain(tails) == b"writer A new 1\n"
+    path.write_bytes(b"new 1\n")
+    assert drain(tails) == b"half a line" + b"new 1\n"
     with (tmp_path / "in.txt.1").open("ab") as handle:
-        handle.write(b" rest of B's line\n")
-    assert drain(tails) == b"writer B half rest of B's line\n"
+        handle.write(b" finished late\n")
+    assert drain(tails) == b" finished late\n"
 
 
 def test_a_source_resumed_long_after_it_was_finished_is_kept(tmp_path: Path) -> None:
@@ -608,3 +612,25 @@ def test_copytruncate_during_the_checkpoint_write_of_an_opening_finds_the_copy(
 
     checkpoint.save = slow_save  # type: ignore[method-assign]
     assert drain(tails) == b"b 1\nb 2\nb 3\nc\n"
+
+
+def test_what_a_deleted_file_holds_unread_at_stop_is_shipped_or_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11 (model seed 20038): at a clean stop, a held deleted file's unread bytes are read
+    first (its unterminated end too); what is still unread when time runs out is reported."""
+    path, tails = following(tmp_path, b"a\n", rotation_grace=60.0)
+    with path.open("ab") as handle:
+        handle.write(b"b\nhalf")
+    path.unlink()
+    assert tails.deleted_unread()
+    batch = tails.read_deleted()
+    assert batch is not None and bytes(batch.body) == b"b\nhalf"
+    assert not tails.deleted_unread()
+    path.write_bytes(b"x\n")
+    tails.check()
+    with path.open("ab") as handle:
+        handle.write(b"unread\n")
+    path.unlink()
+    tails.report_deleted_unread()
+    assert lost(caplog) == [(0, 9, 9, "deleted")]

@@ -96,3 +96,37 @@ def test_a_rotation_waits_for_this_file_not_for_one_that_had_its_inode(tmp_path:
     old = sha256(b"old content, longer\n"[:12]).hexdigest()  # a deleted file, same inode number
     assert not confirms({**mine, "offset": 20, "head_sha": old}, st, head)
     assert confirms({"ino": st.st_ino, "offset": 12}, st, head)  # no fingerprint in the format
+
+
+def test_a_lost_line_split_by_a_rotation_is_reported_from_where_the_file_holds_it() -> None:
+    """Model seed 50004: a line half written when its file was copied away, finished in the next
+    file; the copy went. The producer reports from the half's start in the old file, which holds
+    only that half: the report is at the gap, not past it."""
+    gens = [gen(1, *A[:3], A[3][:4], lost_by="delete"), gen(2, A[3][4:], *B)]
+    output = b"".join(A[:3] + B)
+    gap = len(b"".join(A[:3]))
+    event: dict[str, object] = {"path": "/x/input.txt", "start": gap, "end": gap + 4, "bytes": 4}
+    assert assess(gens, output, [event], "reported").problems == []
+    assert "not reported" in assess(gens, output, [], "reported").problems[0]
+
+
+def test_a_half_line_whose_rest_was_lost_runs_on_into_the_next_line() -> None:
+    """Model seed 60010: a line half written to a file rotated away, its rest written to the next
+    file, deleted while the producer was down. The half ships as it is and the next line runs on
+    from it: no stranger, nothing missing but the lost file's lines."""
+    half, rest = A[3][:4], A[3][4:]
+    gens = [gen(1, *A[:3], half), gen(2, rest, *B[:1], lost_by="delete"), gen(3, *B[1:])]
+    output = b"".join([*A[:3], half + B[1], B[2]])
+    found = assess(gens, output, [], "suffix")
+    assert found.problems == [] and "runs on" in found.notes[0]
+    assert "never written" in " ".join(problems(gens, b"".join([*A[:3], b"xx" + B[1], B[2]])))
+
+
+def test_rewrites_in_a_row_keeping_what_was_read_ship_those_lines_once() -> None:
+    """Model seed 70001: read the first line, then rewritten twice while the producer was down,
+    each time with the same first line: shipped once, as the first file's."""
+    first = gen(1, *A, lost_by="rewrite")
+    unseen = gen(2, A[0], B[0], rewrite_of=1, lost_by="rewrite", unseen=True)
+    last = gen(3, A[0], *B[1:], rewrite_of=2)
+    found = assess([first, unseen, last], b"".join([A[0], *B[1:]]), [], "reported")
+    assert found.problems == []
