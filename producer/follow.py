@@ -30,6 +30,7 @@ from producer.metrics import ProducerMetrics
 log = logging.getLogger("logship.producer.tail")
 
 RECENT_BYTES = BEFORE_BYTES
+SEEN_HEAD_BYTES = 64
 
 
 @dataclass
@@ -51,6 +52,9 @@ class OpenFile:
     recent: bytes = b""
     # the largest size the file was seen at while it was intact: what a truncation cost
     size_seen: int = 0
+    # its first bytes as last seen while no line of it was read yet (no fingerprint): a file
+    # cut and refilled before its first line was read is told by them
+    seen_head: bytes = b""
     # when we opened it, on the clock file times come from: a copy made of it later is newer,
     # a file already there when we opened it is not
     opened_at_ns: int = 0
@@ -295,7 +299,10 @@ class FileTail:
 
     def _check_truncation(self, current: OpenFile) -> None:
         size = os.fstat(current.fd).st_size
-        truncated = size < current.read_offset
+        # shorter than what we read, or than what we saw (a half line not read yet)
+        truncated = size < max(current.read_offset, current.size_seen)
+        if not truncated and not current.read_offset and not current.source.head_len:
+            truncated = self._unread_head_changed(current, size)
         if not truncated and current.source.head_len:
             head = current.read_head()
             truncated = not current.source.matches(current.dev, current.ino, head)
@@ -312,6 +319,21 @@ class FileTail:
         else:
             current.size_seen = max(current.size_seen, size)
             current.source.size = max(current.source.size, size)
+
+    @staticmethod
+    def _unread_head_changed(current: OpenFile, size: int) -> bool:
+        """Nothing read yet: true when the first bytes we saw are no longer there (the file was
+        cut and written again between two looks); else remember what we see now."""
+        if not size:
+            return False
+        head = os.pread(current.fd, SEEN_HEAD_BYTES, 0)
+        seen = current.seen_head
+        common = min(len(head), len(seen))
+        if head[:common] != seen[:common]:
+            return True
+        if len(head) > len(seen):
+            current.seen_head = head
+        return False
 
     def _truncated(
         self,
@@ -354,6 +376,7 @@ class FileTail:
         )
         current.read_offset = 0
         current.recent = b""
+        current.seen_head = b""
         current.size_seen = size
         # the new source begins now: a copy made before is no copy of it
         current.source_at_ns = file_clock_ns()

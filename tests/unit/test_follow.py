@@ -369,6 +369,27 @@ def test_rewrite_while_down_with_the_same_banner_is_a_new_file(tmp_path: Path) -
     assert drain(make_tails(tmp_path)) == new
 
 
+def test_a_half_line_seen_then_cut_and_refilled_is_counted_as_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file opened empty (no fingerprint), a half line seen but not shipped, then finished,
+    cut and written again longer, all between two looks: its first bytes tell the change, and
+    the half line we saw is reported lost (model seeds 561634123, 561634132, 561634135)."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    with path.open("ab") as handle:
+        handle.write(b"half of a li")
+    tails.check()  # seen (12 bytes), not shipped: no newline yet
+    with path.open("ab") as handle:
+        handle.write(b"ne\n")
+    os.truncate(path, 0)
+    path.write_bytes(b"another file, longer than the first one\n")
+    assert drain(tails) == b"another file, longer than the first one\n"
+    assert lost(caplog) == [(0, 12, 12, "truncated")]
+
+
 def test_truncate_that_outran_the_reader_is_counted_as_lost(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
