@@ -47,11 +47,11 @@ test-fault: install broker
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check logship producer consumer ops
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 format: install
-	$(VENV)/bin/ruff format logship producer consumer ops
+	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
 ## Benchmarks against references measured in the same run (see bench/README.md).

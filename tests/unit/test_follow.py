@@ -7,6 +7,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,11 +17,18 @@ from producer.follow import TailOptions
 from producer.metrics import ProducerMetrics
 
 
-def make_tails(tmp_path: Path, pattern: str = "in.txt", **options: object) -> TailSet:
-    opts = {"max_bytes": 1 << 16, "max_lines": 1 << 20, "rotation_grace": 0.0,
-            "read_from_end": False, **options}
+def make_tails(tmp_path: Path, pattern: str = "in.txt", **options: Any) -> TailSet:
+    opts = {
+        "max_bytes": 1 << 16,
+        "max_lines": 1 << 20,
+        "rotation_grace": 0.0,
+        "read_from_end": False,
+        **options,
+    }
     return TailSet(
-        str(tmp_path / pattern), Checkpoint.load(tmp_path / "ck"), TailOptions(**opts),  # type: ignore[arg-type]
+        str(tmp_path / pattern),
+        Checkpoint.load(tmp_path / "ck"),
+        TailOptions(**opts),
         ProducerMetrics(),
     )
 
@@ -40,7 +48,7 @@ def drain(tails: TailSet) -> bytes:
     raise AssertionError("never ran dry")
 
 
-def following(tmp_path: Path, first: bytes, **options: object) -> tuple[Path, TailSet]:
+def following(tmp_path: Path, first: bytes, **options: Any) -> tuple[Path, TailSet]:
     """in.txt holding `first`, followed and shipped up to its end."""
     path = tmp_path / "in.txt"
     path.write_bytes(first)
@@ -564,7 +572,7 @@ def test_rotations_during_the_checkpoint_write_of_an_opening_keep_their_order(
             path.rename(tmp_path / "in.txt.3")
             path.write_bytes(b"d\n")
 
-    checkpoint.save = slow_save  # type: ignore[method-assign]
+    checkpoint.save = slow_save  # type: ignore[method-assign,assignment]
     assert drain(tails) == b"b\nb more\nc\nd\n"
 
 
@@ -631,7 +639,7 @@ def test_copytruncate_during_the_checkpoint_write_of_an_opening_finds_the_copy(
             path.rename(tmp_path / "in.txt.3")
             path.write_bytes(b"c\n")
 
-    checkpoint.save = slow_save  # type: ignore[method-assign]
+    checkpoint.save = slow_save  # type: ignore[method-assign,assignment]
     assert drain(tails) == b"b 1\nb 2\nb 3\nc\n"
 
 
