@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.fault.conftest import CHAOS
 from tests.support.model import Scenario, Verdict, parse_kinds, summarise
 from tests.support.pipeline import Topology
 
@@ -98,7 +97,7 @@ def test_model_scenario(seed: int, tmp_path: Path, broker: str) -> None:
     assert verdict.ok, verdict.report()
 
 
-@pytest.mark.skipif(not CHAOS, reason="make chaos (LOGSHIP_CHAOS=1) runs the long model soak")
+@pytest.mark.soak  # make chaos (LOGSHIP_CHAOS=1) runs it; deselected elsewhere
 @pytest.mark.timeout(0)  # ~5 s a scenario: hundreds of them outlast any per-test timeout
 def test_model_chaos(tmp_path: Path, broker: str) -> None:
     """LOGSHIP_MODEL_SCENARIOS random seeds (500 by default) from LOGSHIP_MODEL_BASE (random,
