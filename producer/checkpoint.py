@@ -112,6 +112,10 @@ class SourceEntry:
             # made after the checkpoint confirmed `offset`, from a file that held that much: a
             # shorter one starting with our first KiB is a rewrite's copy, not ours
             return False
+        if self.drained and self.end is not None and size > max(self.end, self.offset):
+            # a finished source ends where reading it ended: a file holding more is no copy of
+            # it (a short fingerprint, say a line's first bytes, starts many later files)
+            return False
         if not self.head_len or size < self.head_len:
             return False
         if head_digest(os.pread(fd, self.head_len, 0)) != self.head_sha:

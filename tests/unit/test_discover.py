@@ -233,3 +233,24 @@ def test_an_empty_file_untouched_while_down_is_no_loss(
     append(path, b"later\n")
     assert drain(make_tails(tmp_path)) == b"later\n"
     assert lost(caplog) == []
+
+
+def test_a_file_written_while_down_longer_than_a_finished_source_it_starts_like_is_shipped(
+    tmp_path: Path,
+) -> None:
+    """Model chaos seed 677473004: a finished source whose fingerprint is all of it (a short
+    file, 2 bytes in the model: the start of a line) took every later file starting with those
+    bytes for a copy of it. A rewrite copytruncated while down was shipped by nobody. A finished
+    source ends where it ends: a file holding more than that is no copy of it."""
+    path, tails = following(tmp_path, b"ab\n")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"c 1\n")
+    assert drain(tails) == b"c 1\n"
+    stopped(tails)
+    (tmp_path / "in.txt.1").rename(tmp_path / "in.txt.2")
+    rewrite = b"ab\nnew 2\n"
+    path.write_bytes(rewrite)  # rewritten in place, then copytruncated
+    (tmp_path / "in.txt.1").write_bytes(rewrite)
+    os.truncate(path, 0)
+    append(path, b"after\n")
+    assert drain(make_tails(tmp_path)) == rewrite + b"after\n"
