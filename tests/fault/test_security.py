@@ -14,7 +14,7 @@ import pika
 import pytest
 
 from tests.support.fixtures import private_node
-from tests.support.pipeline import REPO, Pipeline, Topology, pipeline
+from tests.support.pipeline import REPO, Pipeline, Topology, declare_topology, pipeline
 from tests.support.rabbit_node import RabbitNode
 
 PRODUCER_PASSWORD = "pr0ducer-S3cret-x1"
@@ -72,23 +72,7 @@ def test_least_privilege_users_and_no_credential_anywhere(
 ) -> None:
     pipe, topo = tls_pipe, tls_pipe.topology
     # the topology is declared beforehand by an administrator (here: guest, with declare on)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "producer",
-            "--once",
-            "--input",
-            str(pipe.workdir / "none.txt"),
-            "--checkpoint",
-            str(pipe.workdir / "ck0"),
-            "--http.port",
-            "0",
-        ],
-        env={**topo.env(), "PYTHONPATH": str(REPO)},
-        check=True,
-        timeout=60,
-    )
+    declare_topology(topo, pipe.workdir, checkpoint="ck0")
     exchange, queue = topo.prefix, topo.queue
     tls_node.add_user("shipper", PRODUCER_PASSWORD, "", f"^{exchange}$", "")
     tls_node.add_user("writer", CONSUMER_PASSWORD, "", "", f"^{queue}$")

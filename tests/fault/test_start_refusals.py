@@ -3,14 +3,12 @@ where users with too few permissions can be made (never on the shared one)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.integration.test_start_refusals import run
-from tests.support.pipeline import REPO, Topology
+from tests.support.pipeline import Topology, declare_topology
 from tests.support.rabbit_node import RabbitNode
 
 
@@ -35,23 +33,7 @@ def test_consuming_without_read_permission(
     node: RabbitNode, node_topology: Topology, tmp_path: Path
 ) -> None:
     topo = node_topology
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "producer",
-            "--once",
-            "--input",
-            str(tmp_path / "none.txt"),
-            "--checkpoint",
-            str(tmp_path / "ck0"),
-            "--http.port",
-            "0",
-        ],
-        env={**topo.env(), "PYTHONPATH": str(REPO)},
-        check=True,
-        timeout=60,
-    )
+    declare_topology(topo, tmp_path, checkpoint="ck0")
     node.add_user("noread", "secret-noread", "", ".*", "")
     [line] = run(
         "consumer", topo, tmp_path, "--no-amqp.declare", "--amqp.url", user_url(node, "noread")

@@ -11,7 +11,7 @@ from typing import Any
 import pika
 
 from logship.wire import Batch
-from tests.support.pipeline import REPO, Pipeline, Topology, wait_until
+from tests.support.pipeline import REPO, Pipeline, Topology, declare_topology, wait_until
 
 
 def publish(
@@ -90,24 +90,7 @@ def test_fifty_mib_line_without_newline(pipe: Pipeline) -> None:
 def test_replay_dead_letters_dry_run_then_move(pipe: Pipeline) -> None:
     topo = pipe.topology
     # declare the topology, then put two messages straight into the dead-letter exchange
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "producer",
-            "--once",
-            "--input",
-            str(pipe.workdir / "empty.txt"),
-            "--checkpoint",
-            str(pipe.workdir / "ck"),
-            "--http.port",
-            "0",
-        ],
-        env={**topo.env(), "PYTHONPATH": str(REPO)},
-        check=True,
-        timeout=60,
-        cwd=pipe.workdir,
-    )
+    declare_topology(topo, pipe.workdir)
     for body in (b"first dead", b"second dead"):
         publish(
             topo, body, {"x-logship-dead-reason": "disk was broken"}, exchange=f"{topo.prefix}.dead"
@@ -139,25 +122,7 @@ def test_replay_dead_letters_dry_run_then_move(pipe: Pipeline) -> None:
 
 def test_delivery_limit_stops_endless_redelivery(pipe: Pipeline) -> None:
     topo = pipe.topology
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "producer",
-            "--once",
-            "--amqp.delivery-limit",
-            "2",
-            "--input",
-            str(pipe.workdir / "empty.txt"),
-            "--checkpoint",
-            str(pipe.workdir / "ck"),
-            "--http.port",
-            "0",
-        ],
-        env={**topo.env(), "PYTHONPATH": str(REPO)},
-        check=True,
-        timeout=60,
-    )
+    declare_topology(topo, pipe.workdir, "--amqp.delivery-limit", "2")
     publish(topo, b"keeps failing")
     connection = pika.BlockingConnection(pika.URLParameters(topo.url))
     try:

@@ -16,7 +16,7 @@ import pika
 import pytest
 
 from logship.wire import Batch
-from tests.support.pipeline import REPO, Pipeline, Topology, free_port, wait_until
+from tests.support.pipeline import REPO, Pipeline, Topology, declare_topology, free_port, wait_until
 
 BAD_ID = b"\xff\xfe"
 HUGE_TS = 2**64 - 1
@@ -135,24 +135,7 @@ def test_undecodable_messages_are_dead_lettered_and_lines_keep_flowing(
 
 def test_replay_dead_leaves_an_undecodable_dead_letter_where_it_is(pipe: Pipeline) -> None:
     topo = pipe.topology
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "producer",
-            "--once",
-            "--input",
-            str(pipe.workdir / "empty.txt"),
-            "--checkpoint",
-            str(pipe.workdir / "ck"),
-            "--http.port",
-            "0",
-        ],
-        env={**topo.env(), "PYTHONPATH": str(REPO)},
-        check=True,
-        timeout=60,
-        cwd=pipe.workdir,
-    )
+    declare_topology(topo, pipe.workdir)
     dead_exchange = f"{topo.prefix}.dead"
     publish(
         topo,

@@ -88,6 +88,32 @@ class Topology:
             connection.close()
 
 
+def declare_topology(
+    topology: Topology, workdir: Path, *extra: str, checkpoint: str = "ck"
+) -> None:
+    """Declare a test's exchanges and queues the way the programs do: a producer `--once` run
+    over a file that does not exist, which ships nothing and exits 0."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "producer",
+            "--once",
+            *extra,
+            "--input",
+            str(workdir / "absent-input.txt"),
+            "--checkpoint",
+            str(workdir / checkpoint),
+            "--http.port",
+            "0",
+        ],
+        env={**topology.env(), "PYTHONPATH": str(REPO)},
+        check=True,
+        timeout=60,
+        cwd=workdir,
+    )
+
+
 class Program:
     """One logship process: started with `python -m <module>`, its stderr kept in a log file."""
 
