@@ -207,6 +207,41 @@ def test_copytruncate_racing_the_consumer_loses_nothing(pipe: Pipeline) -> None:
     assert lost == {"copy_unverified": "0.0", "truncated": "0.0"}
 
 
+def rotate_three_times_while_writing(pipe: Pipeline, stanza: str) -> Writer:
+    """Real logrotate, forced three times on the output with `stanza` while a writer appends to
+    the input; the writer is stopped when it returns."""
+    config = pipe.workdir / "logrotate.conf"
+    config.write_text(f"{pipe.output} {{\n  rotate 100\n  missingok\n  notifempty\n  {stanza}}}\n")
+    writer = Writer(pipe.input)
+    writer.start()
+    try:
+        for _ in range(3):
+            wait_for_growth(pipe.output)
+            subprocess.run(
+                ["logrotate", "-f", "-s", str(pipe.workdir / "logrotate.status"), str(config)],
+                check=True,
+                timeout=30,
+            )
+    finally:
+        writer.stop()
+    return writer
+
+
+def rotated_outputs(pipe: Pipeline) -> list[Path]:
+    """logrotate's numbered outputs, oldest first: output.txt.3.gz, output.txt.2.gz, ..."""
+    found = [p for p in pipe.workdir.glob("output.txt.*") if p.name.split(".")[2].isdigit()]
+    return sorted(found, key=lambda p: -int(p.name.split(".")[2]))
+
+
+def joined_outputs(pipe: Pipeline) -> bytes:
+    """The rotated outputs, decompressed, oldest first, then output.txt."""
+    parts = [
+        gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+        for p in rotated_outputs(pipe)
+    ]
+    return b"".join(parts) + pipe.output.read_bytes()
+
+
 @pytest.mark.skipif(shutil.which("logrotate") is None, reason="logrotate is not installed")
 def test_the_documented_logrotate_stanza_loses_and_duplicates_nothing(pipe: Pipeline) -> None:
     """README "Output rotation": `create`, `compress`, `delaycompress`, `postrotate kill -HUP`,
@@ -216,44 +251,20 @@ def test_the_documented_logrotate_stanza_loses_and_duplicates_nothing(pipe: Pipe
     assert consumer.proc is not None
     pipe.input.touch()
     pipe.producer().ready()
-    out = pipe.output
-    config = pipe.workdir / "logrotate.conf"
-    config.write_text(
-        f"{out} {{\n  rotate 100\n  missingok\n  notifempty\n  create 0644\n  compress\n"
-        f"  delaycompress\n  postrotate\n    kill -HUP {consumer.proc.pid}\n  endscript\n}}\n"
+    writer = rotate_three_times_while_writing(
+        pipe,
+        "create 0644\n  compress\n  delaycompress\n"
+        f"  postrotate\n    kill -HUP {consumer.proc.pid}\n  endscript\n",
     )
-    writer = Writer(pipe.input)
-    writer.start()
-    try:
-        for _ in range(3):
-            wait_for_growth(out)
-            subprocess.run(
-                ["logrotate", "-f", "-s", str(pipe.workdir / "logrotate.status"), str(config)],
-                check=True,
-                timeout=30,
-            )
-    finally:
-        writer.stop()
-
-    def rotated() -> list[Path]:  # oldest first: output.txt.3.gz, output.txt.2.gz, output.txt.1
-        found = [p for p in pipe.workdir.glob("output.txt.*") if p.name.split(".")[2].isdigit()]
-        return sorted(found, key=lambda p: -int(p.name.split(".")[2]))
-
-    def joined() -> bytes:
-        parts = [
-            gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
-            for p in rotated()
-        ]
-        return b"".join(parts) + out.read_bytes()
-
-    assert wait_until(lambda: len(joined()) >= len(writer.written), 60)
-    assert joined() == bytes(writer.written)
-    assert [p.name for p in rotated()] == ["output.txt.3.gz", "output.txt.2.gz", "output.txt.1"]
+    assert wait_until(lambda: len(joined_outputs(pipe)) >= len(writer.written), 60)
+    assert joined_outputs(pipe) == bytes(writer.written)
+    rotated = rotated_outputs(pipe)
+    assert [p.name for p in rotated] == ["output.txt.3.gz", "output.txt.2.gz", "output.txt.1"]
     assert not list(pipe.workdir.glob("*.backup")), "logrotate created each new file itself"
     assert (pipe.workdir / "output.txt.state").exists()
     assert not list(pipe.workdir.glob("output.txt.state.*")), "the state file is not rotated"
     held = held_by(consumer.proc.pid)
-    assert all(str(p) not in held for p in rotated())
+    assert all(str(p) not in held for p in rotated)
     pipe.assert_alive()
 
 
@@ -265,38 +276,9 @@ def test_logrotate_copytruncate_loses_and_duplicates_nothing(pipe: Pipeline) -> 
     pipe.consumer("--http.port", str(port)).ready()
     pipe.input.touch()
     pipe.producer().ready()
-    out = pipe.output
-    config = pipe.workdir / "logrotate.conf"
-    config.write_text(
-        f"{out} {{\n  rotate 100\n  missingok\n  notifempty\n  copytruncate\n  compress\n"
-        "  delaycompress\n}\n"
-    )
-    writer = Writer(pipe.input)
-    writer.start()
-    try:
-        for _ in range(3):
-            wait_for_growth(out)
-            subprocess.run(
-                ["logrotate", "-f", "-s", str(pipe.workdir / "logrotate.status"), str(config)],
-                check=True,
-                timeout=30,
-            )
-    finally:
-        writer.stop()
-
-    def rotated() -> list[Path]:  # oldest first
-        found = [p for p in pipe.workdir.glob("output.txt.*") if p.name.split(".")[2].isdigit()]
-        return sorted(found, key=lambda p: -int(p.name.split(".")[2]))
-
-    def joined() -> bytes:
-        parts = [
-            gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
-            for p in rotated()
-        ]
-        return b"".join(parts) + out.read_bytes()
-
-    assert wait_until(lambda: len(joined()) >= len(writer.written), 60)
-    assert joined() == bytes(writer.written)
+    writer = rotate_three_times_while_writing(pipe, "copytruncate\n  compress\n  delaycompress\n")
+    assert wait_until(lambda: len(joined_outputs(pipe)) >= len(writer.written), 60)
+    assert joined_outputs(pipe) == bytes(writer.written)
     pipe.assert_alive()
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         metrics = response.read().decode()
