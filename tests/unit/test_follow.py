@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -548,6 +549,21 @@ def test_the_copy_of_a_source_already_read_is_no_copy_of_the_next(tmp_path: Path
     assert drain(tails) == b"new 1\n"
 
 
+def after_next_save(tails: TailSet, action: Callable[[], None]) -> None:
+    """Run `action` once, right after the checkpoint's next write (a slow fsync on a busy disk,
+    during which the files change)."""
+    checkpoint = tails._checkpoint
+    save = checkpoint.save
+    pending = [action]
+
+    def slow_save(**kwargs: Any) -> None:
+        save(**kwargs)
+        if pending:
+            pending.pop()()
+
+    checkpoint.save = slow_save  # type: ignore[method-assign]
+
+
 def test_rotations_during_the_checkpoint_write_of_an_opening_keep_their_order(
     tmp_path: Path,
 ) -> None:
@@ -557,22 +573,17 @@ def test_rotations_during_the_checkpoint_write_of_an_opening_keep_their_order(
     path, tails = following(tmp_path, b"a\n")
     path.rename(tmp_path / "in.txt.1")
     path.write_bytes(b"b\n")
-    checkpoint = tails._checkpoint
-    save = checkpoint.save
-    rotations = iter([None])
 
-    def slow_save() -> None:
-        save()
-        if next(rotations, 1) is None:  # once: during the opening of b
-            time.sleep(0.02)
-            append(path, b"b more\n")
-            path.rename(tmp_path / "in.txt.2")
-            path.write_bytes(b"c\n")
-            time.sleep(0.02)
-            path.rename(tmp_path / "in.txt.3")
-            path.write_bytes(b"d\n")
+    def rotate_twice() -> None:
+        time.sleep(0.02)
+        append(path, b"b more\n")
+        path.rename(tmp_path / "in.txt.2")
+        path.write_bytes(b"c\n")
+        time.sleep(0.02)
+        path.rename(tmp_path / "in.txt.3")
+        path.write_bytes(b"d\n")
 
-    checkpoint.save = slow_save  # type: ignore[method-assign,assignment]
+    after_next_save(tails, rotate_twice)  # the opening of b
     assert drain(tails) == b"b\nb more\nc\nd\n"
 
 
@@ -624,22 +635,17 @@ def test_copytruncate_during_the_checkpoint_write_of_an_opening_finds_the_copy(
     path, tails = following(tmp_path, b"a\n")
     path.rename(tmp_path / "in.txt.1")
     path.write_bytes(b"b 1\n")
-    checkpoint = tails._checkpoint
-    save = checkpoint.save
-    rotations = iter([None])
 
-    def slow_save() -> None:
-        save()
-        if next(rotations, 1) is None:  # once: during the opening of b
-            time.sleep(0.02)
-            append(path, b"b 2\n")
-            copytruncate(path, tmp_path / "in.txt.2", preserve_mtime=False)
-            time.sleep(0.02)
-            append(path, b"b 3\n")
-            path.rename(tmp_path / "in.txt.3")
-            path.write_bytes(b"c\n")
+    def copytruncate_and_rotate() -> None:
+        time.sleep(0.02)
+        append(path, b"b 2\n")
+        copytruncate(path, tmp_path / "in.txt.2", preserve_mtime=False)
+        time.sleep(0.02)
+        append(path, b"b 3\n")
+        path.rename(tmp_path / "in.txt.3")
+        path.write_bytes(b"c\n")
 
-    checkpoint.save = slow_save  # type: ignore[method-assign,assignment]
+    after_next_save(tails, copytruncate_and_rotate)  # the opening of b
     assert drain(tails) == b"b 1\nb 2\nb 3\nc\n"
 
 
