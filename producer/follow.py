@@ -30,7 +30,6 @@ from producer.metrics import ProducerMetrics
 log = logging.getLogger("logship.producer.tail")
 
 RECENT_BYTES = BEFORE_BYTES
-SEEN_HEAD_BYTES = 64
 
 
 @dataclass
@@ -52,9 +51,6 @@ class OpenFile:
     recent: bytes = b""
     # the largest size the file was seen at while it was intact: what a truncation cost
     size_seen: int = 0
-    # its first bytes as last seen while no line of it was read yet (no fingerprint): a file
-    # cut and refilled before its first line was read is told by them
-    seen_head: bytes = b""
     # when we opened it, on the clock file times come from: a copy made of it later is newer,
     # a file already there when we opened it is not
     opened_at_ns: int = 0
@@ -301,39 +297,25 @@ class FileTail:
         size = os.fstat(current.fd).st_size
         # shorter than what we read, or than what we saw (a half line not read yet)
         truncated = size < max(current.read_offset, current.size_seen)
-        if not truncated and not current.read_offset and not current.source.head_len:
-            truncated = self._unread_head_changed(current, size)
-        if not truncated and current.source.head_len:
+        copy = None
+        if not truncated and size and not current.source.head_len:
+            # nothing read yet and empty when its source began, so no content to tell a
+            # copytruncate by: only a new copy can. Else the bytes now there are fingerprinted,
+            # as if the file had been opened with them: a restart then finds them wherever a
+            # rotation moves them, and a cut is told by them
+            copy = self._unread_copy(current)
+            if copy is None:
+                self._checkpoint.widen_head(current.source, current.head())
+        if not truncated and copy is None and current.source.head_len:
             head = current.read_head()
             truncated = not current.source.matches(current.dev, current.ino, head)
             if not truncated:
                 self._checkpoint.widen_head(current.source, head)
-        elif not truncated and current.read_offset:
-            self._checkpoint.widen_head(current.source, current.read_head())
-        copy = None
-        if not truncated and size and not current.read_offset and not current.source.head_len:
-            # nothing read yet, so no content to tell a copytruncate by: only a new copy can
-            copy = self._unread_copy(current)
         if truncated or copy is not None:
             self._truncated(current, size, copy)
         else:
             current.size_seen = max(current.size_seen, size)
             current.source.size = max(current.source.size, size)
-
-    @staticmethod
-    def _unread_head_changed(current: OpenFile, size: int) -> bool:
-        """Nothing read yet: true when the first bytes we saw are no longer there (the file was
-        cut and written again between two looks); else remember what we see now."""
-        if not size:
-            return False
-        head = os.pread(current.fd, SEEN_HEAD_BYTES, 0)
-        seen = current.seen_head
-        common = min(len(head), len(seen))
-        if head[:common] != seen[:common]:
-            return True
-        if len(head) > len(seen):
-            current.seen_head = head
-        return False
 
     def _truncated(
         self,
@@ -376,7 +358,6 @@ class FileTail:
         )
         current.read_offset = 0
         current.recent = b""
-        current.seen_head = b""
         current.size_seen = size
         # the new source begins now: a copy made before is no copy of it
         current.source_at_ns = file_clock_ns()

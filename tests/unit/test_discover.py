@@ -254,3 +254,65 @@ def test_a_file_written_while_down_longer_than_a_finished_source_it_starts_like_
     os.truncate(path, 0)
     append(path, b"after\n")
     assert drain(make_tails(tmp_path)) == rewrite + b"after\n"
+
+
+def test_a_half_line_renamed_while_down_and_finished_there_is_shipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Model chaos seed 677473302: the producer was killed holding a file of which it had seen
+    only half a line (nothing read, so no fingerprint); while it was down the file was renamed
+    to a rotation name and the writer finished the line there. Its inode alone proves nothing,
+    so the line was counted lost and shipped by nobody. The first bytes seen are kept in the
+    checkpoint and tell the renamed file."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    append(path, b"half a li")
+    assert drain(tails) == b""
+    stopped(tails)
+    path.rename(tmp_path / "in.txt.1")
+    append(tmp_path / "in.txt.1", b"ne\n")
+    path.write_bytes(b"next\n")
+    assert drain(make_tails(tmp_path)) == b"half a line\nnext\n"
+    assert lost(caplog) == []
+
+
+def test_a_half_line_copytruncated_while_down_and_finished_in_the_copy_is_shipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Model chaos seed 677473453: as above, but copytruncated while down: the copy starts with
+    the first bytes seen and holds the line."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    append(path, b"half a li")
+    assert drain(tails) == b""
+    stopped(tails)
+    append(path, b"ne\n")
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    append(path, b"next\n")
+    assert drain(make_tails(tmp_path)) == b"half a line\nnext\n"
+    assert lost(caplog) == []
+
+
+def test_a_half_line_cut_while_running_and_finished_in_the_copy_is_shipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A running producer saw half a line (fingerprinted, not read); the file was
+    copytruncated and the writer finished the line in the truncated file: the half ships from
+    the copy, the rest from the file, nothing counted lost."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    append(path, b"half a li")
+    assert drain(tails) == b""
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    append(path, b"ne\n")
+    out = drain(tails)
+    assert out in (b"half a line\n", b"half a li\nne\n"), out
+    assert lost(caplog) == []
