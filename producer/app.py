@@ -181,6 +181,8 @@ class ProducerApp:
                 batch = self.tails.read(once=self.settings.once)
             if batch is not None:
                 last_data = time.monotonic()
+                if not await self._identity_saved(waker):
+                    break  # stopped: the batch was not published; a restart reads it again
                 self._send(batch)
                 continue
             if self.settings.once and self.tails.idle():
@@ -194,6 +196,19 @@ class ProducerApp:
             else:
                 pause = self.settings.poll_interval
             await waker.wait(pause)
+
+    async def _identity_saved(self, waker: Waker) -> bool:
+        """Publishing waits while a new source's identity is not on disk (its write failed,
+        say on a full disk): retried every poll interval; False if stopped meanwhile."""
+        while self.checkpoint.identity_unsaved:
+            self._save_checkpoint()
+            if not self.checkpoint.identity_unsaved:
+                log.info("checkpoint_write_recovered", extra={"path": str(self.checkpoint.path)})
+                break
+            await waker.wait(self.settings.poll_interval)
+            if self.stop.is_set():
+                return False
+        return True
 
     def _send(self, batch: Batch) -> None:
         assert self.publisher is not None

@@ -193,6 +193,10 @@ class Checkpoint:
         self._checks: dict[str, deque[tuple[int, bytes]]] = {}
         self._seq = max((e.seq for e in entries.values()), default=0)
         self.dirty = False
+        # a new identity (a source or its first fingerprint) is in memory only: its write failed
+        # (a full disk, say). Nothing may be published until a save succeeds, or a crash would
+        # give the same bytes a second identity
+        self.identity_unsaved = False
 
     @classmethod
     def load(cls, path: Path) -> Checkpoint:
@@ -231,8 +235,20 @@ class Checkpoint:
         self.entries[entry.id] = entry
         # Saved before any of its batches is published: a crash must not give the same bytes a
         # second identity, which the consumer could not recognise as duplicates.
-        self.save()
+        self._save_identity()
         return entry
+
+    def _save_identity(self) -> None:
+        """Save a new identity now; if the disk refuses, say so and hold publishing
+        (`identity_unsaved`) until a later save succeeds, instead of ending the producer."""
+        try:
+            self.save()
+        except OSError as error:
+            self.identity_unsaved = self.dirty = True
+            log.error(
+                "checkpoint_write_failed",
+                extra={"path": str(self.path), "error": error.strerror, "holding": "publish"},
+            )
 
     def find(
         self, dev: int, ino: int, head: bytes, *, resumable: bool = False
@@ -296,7 +312,7 @@ class Checkpoint:
             entry.head_sha = head_digest(head[: entry.head_len])
             self.dirty = True
             if first:
-                self.save()
+                self._save_identity()
 
     def relocate(self, entry: SourceEntry, dev: int, ino: int) -> None:
         """The source's bytes now live in another file (the copy copytruncate made)."""
@@ -370,4 +386,4 @@ class Checkpoint:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
-        self.dirty = False
+        self.dirty = self.identity_unsaved = False
