@@ -203,7 +203,6 @@ class ProducerApp:
         while self.checkpoint.identity_unsaved:
             self._save_checkpoint()
             if not self.checkpoint.identity_unsaved:
-                log.info("checkpoint_write_recovered", extra={"path": str(self.checkpoint.path)})
                 break
             await waker.wait(self.settings.poll_interval)
             if self.stop.is_set():

@@ -386,4 +386,6 @@ class Checkpoint:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
+        if self.identity_unsaved:
+            log.info("checkpoint_write_recovered", extra={"path": str(self.path)})
         self.dirty = self.identity_unsaved = False
