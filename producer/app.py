@@ -32,6 +32,10 @@ ACTIVE_WINDOW_S = 1.0
 MISSING_FILE_POLL_S = 0.02
 
 
+def waiting_text(path: str) -> str:
+    return f"waiting for {path} to appear"
+
+
 class Waker:
     """Wakes the reader: a file event under the input directory, or a timer (the safety net for
     missed events, and the only source in --poll mode)."""
@@ -88,6 +92,7 @@ class ProducerApp:
         )
         self.publisher: Publisher | None = None
         self._refused = False  # the broker refused the start (credentials, topology)
+        self._announced: set[str] = set()  # input paths we said we wait for
         self.ledger = AckLedger(
             self.checkpoint,
             max_batches=settings.max_in_flight,
@@ -96,7 +101,28 @@ class ProducerApp:
         )
 
     def ready(self) -> bool:
+        """Connected and able to ship: also while the input file does not exist yet. Readiness
+        says whether this process can do its job, and waiting for an application that has not
+        written its log yet is part of that job: a 503 would only page someone (or, behind a
+        Service, change nothing) for the normal state of a pod started before its application.
+        `readiness_detail` says what it waits for."""
         return self.publisher is not None and self.publisher.ready
+
+    def readiness_detail(self) -> list[str]:
+        """/readyz's lines after ready / not ready: the input file it waits for, if any."""
+        return [waiting_text(path) for path in self.tails.waiting_for()]
+
+    def _announce_waiting(self) -> None:
+        """Say once that the input path names no file (not on every poll), and once that it
+        appeared. Not in --once mode: that run ships what exists and ends, it waits for nothing."""
+        if self.settings.once:
+            return
+        waiting = set(self.tails.waiting_for())
+        for path in sorted(waiting - self._announced):
+            log.info("waiting_for_input", extra={"path": path, "detail": waiting_text(path)})
+        for path in sorted(self._announced - waiting):
+            log.info("input_appeared", extra={"path": path})
+        self._announced = waiting
 
     def status(self) -> dict[str, object]:
         """/status: per source the offset read so far, which only this process knows."""
@@ -110,6 +136,7 @@ class ProducerApp:
             self.settings.http.host,
             self.settings.http.port,
             status=self.status,
+            detail=self.readiness_detail,
         )
         if self.settings.http.port:
             await telemetry.start()
@@ -170,6 +197,7 @@ class ProducerApp:
             "producer_watching",
             extra={"input": self.settings.input, "files": len(self.tails.tails)},
         )
+        self._announce_waiting()
         while not self.stop.is_set():
             # backpressure: no reading while too much awaits its confirm
             if not await self.ledger.wait_for_room(self.stop):
@@ -178,6 +206,7 @@ class ProducerApp:
             if batch is None:
                 # at the end of what we can read: a good moment to look for rotation
                 self.tails.check()
+                self._announce_waiting()
                 batch = self.tails.read(once=self.settings.once)
             if batch is not None:
                 last_data = time.monotonic()

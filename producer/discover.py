@@ -273,6 +273,14 @@ class TailSet:
             not t.files or t.files[-1].rotated_at is not None for t in self.tails.values()
         )
 
+    def waiting_for(self) -> list[str]:
+        """The input path while it names no file and nothing of it is left to read (missing at
+        start, or deleted and drained): what the producer waits for. Not for globs, whose paths
+        come and go as a matter of course."""
+        if self._is_glob:
+            return []
+        return [t.path for t in self.tails.values() if t.missing]
+
     def deleted_unread(self) -> bool:
         """Some held file is deleted with bytes not read yet (see FileTail.deleted_unread)."""
         return any(t.deleted_unread() for t in self.tails.values())

@@ -188,6 +188,14 @@ class FileTail:
         # rotated files retired early because the writer moved on, still read for late writes
         # (another writer process) until their grace ends
         self.late: list[OpenFile] = []
+        # the path named nothing at the last check
+        self._absent = False
+
+    @property
+    def missing(self) -> bool:
+        """The path named nothing at the last check and no file of it is held: nothing to
+        read until one appears there."""
+        return self._absent and not self.files and not self.late
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -291,6 +299,7 @@ class FileTail:
             else:
                 self._adopt_unknown_rotations(self.scan_since, group)
         self._at_startup = False  # a file that appears later was not there when we started
+        self._absent = st is None
         self._update_behind()
 
     def _check_truncation(self, current: OpenFile) -> None:

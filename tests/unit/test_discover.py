@@ -316,3 +316,26 @@ def test_a_half_line_cut_while_running_and_finished_in_the_copy_is_shipped(
     out = drain(tails)
     assert out in (b"half a line\n", b"half a li\nne\n"), out
     assert lost(caplog) == []
+
+
+def test_waiting_for_names_the_input_path_only_while_nothing_of_it_is_left_to_read(
+    tmp_path: Path,
+) -> None:
+    """Missing at start: waited for. Renamed away: not while the old file is drained, again once
+    it is (nothing at the path). Never for a glob, whose paths come and go."""
+    tails = make_tails(tmp_path)
+    tails.check()
+    assert tails.waiting_for() == [str(tmp_path / "in.txt")]
+    append(tmp_path / "in.txt", b"one\n")
+    assert drain(tails) == b"one\n"
+    assert tails.waiting_for() == []
+    append(tmp_path / "in.txt", b"two\n")
+    (tmp_path / "in.txt").rename(tmp_path / "in.txt.1")
+    tails.check()
+    assert tails.waiting_for() == [], "the rotated file still holds a line"
+    assert drain(tails) == b"two\n"
+    assert tails.waiting_for() == [str(tmp_path / "in.txt")]
+    (tmp_path / "g").mkdir()
+    globbed = make_tails(tmp_path / "g", "*.log")
+    globbed.check()
+    assert globbed.waiting_for() == []
