@@ -18,7 +18,7 @@ from logship import lenient_decode
 from logship.amqp import FatalConnectError, TopologyError
 from logship.cli import named
 from logship.config import fail, load_settings
-from logship.lifecycle import install_reopen_signal, install_stop_signals, run
+from logship.lifecycle import install_reopen_signal, run
 from logship.logs import setup_logging
 from logship.telemetry import TelemetryError
 
@@ -32,8 +32,8 @@ examples:
   logship-consumer --output /data/output.txt --amqp.url amqps://writer@broker:5671/
   LOGSHIP_AMQP__PASSWORD=s3cret logship-consumer --exit-when-idle 30   # drain, then exit 0
 
-exit codes: 0 stopped or idle (--exit-when-idle), 2 wrong setting or refused by the broker at
-start, 130 forced by a second stop signal."""
+exit codes: 0 stopped or idle (--exit-when-idle), 1 crashed (logged as crashed), 2 wrong
+setting or refused by the broker at start, 130 forced by a second stop signal."""
 
 REPLAY_EPILOG = """\
 examples:
@@ -57,9 +57,8 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
 
     async def serve() -> int:
         app = ConsumerApp(settings, ConsumerMetrics())
-        install_stop_signals(app.stop, early)
         install_reopen_signal(app.reopen_output)
-        return await app.run()
+        return await app.run(early)
 
     try:
         return run(serve)
