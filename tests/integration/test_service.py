@@ -19,6 +19,7 @@ from logship.amqp import TopologyError
 from logship.config import AmqpSettings, HttpSettings
 from logship.connection_metrics import ConnectionMetrics
 from logship.service import EXIT_FAILED, EXIT_STOPPED, Service
+from tests.support.pipeline import Pipeline, free_port
 
 
 class Recorder:
@@ -154,3 +155,16 @@ async def test_a_failed_prepare_stops_only_the_telemetry_server(broker: str) -> 
         await runner.run(signals=False)
     assert program.calls == ["prepare"]
     assert runner.connection is None
+
+
+@pytest.mark.parametrize("module", ["producer", "consumer"])
+def test_sigterm_while_waiting_for_the_broker_is_a_graceful_stop(
+    pipe: Pipeline, module: str
+) -> None:
+    """A pod deleted while the broker is away: exit 0 like any stop, not exit 2 with the last
+    connection error (as both programs did)."""
+    nobody = {"LOGSHIP_AMQP__URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/"}
+    program = pipe.producer(env=nobody) if module == "producer" else pipe.consumer(env=nobody)
+    program.wait_for_event("amqp_connect_failed", timeout=20)
+    assert program.terminate() == 0, program.log()[-2000:]
+    assert "error:" not in program.log()
