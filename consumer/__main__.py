@@ -16,7 +16,7 @@ from consumer.settings import ConsumerSettings
 from consumer.sink import StateError
 from logship import lenient_decode
 from logship.amqp import FatalConnectError, TopologyError
-from logship.cli import named
+from logship.cli import describe_os_error, describe_unknown_command, named
 from logship.config import fail, load_settings
 from logship.lifecycle import install_reopen_signal, run
 from logship.logs import setup_logging
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
     if args and args[0] == "replay-dead":
         early.release()  # replay-dead stops on the first signal, as a one-shot command does
         return replay_main(args[1:])
+    if args and not args[0].startswith("-"):  # the only word that may come first is a command
+        fail(describe_unknown_command(args[0], ["replay-dead"], "logship-consumer"))
     settings = load_settings(ConsumerSettings, args, EPILOG, "%(prog)s [replay-dead] [options]")
     setup_logging(settings.log.level, settings.log.format)
     lenient_decode.install()  # a delivery that does not decode must not close the connection
@@ -66,8 +68,8 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
         fail(f"{named('output')}: {error}")
     except (FatalConnectError, TopologyError, TelemetryError) as error:
         fail(str(error))
-    except OSError as error:
-        fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
+    except OSError as error:  # a file a setting names, not usable after all
+        fail(describe_os_error(error, {"output": [settings.output]}))
 
 
 def replay_main(args: list[str]) -> int:

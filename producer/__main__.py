@@ -13,7 +13,7 @@ if __name__ == "__main__":
 
 from logship import lenient_decode
 from logship.amqp import FatalConnectError, TopologyError
-from logship.cli import named
+from logship.cli import describe_os_error, named
 from logship.config import fail, load_settings
 from logship.lifecycle import run
 from logship.logs import setup_logging
@@ -48,8 +48,12 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
         fail(f"{named('checkpoint')}: {error}")
     except (FatalConnectError, TopologyError, TelemetryError) as error:
         fail(str(error))
-    except OSError as error:
-        fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
+    except OSError as error:  # a file a setting names, not usable after all
+        fail(
+            describe_os_error(
+                error, {"input": [settings.input], "checkpoint": [settings.checkpoint]}
+            )
+        )
 
 
 if __name__ == "__main__":
