@@ -287,6 +287,7 @@ class ProducerApp:
             self.tails.report_deleted_unread()
             self._save_checkpoint()
         self.tails.close()
+        self.checkpoint.close()
         close = getattr(connection, "close", None)
         if close is not None:
             await with_deadline("close connection", close(), 5)

@@ -527,11 +527,15 @@ class FileTail:
             self._rotated(current, deleted=False)
             adopted.append((os.fstat(current.fd).st_mtime_ns, (0, ""), group))
             group = []
-        for *_, files in sorted(adopted, key=lambda item: item[:2]):
-            self.files.extend(files)
+        appended = [f for *_, files in sorted(adopted, key=lambda item: item[:2]) for f in files]
         if group:
-            self.files.extend(group)
+            appended += group
             self.scan_since = None
+        if adopted:
+            # the file at the path got its source before the older rotations found now: a
+            # restart resumes unfinished sources in sequence order, which must be this one
+            self._checkpoint.renumber([f.source for f in appended])
+        self.files.extend(appended)
 
     def _compressed_since(self, current: OpenFile) -> str | None:
         """A compressed rotation of our path written since we opened the file: where the bytes
