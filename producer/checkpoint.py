@@ -11,12 +11,12 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from producer.identity import HEAD_BYTES, digest
+from producer.identity import BEFORE_BYTES, HEAD_BYTES, digest
 
 log = logging.getLogger("logship.producer.checkpoint")
 
@@ -65,6 +65,10 @@ class SourceEntry:
     sent_end: int = 0
     sent_len: int = 0
     sent_sha: str = ""
+    # no fingerprint yet (empty when it began, nothing read): the first bytes seen in it since
+    # (a half line), which tell it after a restart wherever a rotation moved it
+    seen_len: int = 0
+    seen_sha: str = ""
 
     @property
     def drained(self) -> bool:
@@ -121,10 +125,20 @@ class SourceEntry:
             and self.same_bytes_before(fd)
         )
 
-    def copied_by(self, fd: int, size: int, *, since_checkpoint: bool = False) -> bool:
+    def copied_by(
+        self, fd: int, size: int, *, since_checkpoint: bool = False, live_fd: int | None = None
+    ) -> bool:
         """The open file (another inode) is a copy of this source, as far as we can tell: it
         starts with our fingerprint, and holds the bytes before the checked offset if it is that
-        long (a copy made before we read further is shorter)."""
+        long (a copy made before we read further is shorter). With `live_fd`, the file of this
+        source we hold open: a copy of it is no longer than it and ends with the bytes it holds
+        there (a short fingerprint, the start of a half line, starts many other files)."""
+        if live_fd is not None:
+            if size > os.fstat(live_fd).st_size:
+                return False
+            end = min(size, BEFORE_BYTES)
+            if os.pread(live_fd, end, size - end) != os.pread(fd, end, size - end):
+                return False
         if since_checkpoint and size < self.offset:
             # made after the checkpoint confirmed `offset`, from a file that held that much: a
             # shorter one starting with our first KiB is a rewrite's copy, not ours
@@ -138,6 +152,12 @@ class SourceEntry:
         if head_digest(os.pread(fd, self.head_len, 0)) != self.head_sha:
             return False
         return size < self.check_end or self.same_bytes_before(fd, shorter_ok=True)
+
+    def starts_as_seen(self, fd: int) -> bool:
+        """The open file starts with the bytes seen in this source before anything was read."""
+        if not self.seen_len:
+            return False
+        return digest(os.pread(fd, self.seen_len, 0)) == self.seen_sha
 
     def set_check(self, end: int, before: bytes) -> None:
         self.check_end, self.check_len, self.check_sha = end, len(before), digest(before)
@@ -168,6 +188,8 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "sent_end": (int,),
     "sent_len": (int,),
     "sent_sha": (str,),
+    "seen_len": (int,),
+    "seen_sha": (str,),
 }
 _REQUIRED = ("id", "path", "dev", "ino", "head_len", "head_sha", "offset", "seq")
 
@@ -340,10 +362,18 @@ class Checkpoint:
         return max(candidates, key=lambda e: e.seq, default=None)
 
     def knows_file(
-        self, fd: int, st: os.stat_result, *, besides: str = "", since_checkpoint: bool = False
+        self,
+        fd: int,
+        st: os.stat_result,
+        *,
+        besides: str = "",
+        since_checkpoint: bool = False,
+        live: Mapping[str, int] | None = None,
     ) -> bool:
         """Some source (other than `besides`) is this open file (by inode and first bytes) or a
-        copy of it (`since_checkpoint`: one written after the checkpoint was, at start)."""
+        copy of it (`since_checkpoint`: one written after the checkpoint was, at start); `live`
+        maps sources to the files of them we hold open, which a copy must agree with."""
+        live = live or {}
         head = os.pread(fd, HEAD_BYTES, 0)
         found = self.find(st.st_dev, st.st_ino, head)
         # on its inode, with its first bytes, but shorter than what we read of it or other bytes
@@ -364,7 +394,7 @@ class Checkpoint:
             if e.head_len not in digests:
                 digests[e.head_len] = head_digest(head[: e.head_len])
             if digests[e.head_len] == e.head_sha and e.copied_by(
-                fd, st.st_size, since_checkpoint=since_checkpoint
+                fd, st.st_size, since_checkpoint=since_checkpoint, live_fd=live.get(e.id)
             ):
                 return True
         return False
@@ -393,6 +423,13 @@ class Checkpoint:
             self.dirty = True
             if first:
                 self._save_identity()
+
+    def saw_head(self, entry: SourceEntry, head: bytes) -> None:
+        """Bytes seen in a source with no fingerprint (nothing read): saved at once, as an
+        identity is (rare: only while a first half line grows)."""
+        if not entry.head_len and len(head) > entry.seen_len:
+            entry.seen_len, entry.seen_sha = len(head), digest(head)
+            self._save_identity()
 
     def renumber(self, entries: list[SourceEntry]) -> None:
         """Give these sources the next sequence numbers, in this order (the order they are

@@ -407,3 +407,24 @@ def test_rotations_found_at_start_keep_their_order_after_another_kill(tmp_path: 
     path.rename(tmp_path / "in.txt.1")
     path.write_bytes(b"e 1\n")
     assert drain(make_tails(tmp_path)) == b"c 1\nc 2\nd 1\ne 1\n"
+
+
+def test_a_half_line_fingerprint_does_not_claim_a_longer_rotation_as_its_copy(
+    tmp_path: Path,
+) -> None:
+    """Model chaos seed 332410130: at start the current file held 5 bytes, the first of a
+    half line, and became a source fingerprinted by them; a file rotated away while we were
+    down started with the same 5 bytes (every line of that log starts alike) and was taken
+    for a copy of it: shipped by nobody. A copy of a file we hold is no longer than it."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    stopped(tails)
+    append(path, b"s3324 g1 n1\n")
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    append(path, b"s3324 g3 n2\n")
+    path.rename(tmp_path / "in.txt.1")  # the copy of g1 is gone: that loss nobody can prevent
+    path.write_bytes(b"s3324")
+    assert drain(make_tails(tmp_path)) == b"s3324 g3 n2\n"
