@@ -207,9 +207,10 @@ class TailSet:
     ) -> Located:
         """A source with no fingerprint: nothing of it was read or published, and its inode
         number alone proves nothing (a deleted file's number is soon reused, by any file, even
-        our own checkpoint's temp file). Taken for it: an empty file renamed to one of its
-        rotation names, or one that starts with the bytes we saw in it (a half line, kept in
-        the checkpoint). At its own path, whatever holds its inode number is read as a new file
+        our own checkpoint's temp file). Taken for it: the file on its inode renamed to one of
+        its rotation names, known as no other source (written before our next look, it is
+        ours), or a copy that starts with the bytes we saw in it (a half line, kept in the
+        checkpoint). At its own path, whatever holds its inode number is read as a new file
         from its start: the source ends there; if that file was cut while we were down (shorter,
         or not starting as seen), what we saw is in the copy that starts with it, or lost."""
         ours = {os.path.abspath(p) for p in self._checkpoint.own_files()}
@@ -233,9 +234,16 @@ class TailSet:
                 self._checkpoint.finish(entry, 0)
                 return None
             self._emptied_while_down(entry, st)
+            # nothing of it was published: shipping this file under it from byte 0 duplicates
+            # nothing, unless the file is known as another source (its inode number reused)
             opened = _open_if(
                 path,
-                lambda fd, size: entry.held_by(fd, size, by_inode=True) or entry.starts_as_seen(fd),
+                lambda fd, _: (
+                    entry.starts_as_seen(fd)
+                    or not self._checkpoint.knows_file(
+                        fd, os.fstat(fd), besides=entry.id, live=self._held()
+                    )
+                ),
             )
             if opened is not None:
                 return opened

@@ -428,3 +428,22 @@ def test_a_half_line_fingerprint_does_not_claim_a_longer_rotation_as_its_copy(
     path.rename(tmp_path / "in.txt.1")  # the copy of g1 is gone: that loss nobody can prevent
     path.write_bytes(b"s3324")
     assert drain(make_tails(tmp_path)) == b"s3324 g3 n2\n"
+
+
+def test_lines_written_before_a_stop_that_did_not_look_again_are_found_after_rotation(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Model chaos seed 332410214: the producer held an empty file (no fingerprint); lines were
+    written and it was stopped before its next look, then the file was rotated away while it
+    was down. Older than the checkpoint, the rotation was no scan's business, and its inode
+    alone was not trusted: shipped by nobody."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    append(path, b"g1 a\ng1 b\n")
+    stopped(tails)  # the checkpoint is written after the lines were
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"g2 a\n")
+    assert drain(make_tails(tmp_path)) == b"g1 a\ng1 b\ng2 a\n"
+    assert lost(caplog) == []
