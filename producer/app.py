@@ -301,6 +301,7 @@ class ProducerApp:
             self.tails.report_deleted_unread()
             self._save_checkpoint()
         self.tails.close()
+        self.checkpoint.close()
 
     def stopped(self) -> None:
         if self.publisher is not None:  # started: say how it ended
