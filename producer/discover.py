@@ -208,11 +208,11 @@ class TailSet:
         """A source with no fingerprint: nothing of it was read or published, and its inode
         number alone proves nothing (a deleted file's number is soon reused, by any file, even
         our own checkpoint's temp file). Taken for it: the file on its inode renamed to one of
-        its rotation names, known as no other source (written before our next look, it is
-        ours), or a copy that starts with the bytes we saw in it (a half line, kept in the
-        checkpoint). At its own path, whatever holds its inode number is read as a new file
-        from its start: the source ends there; if that file was cut while we were down (shorter,
-        or not starting as seen), what we saw is in the copy that starts with it, or lost."""
+        its rotation names (see `_ours_unread`), or a copy that starts with the bytes we saw
+        in it (a half line, kept in the checkpoint). At its own path, whatever holds its inode
+        number is read as a new file from its start: the source ends there; if that file was
+        cut while we were down (shorter, or not starting as seen), what we saw is in the copy
+        that starts with it, or lost."""
         ours = {os.path.abspath(p) for p in self._checkpoint.own_files()}
         for path, st in files:
             here = os.path.abspath(path)
@@ -234,20 +234,26 @@ class TailSet:
                 self._checkpoint.finish(entry, 0)
                 return None
             self._emptied_while_down(entry, st)
-            # nothing of it was published: shipping this file under it from byte 0 duplicates
-            # nothing, unless the file is known as another source (its inode number reused)
-            opened = _open_if(
-                path,
-                lambda fd, _: (
-                    entry.starts_as_seen(fd)
-                    or not self._checkpoint.knows_file(
-                        fd, os.fstat(fd), besides=entry.id, live=self._held()
-                    )
-                ),
-            )
+            opened = _open_if(path, lambda fd, _: self._ours_unread(entry, fd))
             if opened is not None:
                 return opened
         return self._seen_copy(entry, files) or _LOST
+
+    def _ours_unread(self, entry: SourceEntry, fd: int) -> bool:
+        """The file on an unread source's inode number, renamed to a rotation name, is its file:
+        when it starts with the bytes we saw in it, or when it was last written before our last
+        checkpoint write (we held the file open until then, so its number could not have been
+        reused yet) and no other source knows it. One written since may be a new file on a
+        reused number: the scan for rotations written while we were down ships it."""
+        if entry.starts_as_seen(fd):
+            return True
+        written_at = self._checkpoint.written_at_ns
+        st = os.fstat(fd)
+        return (
+            written_at is not None
+            and st.st_mtime_ns <= written_at
+            and not self._checkpoint.knows_file(fd, st, besides=entry.id, live=self._held())
+        )
 
     def _seen_copy(self, entry: SourceEntry, files: list[tuple[str, os.stat_result]]) -> Located:
         """A copy (copytruncate) made while we were down of a source we had seen a half line
