@@ -560,6 +560,9 @@ class FileTail:
             log.info("rotation_never_opened", extra={"path": path, "source": entry.id})
             opened = OpenFile.at(fd, path, st, entry, 0, time.monotonic())
             adopted.append((st.st_mtime_ns, age_key, [opened]))
+            # a later one starting with its (maybe short) fingerprint is no copy of it unless it
+            # agrees with it
+            live[entry.id] = fd
         if current is not None and not self._still_at_path(current):
             self._rotated(current, deleted=False)
             adopted.append((os.fstat(current.fd).st_mtime_ns, (0, ""), group))
