@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -132,10 +133,13 @@ class RabbitNode:
         name: str | None = None,
         tls: bool = False,
         prometheus: bool = False,
+        extra_config: Sequence[str] = (),
     ) -> None:
         self._name = name or f"logship-{uuid.uuid4().hex[:8]}"
         self._tls = tls
         self._prometheus = prometheus
+        # rabbitmq.conf lines appended to the node's own, e.g. a deployment's memory settings
+        self._extra_config = tuple(extra_config)
         self._scripts = find_scripts_dir()
         self._dir = Path(base_dir) / self._name
         self._ports: dict[str, int] = {}
@@ -497,4 +501,5 @@ class RabbitNode:
                 "ssl_options.verify = verify_none",
                 "ssl_options.fail_if_no_peer_cert = false",
             ]
+        lines += self._extra_config
         (self._dir / "rabbitmq.conf").write_text("\n".join(lines) + "\n")
