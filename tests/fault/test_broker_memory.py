@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractConnection
 from tests.fault.test_kills_and_restarts import make_lines
 from tests.support.fixtures import private_node
 from tests.support.pipeline import Pipeline, Topology, pipeline, wait_until
-from tests.support.rabbit_node import RabbitNode
+from tests.support.rabbit_node import RabbitNode, RabbitNodeError
 from tests.unit.test_k8s_rules import broker_conf, broker_memory_limit, information_unit
 
 MIB = 1024 * 1024
@@ -172,3 +172,20 @@ def test_a_flood_past_the_watermark_blocks_publishers_and_the_node_lives(
         expected = pipe.input.read_bytes()
         assert pipe.wait_for_output(expected, timeout=120) == expected
     assert k8s_memory_node.is_running()
+
+
+def test_a_broker_that_cannot_open_its_log_folder_does_not_boot(tmp_path: Path) -> None:
+    """What a read-only root filesystem does to the image's /var/log/rabbitmq without a volume
+    there, with the cluster's log settings (console only): the node refuses to boot. Hence the
+    emptyDir in rabbitmq.yaml (tests/unit/test_k8s_rules.py checks it is there)."""
+    conf = broker_conf()
+    node = RabbitNode(
+        tmp_path,
+        extra_config=[f"log.file = {conf['log.file']}"],
+        extra_env={"RABBITMQ_LOG_BASE": "/proc/logship-not-writable"},
+    )
+    with pytest.raises(RabbitNodeError):
+        node.start()  # a failed start leaves no VM behind
+    assert not node.is_running()
+    output = node.server_output.read_text(errors="replace")
+    assert "cannot_log_to_file" in output or "failed to open log file" in output, output[-2000:]

@@ -358,6 +358,25 @@ def test_the_unit_parsers_read_what_the_manifests_write() -> None:
         information_unit("0.5GiB")
 
 
+# The folders the official image's broker writes (docker-library/rabbitmq's Dockerfile: the data
+# dir is HOME, with the Erlang cookie; RABBITMQ_LOG_BASE defaults to /var/log/rabbitmq).
+BROKER_WRITES = ("/var/lib/rabbitmq", "/var/log/rabbitmq", "/tmp")
+
+
+def test_every_folder_the_broker_writes_is_a_writable_volume() -> None:
+    """Under a read-only root filesystem a node that cannot open its log folder does not boot
+    (tests/fault/test_broker_memory.py shows it): each folder it writes needs a volume."""
+    broker = find(render("base"), "StatefulSet", "rabbitmq")
+    (container,) = broker["spec"]["template"]["spec"]["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    for folder in (*BROKER_WRITES, env.get("RABBITMQ_LOG_BASE", "/var/log/rabbitmq")):
+        assert folder in mounts, f"the broker writes {folder}, which has no volume"
+        assert not mounts[folder].get("readOnly"), folder
+    assert broker_conf().get("log.file") == "false", "the log goes to the console, not a file"
+
+
 # ---- autoscalers own the replica count ---------------------------------------------------------
 
 
