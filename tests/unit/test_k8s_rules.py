@@ -6,6 +6,7 @@ autoscaling demo whose input, batch size and target make the consumer count the 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -553,3 +554,18 @@ def test_demo_check_compares_exactly_what_the_run_shipped(tmp_path: Path) -> Non
     assert check(b"".join(lines[1:])).returncode != 0, "a line missing"
     assert check(b"".join(lines), lines[5]).returncode != 0, "a line twice"
     assert check().returncode != 0, "no output at all"
+
+
+# ---- kubectl apply ------------------------------------------------------------------------------
+
+# Client-side `kubectl apply` (scripts/k3d.sh) keeps each object in the annotation
+# kubectl.kubernetes.io/last-applied-configuration, and all annotations of an object together
+# may hold 256 KiB (Kubernetes' ValidateAnnotationsSize): a bigger dashboard would be refused.
+ANNOTATIONS_LIMIT = 256 * 1024
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_fits_the_last_applied_annotation(overlay: str) -> None:
+    for obj in render(f"overlays/{overlay}"):
+        size = len(json.dumps(obj, separators=(",", ":")))
+        assert size < ANNOTATIONS_LIMIT // 2, f"{obj['kind']}/{obj['metadata']['name']}: {size} B"
