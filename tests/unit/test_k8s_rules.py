@@ -48,6 +48,12 @@ case "$(basename "$0") $*" in
     [ -f "$state" ] || { echo 'Error from server (NotFound)' >&2; exit 1; }
     cat "$state"; exit 0 ;;
   "k3d cluster list "*) exit 1 ;;
+  "kubectl --namespace logship get scaledobject logship-consumer")
+    [ "$(cat "$STUB_DIR/autoscaler" 2>/dev/null)" = keda ]; exit ;;
+  "kubectl --namespace logship get hpa logship-consumer")
+    [ "$(cat "$STUB_DIR/autoscaler" 2>/dev/null)" = hpa ]; exit ;;
+  "kubectl --namespace logship exec rabbitmq-0 -- rabbitmqctl "*)
+    printf 'logs.dead\t0\nlogs\t%s\n' "$(cat "$STUB_DIR/ready" 2>/dev/null || echo 0)"; exit 0 ;;
   *) exit 0 ;;
 esac
 if [ -f "$state" ] && [ "$(cat "$state")" != "$service" ]; then
@@ -84,6 +90,11 @@ class FakeCluster:
 
     def serve_external_metrics(self, backend: str) -> None:
         (self.dir / "external-metrics").write_text(BACKEND_SERVICES[backend])
+
+    def drive_with(self, autoscaler: str, ready_messages: int = 0) -> None:
+        """The autoscaler applied (keda, hpa) and the depth rabbitmqctl reports for `logs`."""
+        (self.dir / "autoscaler").write_text(autoscaler)
+        (self.dir / "ready").write_text(str(ready_messages))
 
     def run(self, *args: str) -> Run:
         calls = self.dir / "calls"
@@ -173,6 +184,49 @@ def test_the_stand_in_helm_refuses_as_helm_does(tmp_path: Path) -> None:
         env=env,
     )
     assert proc.returncode == 1 and "invalid ownership metadata" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("autoscaler", "pause", "resume"),
+    [
+        (
+            "keda",
+            "kubectl --namespace logship annotate scaledobject logship-consumer "
+            "autoscaling.keda.sh/paused-replicas=0 --overwrite",
+            "kubectl --namespace logship annotate scaledobject logship-consumer "
+            "autoscaling.keda.sh/paused-replicas-",
+        ),
+        (
+            "hpa",
+            "kubectl --namespace logship scale statefulset logship-consumer --replicas 0",
+            "kubectl --namespace logship scale statefulset logship-consumer --replicas 1",
+        ),
+    ],
+)
+def test_demo_holds_the_consumers_until_the_backlog_is_queued(
+    autoscaler: str, pause: str, resume: str, tmp_path: Path
+) -> None:
+    """`demo LINES`: consumers held at 0, the run appended to input.txt, the autoscaler given the
+    consumers back once rabbitmqctl reports the run's messages ready."""
+    cluster = FakeCluster(tmp_path)
+    lines = 8192 * 3  # three full 1 MiB batches
+    cluster.drive_with(autoscaler, ready_messages=3)
+    run = cluster.run("demo", str(lines))
+    assert run.returncode == 0, run.stderr
+    assert pause in run.calls and resume in run.calls
+    assert run.calls.index(pause) < run.calls.index(resume)
+    (written,) = cluster.data.glob("demo-*.txt")
+    assert (cluster.data / "input.txt").read_bytes() == written.read_bytes()
+    assert len(written.read_bytes().splitlines()) == lines
+    assert f"demo-check {written.stem}" in run.stderr
+
+
+def test_demo_refuses_without_an_autoscaler(tmp_path: Path) -> None:
+    cluster = FakeCluster(tmp_path)
+    cluster.drive_with("none")
+    run = cluster.run("demo", "10")
+    assert run.returncode != 0 and "k3d-keda" in run.stderr
+    assert not list(tmp_path.rglob("demo-*.txt")), "nothing written for a demo that cannot run"
 
 
 # ---- bash 3.2 ---------------------------------------------------------------------------------
