@@ -230,6 +230,9 @@ cmd_pause() {
         hpa) kubectl --namespace "$NAMESPACE" scale statefulset logship-consumer --replicas 0 ;;
         *) die "no autoscaler in namespace $NAMESPACE: apply k3d-keda or k3d-hpa first" ;;
     esac
+    # Until the last consumer is gone it still drains what the demo queues.
+    kubectl --namespace "$NAMESPACE" wait statefulset/logship-consumer \
+        --for=jsonpath='{.status.replicas}'=0 --timeout 5m
 }
 
 # Hand the consumers back to the autoscaler.
@@ -267,7 +270,7 @@ queue_ready() {
 # producer has published them all, then the autoscaler sees the whole backlog at once.
 cmd_demo() {
     need kubectl awk
-    local lines=${1:-$DEMO_LINES} run file expected ready waited=0
+    local lines=${1:-$DEMO_LINES} run file expected ready last='' still=0 waited=0
     [[ $lines =~ ^[1-9][0-9]*$ ]] || die "LINES must be a positive number, not $lines"
     [[ $(autoscaler) != none ]] || die "apply k3d-keda or k3d-hpa first (scripts/k3d.sh apply k3d-keda)"
     prepare_data_dir
@@ -279,9 +282,18 @@ cmd_demo() {
     expected=$((lines * DEMO_LINE_BYTES / 1048576))
     log "shipping $file: consumers held at 0 until about $expected messages are ready"
     cat "$file" >>"$DATA_DIR/input.txt"
+    # Until the run's messages are ready, or the count has stood still for 30 s (the producer
+    # cut smaller batches, or was done before the count reached it).
     while :; do
         ready=$(queue_ready) || ready=
         [[ -n $ready && $ready -ge $expected ]] && break
+        if [[ -n $ready && $ready -gt 0 && $ready == "$last" ]]; then
+            still=$((still + 5))
+            [[ $still -lt 30 ]] || break
+        else
+            still=0
+        fi
+        last=$ready
         [[ $waited -lt 900 ]] || die "only ${ready:-?} of $expected messages ready after 15 min"
         sleep 5
         waited=$((waited + 5))
