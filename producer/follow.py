@@ -270,6 +270,8 @@ class FileTail:
             extra={"path": path, "source": entry.id, "offset": entry.offset},
         )
         entry.updated = time.time()  # being read again: not stale, whenever it was finished
+        if os.path.abspath(path) != os.path.abspath(entry.path):
+            self._checkpoint.mark_rotated(entry)
         self.files.append(OpenFile.at(fd, path, st, entry, entry.offset, time.monotonic()))
 
     # -- checking for rotation and truncation ------------------------------------------------------
@@ -507,6 +509,7 @@ class FileTail:
         """The path no longer names the file: drain it (within the grace), and look for files
         created and rotated away between our last look and this one."""
         f.rotated_at = time.monotonic()
+        self._checkpoint.mark_rotated(f.source)
         self._metrics.rotations.inc()
         log.info(
             "file_rotated",
@@ -558,6 +561,7 @@ class FileTail:
             head = os.pread(fd, HEAD_BYTES, 0)
             entry = self._checkpoint.new_source(self.path, st.st_dev, st.st_ino, head, 0)
             log.info("rotation_never_opened", extra={"path": path, "source": entry.id})
+            self._checkpoint.mark_rotated(entry)
             opened = OpenFile.at(fd, path, st, entry, 0, time.monotonic())
             adopted.append((st.st_mtime_ns, age_key, [opened]))
             # a later one starting with its (maybe short) fingerprint is no copy of it unless it
