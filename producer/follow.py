@@ -278,10 +278,15 @@ class FileTail:
 
     def check(self) -> None:
         """stat the path and decide from inode, size and offset; watch events are only a hint."""
+        looked_at = file_clock_ns()
         try:
             st: os.stat_result | None = os.stat(self.path)
         except (FileNotFoundError, NotADirectoryError):
             st = None
+        if st is None and not self.files and self.scan_since is None:
+            # nothing at the path: a file created and rotated away before our next look is
+            # found by the scan for rotations written since this one
+            self.scan_since = looked_at
         current = self.files[-1] if self.files else None
         if current is not None and current.rotated_at is None:
             if st is None or (st.st_dev, st.st_ino) != (current.dev, current.ino):
