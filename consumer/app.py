@@ -83,7 +83,10 @@ class ConsumerApp:
             )
             self.metrics.connection.watch(connection)
             self.subscriber = Subscriber(
-                connection, self.settings.amqp, prefetch=self.settings.prefetch
+                connection,
+                self.settings.amqp,
+                prefetch=self.settings.prefetch,
+                archive=self.settings.archive,
             )
             await self.subscriber.start()
             log.info(
