@@ -4,6 +4,7 @@ half-written output, across kills, from a time, as a second sink, and saying wha
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -63,6 +64,10 @@ def events(text: str, name: str) -> list[dict[str, object]]:
         if line.startswith("{") and f'"event": "{name}"' in line:
             found.append(json.loads(line))
     return found
+
+
+def holds(path: Path, size: int) -> bool:
+    return path.exists() and path.stat().st_size >= size
 
 
 def drop_output(path: Path) -> None:
@@ -134,11 +139,8 @@ def test_a_rebuild_killed_three_times_resumes_to_a_byte_identical_output(
     # three random moments, as fractions of the rebuild: each kill lands past the one before
     for fraction in sorted(random.uniform(0.05, 0.9) for _ in range(3)):
         program = rebuild_program(pipe, target, "--prefetch", "1")
-        reached = wait_until(
-            lambda: target.exists() and target.stat().st_size >= fraction * len(data),
-            60,
-            interval=0.002,
-        )
+        size = int(fraction * len(data))
+        reached = wait_until(functools.partial(holds, target, size), 60, interval=0.002)
         program.kill()
         assert reached, program.log()[-3000:]
         sizes.append(target.stat().st_size)

@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings
 from consumer.metrics import ConsumerMetrics
 from consumer.settings import ConsumerSettings
 from logship.amqp import queue_arguments
-from logship.config import load_settings
+from logship.config import ArchiveSettings, load_settings
 from logship.telemetry import TelemetryServer
 from producer.metrics import ProducerMetrics
 from producer.settings import ProducerSettings
@@ -447,6 +447,9 @@ def test_definitions_declare_the_topology_the_code_declares(
     bindings = {(b["source"], b["destination"], b["routing_key"]) for b in defs["bindings"]}
     assert (amqp.exchange, amqp.queue, amqp.routing_key) in bindings
     assert (amqp.dead_letter_exchange, amqp.dead_letter_queue, "#") in bindings
+    archive = ArchiveSettings()  # the programs' defaults: the manifests do not change them
+    assert queues[archive.queue]["arguments"] == archive.arguments()
+    assert (amqp.exchange, archive.queue, amqp.routing_key) in bindings
 
 
 def test_each_program_has_only_the_permissions_it_needs() -> None:
