@@ -27,6 +27,7 @@ OffsetSpec = str | int | datetime
 SETTLE_S = 0.3
 PROBE_WAIT_S = 2.0
 PROBE_MAX_S = 2.0
+PROBE_PREFETCH = 8
 
 
 def stream_offset(message: AbstractIncomingMessage) -> int | None:
@@ -91,7 +92,7 @@ async def _probe(
 ) -> list[AbstractIncomingMessage]:
     """The first delivery of a consumer at `spec`, and for "last" every one that follows at once
     (the last chunk). Empty when the stream is."""
-    reader = StreamReader(connection, stream, prefetch=1000, timeout=wait_s)
+    reader = StreamReader(connection, stream, prefetch=PROBE_PREFETCH, timeout=wait_s)
     try:
         await reader.start(spec)
         try:
@@ -103,6 +104,10 @@ async def _probe(
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PROBE_MAX_S
         while loop.time() < deadline:
+            # credit for the rest of a chunk longer than the prefetch (kept small: batches are
+            # up to batch-max-bytes each); only offsets are kept, not bodies
+            await got[-1].ack(multiple=True)
+            got = got[-1:]
             try:
                 got.append(await asyncio.wait_for(reader.inbox.get(), SETTLE_S))
             except TimeoutError:
