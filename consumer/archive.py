@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import aiormq.exceptions
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
+from aio_pika.exceptions import ChannelInvalidStateError
 
+from logship.amqp import backoff_delays
 from logship.wire import H_TS
 
 log = logging.getLogger("logship.consumer.archive")
@@ -129,3 +133,113 @@ async def bounds(
         offsets = [stream_offset(m) for m in await _probe(connection, stream, "last", wait_s)]
         end = max((o for o in offsets if o is not None), default=None)
     return Bounds(stream_offset(first[0]), read_ns(first[0]), end)
+
+
+READ_ERRORS = (
+    aiormq.exceptions.AMQPError,
+    ChannelInvalidStateError,
+    ConnectionError,
+    TimeoutError,
+    RuntimeError,  # "connection was not opened": the broker is away
+)
+
+
+class Feed:
+    """Groups of deliveries from the archive, across lost connections. aio-pika restores no
+    consumer on a queue it did not declare, and one that it did would start again where the
+    first consume began; so after the robust connection is back, reading starts again at
+    `resume()` (the place recorded with the output) on a new channel, and what the old one
+    delivered is dropped (it comes again)."""
+
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        stream: str,
+        *,
+        prefetch: int,
+        timeout: float,
+        max_delay: float,
+        stop: asyncio.Event,
+        resume: Callable[[], OffsetSpec],
+    ) -> None:
+        self._connection = connection
+        self._stream = stream
+        self._prefetch = prefetch
+        self._timeout = timeout
+        self._max_delay = max_delay
+        self._stop = stop
+        self._resume = resume
+        self._reader: StreamReader | None = None
+        self._reconnected = asyncio.Event()
+        connection.reconnect_callbacks.add(self._on_reconnect)
+
+    def _on_reconnect(self, *_: object) -> None:
+        self._reconnected.set()
+
+    async def open(self) -> bool:
+        """Start reading at `resume()`, retrying while the broker is away; False if stopped."""
+        delays = backoff_delays(cap=self._max_delay)
+        while not self._stop.is_set():
+            self._reconnected.clear()
+            spec = self._resume()
+            reader = StreamReader(
+                self._connection, self._stream, prefetch=self._prefetch, timeout=self._timeout
+            )
+            try:
+                await asyncio.wait_for(reader.start(spec), self._timeout)
+            except READ_ERRORS as error:
+                await reader.close()
+                delay = next(delays)
+                log.warning(
+                    "archive_read_failed",
+                    extra={"error": type(error).__name__, "retry_in": round(delay, 2)},
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                continue
+            self._reader = reader
+            log.debug("archive_reading", extra={"stream": self._stream, "start": str(spec)})
+            return True
+        return False
+
+    async def next_group(self) -> list[AbstractIncomingMessage]:
+        """Wait for a delivery, then take every one already delivered. Empty on a stop."""
+        while not self._stop.is_set():
+            if self._reconnected.is_set() or self._reader is None:
+                await self._drop_reader()
+                log.warning("archive_reader_reopened", extra={"start": str(self._resume())})
+                if not await self.open():
+                    return []
+                continue
+            assert self._reader is not None
+            inbox = self._reader.inbox
+            getter = asyncio.ensure_future(inbox.get())
+            others = [
+                asyncio.ensure_future(self._stop.wait()),
+                asyncio.ensure_future(self._reconnected.wait()),
+            ]
+            try:
+                await asyncio.wait({getter, *others}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in others:
+                    waiter.cancel()
+            if not getter.done():
+                getter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await getter
+                if getter.cancelled():
+                    continue
+            group = [getter.result()]
+            while not inbox.empty():
+                group.append(inbox.get_nowait())
+            return group
+        return []
+
+    async def _drop_reader(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await reader.close()
+
+    async def close(self) -> None:
+        self._connection.reconnect_callbacks.discard(self._on_reconnect)
+        await self._drop_reader()

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from consumer.archive import Bounds, OffsetSpec, StreamReader, bounds, read_ns, stream_offset
+from consumer.archive import Bounds, Feed, OffsetSpec, bounds, read_ns, stream_offset
 from consumer.rebuild_metrics import RebuildMetrics
 from consumer.rebuild_progress import Progress, make_progress
 from consumer.rebuild_settings import RebuildSettings
@@ -161,15 +161,29 @@ class Rebuild:
             end is None or (isinstance(start.spec, int) and start.spec > end)
         ):
             return self._finish(found, start, stopped=False)
-        reader = StreamReader(connection, stream, prefetch=self.settings.prefetch, timeout=timeout)
+
+        def resume() -> OffsetSpec:
+            position = self.sink.archive_position
+            if position is not None and position[0] == stream:
+                return position[1] + 1
+            return start.spec
+
+        feed = Feed(
+            connection,
+            stream,
+            prefetch=self.settings.prefetch,
+            timeout=timeout,
+            max_delay=self.settings.amqp.reconnect_max_delay,
+            stop=self.stop,
+            resume=resume,
+        )
         with make_progress(self._first_offset(start, found), end) as progress:
             try:
-                await asyncio.wait_for(reader.start(start.spec), timeout)
-                self._reading = True
-                stopped = not await self._read(reader, end, progress)
+                self._reading = await feed.open()
+                stopped = not self._reading or not await self._read(feed, end, progress)
             finally:
                 self._reading = False
-                await reader.close()
+                await feed.close()
         return self._finish(found, start, stopped=stopped)
 
     @staticmethod
@@ -203,10 +217,10 @@ class Rebuild:
                     f"asked: rebuilding from there"
                 )
 
-    async def _read(self, reader: StreamReader, end: int | None, progress: Progress) -> bool:
+    async def _read(self, feed: Feed, end: int | None, progress: Progress) -> bool:
         """Write groups of deliveries until the end offset (True) or a stop (False)."""
         while not self.stop.is_set():
-            group = await self._next_group(reader)
+            group = await feed.next_group()
             if not group:
                 continue
             done = await self._handle(group, end)
@@ -214,24 +228,6 @@ class Rebuild:
             if done:
                 return True
         return False
-
-    async def _next_group(self, reader: StreamReader) -> list[AbstractIncomingMessage]:
-        getter = asyncio.ensure_future(reader.inbox.get())
-        stopping = asyncio.ensure_future(self.stop.wait())
-        try:
-            await asyncio.wait({getter, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        if not getter.done():
-            getter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await getter
-            if getter.cancelled():
-                return []
-        group = [getter.result()]
-        while not reader.inbox.empty():
-            group.append(reader.inbox.get_nowait())
-        return group
 
     async def _handle(self, group: list[AbstractIncomingMessage], end: int | None) -> bool:
         """Write what this group adds, record the offset with it, then grant more credit. True

@@ -14,8 +14,10 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tests.support.pipeline import REPO, Pipeline, Program, wait_until
+from tests.support.tcp_proxy import TcpProxy
 
 
 def lines(n: int, tag: str) -> bytes:
@@ -47,11 +49,13 @@ def rebuild(
     )
 
 
-def rebuild_program(pipe: Pipeline, output: Path, *extra: str) -> Program:
+def rebuild_program(
+    pipe: Pipeline, output: Path, *extra: str, env: dict[str, str] | None = None
+) -> Program:
     program = Program(
         "consumer",
         ["rebuild", "--output", str(output), *extra],
-        pipe.topology.env(),
+        {**pipe.topology.env(), **(env or {})},
         pipe.workdir / f"rebuild-{output.name}.log",
     )
     pipe.programs.append(program)
@@ -235,3 +239,30 @@ def test_retention_drops_old_data_and_rebuild_says_what_it_cannot_restore(
     assert target.read_bytes() == (old + new)[first:]
     (finished,) = events(result.stderr, "rebuild_finished")
     assert finished["sources_incomplete"] == 1
+
+
+def test_a_rebuild_and_a_second_sink_go_on_after_their_connection_is_cut(
+    pipe: Pipeline,
+) -> None:
+    broker = urlsplit(pipe.topology.url)
+    data = lines(100_000, "cut")
+    pipe.append(data)
+    ship_once(pipe, "--batch-max-bytes", "1024")
+    with TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672) as proxy:
+        through = {"LOGSHIP_AMQP__URL": f"amqp://guest:guest@127.0.0.1:{proxy.port}/"}
+        restored, audit = pipe.workdir / "restored.txt", pipe.workdir / "audit.txt"
+        rebuilding = rebuild_program(pipe, restored, "--prefetch", "1", env=through)
+        sink = rebuild_program(pipe, audit, "--follow", "--prefetch", "1", env=through)
+        assert wait_until(functools.partial(holds, restored, len(data) // 4), 60, 0.002)
+        proxy.cut()
+        time.sleep(1)
+        proxy.restore()
+        assert rebuilding.wait(60) == 0, rebuilding.log()[-3000:]
+        assert restored.read_bytes() == data
+        more = lines(1_000, "after the cut")
+        pipe.append(more)
+        ship_once(pipe)
+        assert pipe.wait_for_output(data + more, output=audit) == data + more
+        assert sink.terminate() == 0
+    assert "archive_reader_reopened" in rebuilding.log()
+    assert "archive_reader_reopened" in sink.log()
