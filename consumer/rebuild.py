@@ -21,7 +21,7 @@ from consumer.rebuild_progress import Progress, make_progress
 from consumer.rebuild_settings import RebuildSettings
 from consumer.settings import FsyncPolicy
 from consumer.sink import Sink
-from logship.amqp import connect, refusals_explained
+from logship.amqp import FatalConnectError, TopologyError, connect, refusals_explained
 from logship.telemetry import TelemetryServer
 from logship.wire import H_PATH, Delivered, PoisonMessage, decode
 
@@ -130,17 +130,26 @@ class Rebuild:
         )
         if self.settings.http.port:
             await telemetry.start()
-        self.sink.open()
+        # a start the broker refuses leaves no files behind (as the consumer's)
+        created = [p for p in (self.sink.path, self.sink.state_path) if not p.exists()]
+        refused = False
         connection: AbstractRobustConnection | None = None
         try:
+            self.sink.open()
             connection = await connect(self.settings.amqp, "logship-rebuild", stop=self.stop)
             return await self._rebuild(connection)
         except asyncio.CancelledError:
             if self.stop.is_set():
                 return EXIT_STOPPED
             raise
+        except (FatalConnectError, TopologyError):
+            refused = True
+            raise
         finally:
             self.sink.close()
+            if refused and self.sink.size == 0 and not self.sink.sources:
+                for path in created:
+                    path.unlink(missing_ok=True)
             if connection is not None:
                 with contextlib.suppress(Exception):  # leaving anyway
                     await asyncio.wait_for(connection.close(), 5)

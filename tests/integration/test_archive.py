@@ -266,3 +266,43 @@ def test_a_rebuild_and_a_second_sink_go_on_after_their_connection_is_cut(
         assert sink.terminate() == 0
     assert "archive_reader_reopened" in rebuilding.log()
     assert "archive_reader_reopened" in sink.log()
+
+
+def test_poison_and_foreign_messages_in_the_archive_are_skipped_and_counted(
+    pipe: Pipeline,
+) -> None:
+    import pika
+
+    data = lines(1_000, "good")
+    pipe.append(data)
+    ship_once(pipe)
+    connection = pika.BlockingConnection(pika.URLParameters(pipe.topology.url))
+    try:
+        channel = connection.channel()
+        key = pipe.topology.prefix
+        channel.basic_publish(key, key, b"a line from another program")
+        bad = {"x-logship-version": 1, "x-logship-source": "s", "x-logship-start": 0}
+        channel.basic_publish(key, key, b"no end header\n", pika.BasicProperties(headers=bad))
+    finally:
+        connection.close()
+    target = pipe.workdir / "restored.txt"
+
+    result = rebuild(pipe, target)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert target.read_bytes() == data
+    (finished,) = events(result.stderr, "rebuild_finished")
+    assert (finished["poison_skipped"], finished["foreign_skipped"]) == (1, 1)
+    (skipped,) = events(result.stderr, "archive_message_skipped")
+    assert skipped["kind"] == "bad_header"
+
+
+def test_a_missing_archive_is_one_line_and_leaves_no_file(pipe: Pipeline) -> None:
+    target = pipe.workdir / "restored.txt"
+
+    result = rebuild(pipe, target, "--archive.queue", f"{pipe.topology.prefix}.nothing")
+
+    assert result.returncode == 2
+    assert result.stderr.count("logship: error:") == 1, result.stderr
+    assert f"queue '{pipe.topology.prefix}.nothing' does not exist" in result.stderr
+    assert not target.exists() and not target.with_name("restored.txt.state").exists()
