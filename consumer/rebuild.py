@@ -11,17 +11,27 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from consumer.archive import Bounds, Feed, OffsetSpec, bounds, read_ns, stream_offset
+from consumer.archive import (
+    READ_ERRORS,
+    Bounds,
+    Feed,
+    OffsetSpec,
+    bounds,
+    read_ns,
+    stream_offset,
+)
 from consumer.rebuild_metrics import RebuildMetrics
 from consumer.rebuild_progress import Progress, make_progress
+from consumer.rebuild_select import Selection, Start, choose_start
 from consumer.rebuild_settings import RebuildSettings
 from consumer.settings import FsyncPolicy
 from consumer.sink import Sink
 from logship.amqp import FatalConnectError, TopologyError, connect, refusals_explained
+from logship.lifecycle import stop_tasks
 from logship.telemetry import TelemetryServer
 from logship.wire import H_PATH, Delivered, PoisonMessage, decode
 
@@ -30,72 +40,7 @@ log = logging.getLogger("logship.consumer.rebuild")
 EXIT_DONE = 0
 EXIT_STOPPED = 1  # stopped before the end: run the same command again to resume
 EXIT_INCOMPLETE = 3  # done, but the archive no longer holds part of what was asked
-# the broker finds a time at chunk granularity, by its own clock: start this much earlier and
-# select by the producer's read time, so a batch read after --since is never missed
-SEEK_SLACK = timedelta(minutes=5)
-
-
-@dataclass
-class Selection:
-    """Which archived batches a rebuild writes (pure)."""
-
-    since_ns: int | None = None
-    until_ns: int | None = None
-    source: str | None = None
-    path: str | None = None
-
-    @classmethod
-    def of(cls, settings: RebuildSettings) -> Selection:
-        def ns(moment: datetime | None) -> int | None:
-            return None if moment is None else int(moment.timestamp() * 1e9)
-
-        return cls(ns(settings.since), ns(settings.until), settings.source, settings.path)
-
-    def wants(self, item: Delivered, path: str | None) -> bool:
-        if self.source is not None and item.source != self.source:
-            return False
-        if self.path is not None and path != self.path:
-            return False
-        if item.read_ns is not None:
-            if self.since_ns is not None and item.read_ns < self.since_ns:
-                return False
-            if self.until_ns is not None and item.read_ns >= self.until_ns:
-                return False
-        return True
-
-    def past_until(self, read: int | None) -> bool:
-        """Read well after --until (beyond any clock skew): nothing later is wanted."""
-        slack = int(SEEK_SLACK.total_seconds() * 1e9)
-        return self.until_ns is not None and read is not None and read >= self.until_ns + slack
-
-
-@dataclass
-class Start:
-    """Where reading starts, and whether the archive may lack part of what was asked (then the
-    bytes of each source before its first archived batch are reported)."""
-
-    spec: OffsetSpec
-    resumed: bool = False
-    check_gap: bool = False
-
-
-def choose_start(
-    settings: RebuildSettings, position: tuple[str, int] | None, found: Bounds
-) -> Start:
-    """A recorded position in this stream wins (a resume); else --from-offset, --since, the
-    archive's first entry."""
-    first = found.first
-    if position is not None and position[0] == settings.archive.queue:
-        after = position[1] + 1
-        return Start(after, resumed=True, check_gap=first is not None and after < first)
-    if settings.from_offset is not None:
-        gap = first is not None and settings.from_offset < first
-        return Start(settings.from_offset, check_gap=gap)
-    if settings.since is not None:
-        since_ns = int(settings.since.timestamp() * 1e9)
-        gap = found.first_read_ns is not None and found.first_read_ns > since_ns
-        return Start(settings.since - SEEK_SLACK, check_gap=gap)
-    return Start("first", check_gap=True)
+OLDEST_CHECK_S = 60.0
 
 
 @dataclass
@@ -186,14 +131,34 @@ class Rebuild:
             stop=self.stop,
             resume=resume,
         )
+        watch = [asyncio.create_task(self._watch_oldest(connection))] if end is None else []
         with make_progress(self._first_offset(start, found), end) as progress:
             try:
                 self._reading = await feed.open()
                 stopped = not self._reading or not await self._read(feed, end, progress)
             finally:
                 self._reading = False
+                await stop_tasks(watch)
                 await feed.close()
         return self._finish(found, start, stopped=stopped)
+
+    async def _watch_oldest(self, connection: AbstractRobustConnection) -> None:
+        """A --follow sink runs for long: look at the archive's first entry now and then, so its
+        age (retention at work, or not) stays current in the metrics."""
+        while True:
+            await asyncio.sleep(OLDEST_CHECK_S)
+            try:
+                found = await bounds(
+                    connection,
+                    self.settings.archive.queue,
+                    wait_s=self.settings.amqp.connect_timeout,
+                    last=False,
+                )
+            except READ_ERRORS as error:
+                log.debug("archive_bounds_failed", extra={"error": type(error).__name__})
+                continue
+            if found.first_read_ns is not None:
+                self.metrics.oldest_age.set(max(0.0, time.time() - found.first_read_ns / 1e9))
 
     @staticmethod
     def _first_offset(start: Start, found: Bounds) -> int:

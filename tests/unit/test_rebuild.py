@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from consumer.archive import Bounds
-from consumer.rebuild import SEEK_SLACK, Selection, choose_start
+from consumer.rebuild_select import SEEK_SLACK, Selection, choose_start
 from consumer.rebuild_settings import RebuildSettings
 from consumer.sink import Sink, StateError
 from logship.config import ArchiveSettings, load_settings
