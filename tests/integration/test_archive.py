@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.support.pipeline import REPO, Pipeline, Program, wait_until
+from tests.support.pipeline import REPO, Pipeline, Program, declare_topology, wait_until
 from tests.support.tcp_proxy import TcpProxy
 
 
@@ -306,3 +306,16 @@ def test_a_missing_archive_is_one_line_and_leaves_no_file(pipe: Pipeline) -> Non
     assert result.stderr.count("logship: error:") == 1, result.stderr
     assert f"queue '{pipe.topology.prefix}.nothing' does not exist" in result.stderr
     assert not target.exists() and not target.with_name("restored.txt.state").exists()
+
+
+def test_archive_settings_that_differ_from_the_stream_stop_the_start_in_one_line(
+    pipe: Pipeline,
+) -> None:
+    declare_topology(pipe.topology, pipe.workdir, "--archive.max-age", "1D")
+    consumer = pipe.consumer()  # the default, 7D
+
+    assert consumer.wait(60) == 2
+    assert (
+        f"queue '{pipe.topology.archive}' exists with different arguments (x-max-age: '1D' "
+        "there, '7D' wanted): delete it or set --archive.max-age 1D"
+    ) in consumer.log()
