@@ -96,7 +96,8 @@ async def _probe(
 ) -> list[AbstractIncomingMessage]:
     """The first delivery of a consumer at `spec`, and for "last" every one that follows at once
     (the last chunk). Empty when the stream is."""
-    reader = StreamReader(connection, stream, prefetch=PROBE_PREFETCH, timeout=wait_s)
+    prefetch = 1 if spec == "first" else PROBE_PREFETCH  # one batch is all "first" needs
+    reader = StreamReader(connection, stream, prefetch=prefetch, timeout=wait_s)
     try:
         await reader.start(spec)
         try:

@@ -225,6 +225,11 @@ class ArchiveSettings(BaseModel):
             )
         return value
 
+    def max_age_seconds(self) -> float:
+        """`max_age` in seconds (a month is 30 days, a year 365, as near as alerts need)."""
+        unit = {"s": 1, "m": 60, "h": 3600, "D": 86400, "M": 30 * 86400, "Y": 365 * 86400}
+        return float(int(self.max_age[:-1]) * unit[self.max_age[-1]])
+
     def arguments(self) -> dict[str, Any]:
         """The stream's declare arguments."""
         arguments: dict[str, Any] = {"x-queue-type": "stream", "x-max-age": self.max_age}

@@ -459,7 +459,8 @@ def test_each_program_has_only_the_permissions_it_needs() -> None:
     permissions = {p["user"]: p for p in defs["permissions"]}
     expected = {
         "logship-producer": {"configure": "", "write": "^logs$", "read": ""},
-        "logship-consumer": {"configure": "", "write": "", "read": "^logs$"},
+        # the archive too: the consumer watches its oldest entry's age (alerts), reads no more
+        "logship-consumer": {"configure": "", "write": "", "read": "^logs(\\.archive)?$"},
     }
     for program, wanted in expected.items():
         secret = _data(objects, "Secret", f"{program}-amqp")
@@ -470,6 +471,8 @@ def test_each_program_has_only_the_permissions_it_needs() -> None:
         assert granted == wanted
     # The regular expressions name exactly one object: not the dead-letter ones too.
     assert re.search("^logs$", "logs") and not re.search("^logs$", "logs.dead")
+    reads = "^logs(\\.archive)?$"
+    assert re.search(reads, "logs.archive") and not re.search(reads, "logs.dead")
 
 
 def test_keda_connects_as_the_consumer_to_the_configured_broker() -> None:
