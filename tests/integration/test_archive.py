@@ -319,3 +319,28 @@ def test_archive_settings_that_differ_from_the_stream_stop_the_start_in_one_line
         f"queue '{pipe.topology.archive}' exists with different arguments (x-max-age: '1D' "
         "there, '7D' wanted): delete it or set --archive.max-age 1D"
     ) in consumer.log()
+
+
+def test_the_consumer_reports_the_archives_oldest_entry_and_its_retention(
+    pipe: Pipeline,
+) -> None:
+    import urllib.request
+
+    from tests.support.pipeline import free_port
+
+    pipe.append(lines(100, "aged"))
+    ship_once(pipe)
+    time.sleep(1.5)
+    port = free_port()
+    pipe.consumer("--http.port", str(port)).ready()
+
+    def metric(name: str) -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+        found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+        return float(found[1]) if found else float("nan")
+
+    age = "logship_consumer_archive_oldest_entry_age_seconds"
+    assert wait_until(lambda: metric(age) >= 1.0, 30), metric(age)
+    assert metric(age) < 120
+    assert metric("logship_consumer_archive_max_age_seconds") == 7 * 86400
