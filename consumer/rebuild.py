@@ -222,6 +222,10 @@ class Rebuild:
             item = self._decode(message, offset)
             if item is not None and self.selection.wants(item, _path(message)):
                 wanted.append(item)
+                assert item.source is not None  # _decode keeps logship batches only
+                first = self.tally.first_start.get(item.source)
+                if first is None or item.start < first:
+                    self.tally.first_start[item.source] = item.start
         if last is None:
             return True
         position = None if last_offset is None else (self.settings.archive.queue, last_offset)
@@ -251,9 +255,6 @@ class Rebuild:
             self.tally.foreign += 1
             self.metrics.skipped.labels("foreign").inc()
             return None
-        first = self.tally.first_start.get(item.source)
-        if first is None or item.start < first:
-            self.tally.first_start[item.source] = item.start
         return item
 
     def _count(self, lines: int, written: int, duplicate: int, offset: int | None) -> None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from consumer.statefile import read_record
 from tests.support.pipeline import REPO, Pipeline, Program, declare_topology, wait_until
 from tests.support.tcp_proxy import TcpProxy
 
@@ -344,3 +345,24 @@ def test_the_consumer_reports_the_archives_oldest_entry_and_its_retention(
     assert wait_until(lambda: metric(age) >= 1.0, 30), metric(age)
     assert metric(age) < 120
     assert metric("logship_consumer_archive_max_age_seconds") == 7 * 86400
+
+
+def test_path_and_source_pick_one_input_files_lines(pipe: Pipeline) -> None:
+    logs = pipe.workdir / "logs"
+    logs.mkdir()
+    (logs / "a.log").write_bytes(lines(3_000, "a"))
+    (logs / "b.log").write_bytes(lines(3_000, "b"))
+    ship_once(pipe, "--input", str(logs / "*.log"))
+    only_a = pipe.workdir / "a.txt"
+
+    result = rebuild(pipe, only_a, "--path", str(logs / "a.log"))
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert only_a.read_bytes() == lines(3_000, "a")
+    record = read_record(only_a.with_name("a.txt.state"))  # a.log's source identity
+    assert record is not None
+    (source,) = json.loads(record[2])["sources"]
+    by_source = pipe.workdir / "by-source.txt"
+    result = rebuild(pipe, by_source, "--source", source)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert by_source.read_bytes() == lines(3_000, "a")

@@ -13,6 +13,7 @@ from consumer.archive import Bounds
 from consumer.rebuild_select import SEEK_SLACK, Selection, choose_start
 from consumer.rebuild_settings import RebuildSettings
 from consumer.sink import Sink, StateError
+from consumer.statefile import StateFile, read_record
 from logship.config import ArchiveSettings, load_settings
 from logship.wire import Delivered
 
@@ -163,11 +164,10 @@ def test_a_state_whose_archive_position_is_wrong_is_refused(tmp_path: Path) -> N
     sink.open()
     sink.close()
     state = out.with_name("out.txt.state")
-    raw = state.read_bytes()
-    record = json.loads(raw[raw.index(b"{") : raw.rindex(b"}") + 1])
+    found = read_record(state)
+    assert found is not None
+    record = json.loads(found[2])
     record["archive"] = {"stream": "logs.archive", "offset": -1}
-    from consumer.statefile import StateFile
-
     writer = StateFile(state, durable=True)
     writer.write(json.dumps(record).encode())
     writer.close()
