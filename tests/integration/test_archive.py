@@ -133,7 +133,7 @@ def queue_depth(pipe: Pipeline) -> int:
         connection.close()
 
 
-def test_a_rebuild_killed_three_times_resumes_to_a_byte_identical_output(
+def test_a_rebuild_stopped_and_killed_three_times_resumes_to_a_byte_identical_output(
     pipe: Pipeline,
 ) -> None:
     data = lines(200_000, "kill")
@@ -141,16 +141,21 @@ def test_a_rebuild_killed_three_times_resumes_to_a_byte_identical_output(
     ship_once(pipe, "--batch-max-bytes", "1024")  # 2,600 messages: a rebuild to kill midway
     target = pipe.workdir / "restored.txt"
     sizes = []
-    # three random moments, as fractions of the rebuild: each kill lands past the one before
-    for fraction in sorted(random.uniform(0.05, 0.9) for _ in range(3)):
+    # a stop, then three kills at random moments (fractions of the rebuild, each past the last)
+    moments = sorted(random.uniform(0.05, 0.9) for _ in range(4))
+    for attempt, fraction in enumerate(moments):
         program = rebuild_program(pipe, target, "--prefetch", "1")
         size = int(fraction * len(data))
         reached = wait_until(functools.partial(holds, target, size), 60, interval=0.002)
-        program.kill()
+        if attempt == 0:
+            assert program.terminate() == 1, "stopped before the end: exit 1, run it again"
+            assert '"event": "rebuild_stopped"' in program.log()
+        else:
+            program.kill()
         assert reached, program.log()[-3000:]
         sizes.append(target.stat().st_size)
         assert data.startswith(target.read_bytes())
-    assert sizes[-1] < len(data), "the rebuild ended before the third kill: make it longer"
+    assert sizes[-1] < len(data), "the rebuild ended before the last kill: make it longer"
 
     result = rebuild(pipe, target)
 
