@@ -217,7 +217,8 @@ async def connect(
     on_attempt_failed: Callable[[], None] | None = None,
 ) -> AbstractRobustConnection:
     """Open a robust connection, retrying while the broker is unreachable (it may start after us
-    in Kubernetes). Raise FatalConnectError at once when retrying cannot help."""
+    in Kubernetes). Raise FatalConnectError at once when retrying cannot help, and
+    asyncio.CancelledError when `stop` is set while waiting to retry."""
     delays = backoff_delays(cap=settings.reconnect_max_delay)
     while True:
         try:
@@ -264,7 +265,8 @@ async def connect(
                     await asyncio.wait_for(stop.wait(), delay)
                 except TimeoutError:
                     continue
-                raise
+                # asked to stop while the broker is away: a graceful stop, not this error
+                raise asyncio.CancelledError from None
             await asyncio.sleep(delay)
             continue
         # debug: the topology may still be refused, and then its one-line error must come

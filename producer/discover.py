@@ -47,6 +47,10 @@ def _head(fd: int) -> bytes:
     return os.pread(fd, HEAD_BYTES, 0)
 
 
+def _starts_as_seen(entry: SourceEntry) -> Callable[[int, int], bool]:
+    return lambda fd, _: entry.starts_as_seen(fd)
+
+
 def _open_if(
     path: str, wanted: Callable[[int, int], bool], *, close: bool = False
 ) -> Opened | None:
@@ -100,6 +104,9 @@ class TailSet:
     def _claimed(self) -> set[tuple[int, int]]:
         return {(f.dev, f.ino) for t in self.tails.values() for f in (*t.files, *t.late)}
 
+    def _held(self) -> dict[str, int]:
+        return {f.source.id: f.fd for t in self.tails.values() for f in (*t.files, *t.late)}
+
     def _new_tail(self, path: str, *, at_startup: bool) -> FileTail:
         return FileTail(
             path,
@@ -108,6 +115,7 @@ class TailSet:
             self._metrics,
             at_startup=at_startup,
             claimed=self._claimed,
+            held=self._held,
         )
 
     def check(self) -> None:
@@ -199,10 +207,12 @@ class TailSet:
     ) -> Located:
         """A source with no fingerprint: nothing of it was read or published, and its inode
         number alone proves nothing (a deleted file's number is soon reused, by any file, even
-        our own checkpoint's temp file). Only an empty file renamed to one of its rotation names
-        is still taken for it. At its own path, whatever holds its inode number is read as a new
-        file from its start: the source ends there, and only if that file is shorter than the
-        source was seen, the difference went with a deleted file."""
+        our own checkpoint's temp file). Taken for it: the file on its inode renamed to one of
+        its rotation names (see `_ours_unread`), or a copy that starts with the bytes we saw
+        in it (a half line, kept in the checkpoint). At its own path, whatever holds its inode
+        number is read as a new file from its start: the source ends there; if that file was
+        cut while we were down (shorter, or not starting as seen), what we saw is in the copy
+        that starts with it, or lost."""
         ours = {os.path.abspath(p) for p in self._checkpoint.own_files()}
         for path, st in files:
             here = os.path.abspath(path)
@@ -210,17 +220,71 @@ class TailSet:
                 continue
             if here != home and not self._is_rotation(entry.path, path):
                 continue
-            if here == home and st.st_size < entry.size:
-                report_lost(self._metrics, entry.path, entry.id, 0, entry.size, "deleted")
-            else:
-                self._emptied_while_down(entry, st)
             if here == home:
+                cut = st.st_size < entry.size or (
+                    entry.seen_len > 0 and not _open_if(path, _starts_as_seen(entry), close=True)
+                )
+                copy = self._seen_copy(entry, files) if cut else None
+                if copy is not None:
+                    return copy
+                if st.st_size < entry.size:
+                    report_lost(self._metrics, entry.path, entry.id, 0, entry.size, "deleted")
+                else:
+                    self._emptied_while_down(entry, st)
                 self._checkpoint.finish(entry, 0)
                 return None
-            opened = _open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=True))
+            self._emptied_while_down(entry, st)
+            opened = _open_if(path, lambda fd, _: self._ours_unread(entry, fd))
             if opened is not None:
                 return opened
-        return _LOST
+        return self._seen_copy(entry, files) or _LOST
+
+    def _ours_unread(self, entry: SourceEntry, fd: int) -> bool:
+        """The file on an unread source's inode number, renamed to a rotation name, is its file:
+        when it starts with the bytes we saw in it, or when it was last written before our last
+        checkpoint write (we held the file open until then, so its number could not have been
+        reused yet) and no other source knows it. One written since may be a new file on a
+        reused number: the scan for rotations written while we were down ships it."""
+        if entry.starts_as_seen(fd):
+            return True
+        written_at = self._checkpoint.written_at_ns
+        st = os.fstat(fd)
+        return (
+            written_at is not None
+            and st.st_mtime_ns <= written_at
+            and not self._checkpoint.knows_file(fd, st, besides=entry.id, live=self._held())
+        )
+
+    def _seen_copy(self, entry: SourceEntry, files: list[tuple[str, os.stat_result]]) -> Located:
+        """A copy (copytruncate) made while we were down of a source we had seen a half line
+        of: a rotation of its path, written since our last checkpoint, that no source knows,
+        starting with the bytes we saw."""
+        written_at = self._checkpoint.written_at_ns
+        if not entry.seen_len or written_at is None:
+            return None
+        claimed = self._claimed()
+        for path, st in files:
+            if (
+                (st.st_dev, st.st_ino) in claimed
+                or (st.st_dev, st.st_ino) == (entry.dev, entry.ino)
+                or st.st_mtime_ns <= written_at
+                or path.endswith(COMPRESSED_SUFFIXES)
+                or rotation_of(os.path.basename(entry.path), os.path.basename(path)) is None
+            ):
+                continue
+            opened = _open_if(
+                path,
+                lambda fd, _: (
+                    entry.starts_as_seen(fd)
+                    and not self._checkpoint.knows_file(
+                        fd, os.fstat(fd), since_checkpoint=True, live=self._held()
+                    )
+                ),
+            )
+            if opened is not None:
+                log.info("source_copy_found", extra={"path": path, "source": entry.id})
+                return opened
+        return None
 
     def _emptied_while_down(self, entry: SourceEntry, st: os.stat_result) -> None:
         """The file of a source read nothing of, found empty but changed since our last
@@ -272,6 +336,14 @@ class TailSet:
         return not self._is_glob and any(
             not t.files or t.files[-1].rotated_at is not None for t in self.tails.values()
         )
+
+    def waiting_for(self) -> list[str]:
+        """The input path while it names no file and nothing of it is left to read (missing at
+        start, or deleted and drained): what the producer waits for. Not for globs, whose paths
+        come and go as a matter of course."""
+        if self._is_glob:
+            return []
+        return [t.path for t in self.tails.values() if t.missing]
 
     def deleted_unread(self) -> bool:
         """Some held file is deleted with bytes not read yet (see FileTail.deleted_unread)."""

@@ -175,10 +175,13 @@ class FileTail:
         *,
         at_startup: bool,
         claimed: Callable[[], set[tuple[int, int]]],
+        held: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         self.path = path
         # every file identity any tail of the set holds: one descriptor per file, copies included
         self._claimed = claimed
+        # source → the descriptor of its file, for every file any tail of the set holds
+        self._held = held or (lambda: {f.source.id: f.fd for f in (*self.files, *self.late)})
         self._checkpoint = checkpoint
         self._options = options
         self._metrics = metrics
@@ -192,6 +195,14 @@ class FileTail:
         # rotated files retired early because the writer moved on, still read for late writes
         # (another writer process) until their grace ends
         self.late: list[OpenFile] = []
+        # the path named nothing at the last check
+        self._absent = False
+
+    @property
+    def missing(self) -> bool:
+        """The path named nothing at the last check and no file of it is held: nothing to
+        read until one appears there."""
+        return self._absent and not self.files and not self.late
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -295,6 +306,7 @@ class FileTail:
             else:
                 self._adopt_unknown_rotations(self.scan_since, group)
         self._at_startup = False  # a file that appears later was not there when we started
+        self._absent = st is None
         self._update_behind()
 
     def _check_truncation(self, current: OpenFile) -> None:
@@ -320,10 +332,10 @@ class FileTail:
             current.size_seen = max(current.size_seen, size)
             current.source.size = max(current.source.size, size)
 
-    @staticmethod
-    def _unread_head_changed(current: OpenFile, size: int) -> bool:
+    def _unread_head_changed(self, current: OpenFile, size: int) -> bool:
         """Nothing read yet: true when the first bytes we saw are no longer there (the file was
-        cut and written again between two looks); else remember what we see now."""
+        cut and written again between two looks); else remember what we see now, in the
+        checkpoint too: after a restart they tell where a rotation moved the file."""
         if not size:
             return False
         head = os.pread(current.fd, SEEN_HEAD_BYTES, 0)
@@ -333,6 +345,7 @@ class FileTail:
             return True
         if len(head) > len(seen):
             current.seen_head = head
+            self._checkpoint.saw_head(current.source, head)
         return False
 
     def _truncated(
@@ -463,7 +476,9 @@ class FileTail:
                     and st.st_mtime_ns > current.source_at_ns
                     and digest(head[: source.head_len]) == source.head_sha
                     and (truncated or not ours.startswith(head))
-                    and not self._checkpoint.knows_file(fd, st, besides=source.id)
+                    and not self._checkpoint.knows_file(
+                        fd, st, besides=source.id, live=self._held()
+                    )
                     and (truncated or self._copy_not_successor(current, st))
                 ):
                     return fd, path, st
@@ -513,6 +528,7 @@ class FileTail:
         while): then the group takes its place among them by age, and the next look opens the
         file now at the path."""
         claimed = self._claimed() | {(f.dev, f.ino) for f in group}
+        live = self._held() | {f.source.id: f.fd for f in group}
         current = group[-1] if group else None
         found = []
         for rotation in self._rotations():
@@ -533,7 +549,9 @@ class FileTail:
             except OSError:
                 continue
             # (at start: written after the checkpoint, the files we scan for)
-            known = self._checkpoint.knows_file(fd, st, since_checkpoint=self._at_startup)
+            known = self._checkpoint.knows_file(
+                fd, st, since_checkpoint=self._at_startup, live=live
+            )
             if (st.st_dev, st.st_ino) in claimed or known:
                 os.close(fd)
                 continue
@@ -546,11 +564,15 @@ class FileTail:
             self._rotated(current, deleted=False)
             adopted.append((os.fstat(current.fd).st_mtime_ns, (0, ""), group))
             group = []
-        for *_, files in sorted(adopted, key=lambda item: item[:2]):
-            self.files.extend(files)
+        appended = [f for *_, files in sorted(adopted, key=lambda item: item[:2]) for f in files]
         if group:
-            self.files.extend(group)
+            appended += group
             self.scan_since = None
+        if adopted:
+            # the file at the path got its source before the older rotations found now: a
+            # restart resumes unfinished sources in sequence order, which must be this one
+            self._checkpoint.renumber([f.source for f in appended])
+        self.files.extend(appended)
 
     def _compressed_since(self, current: OpenFile) -> str | None:
         """A compressed rotation of our path written since we opened the file: where the bytes
