@@ -205,15 +205,18 @@ class TailSet:
     def _locate_unread(
         self, entry: SourceEntry, files: list[tuple[str, os.stat_result]], home: str
     ) -> Located:
-        """A source with no fingerprint: nothing of it was read or published, and its inode
-        number alone proves nothing (a deleted file's number is soon reused, by any file, even
-        our own checkpoint's temp file). Taken for it: the file on its inode renamed to one of
-        its rotation names (see `_ours_unread`), or a copy that starts with the bytes we saw
-        in it (a half line, kept in the checkpoint). At its own path, whatever holds its inode
-        number is read as a new file from its start: the source ends there; if that file was
-        cut while we were down (shorter, or not starting as seen), what we saw is in the copy
-        that starts with it, or lost."""
+        """A source with no fingerprint: nothing of it was read or published, so whichever file
+        ships its bytes duplicates nothing; only order and loss reports are at stake. Its inode
+        number alone proves little (a deleted file's number is soon reused, by any file, even
+        our own checkpoint's temp file): the file on it at a rotation name is taken for it only
+        if last written before our last checkpoint write (we held the number until then) and
+        known as no other source. One written since, ours renamed or a new file on a reused
+        number, is left to the scan for rotations written while we were down, which ships it
+        in order with the others; so is a copy of it. At its own path, whatever holds its inode
+        number is read as a new file from its start. What we saw of it (a half line, kept in
+        the checkpoint) and find in no file is reported lost."""
         ours = {os.path.abspath(p) for p in self._checkpoint.own_files()}
+        written_at = self._checkpoint.written_at_ns
         for path, st in files:
             here = os.path.abspath(path)
             if (st.st_dev, st.st_ino) != (entry.dev, entry.ino) or here in ours:
@@ -224,67 +227,52 @@ class TailSet:
                 cut = st.st_size < entry.size or (
                     entry.seen_len > 0 and not _open_if(path, _starts_as_seen(entry), close=True)
                 )
-                copy = self._seen_copy(entry, files) if cut else None
-                if copy is not None:
-                    return copy
-                if st.st_size < entry.size:
+                if cut and self._seen_elsewhere(entry, files):
+                    pass  # in a copy the scan ships
+                elif st.st_size < entry.size:
                     report_lost(self._metrics, entry.path, entry.id, 0, entry.size, "deleted")
                 else:
                     self._emptied_while_down(entry, st)
                 self._checkpoint.finish(entry, 0)
                 return None
             self._emptied_while_down(entry, st)
-            opened = _open_if(path, lambda fd, _: self._ours_unread(entry, fd))
-            if opened is not None:
-                return opened
-        return self._seen_copy(entry, files) or _LOST
+            if written_at is not None and st.st_mtime_ns <= written_at:
+                opened = _open_if(path, lambda fd, _: not self._known_elsewhere(entry, fd))
+                if opened is not None:
+                    return opened
+                continue
+            if entry.size and not (
+                _open_if(path, _starts_as_seen(entry), close=True)
+                or self._seen_elsewhere(entry, files)
+            ):
+                report_lost(
+                    self._metrics, entry.path, entry.id, 0, entry.size, "deleted", at_least=True
+                )
+            self._checkpoint.finish(entry, 0)
+            return None
+        if self._seen_elsewhere(entry, files):
+            self._checkpoint.finish(entry, 0)
+            return None
+        return _LOST
 
-    def _ours_unread(self, entry: SourceEntry, fd: int) -> bool:
-        """The file on an unread source's inode number, renamed to a rotation name, is its file:
-        when it starts with the bytes we saw in it, or when it was last written before our last
-        checkpoint write (we held the file open until then, so its number could not have been
-        reused yet) and no other source knows it. One written since may be a new file on a
-        reused number: the scan for rotations written while we were down ships it."""
-        if entry.starts_as_seen(fd):
-            return True
-        written_at = self._checkpoint.written_at_ns
-        st = os.fstat(fd)
-        return (
-            written_at is not None
-            and st.st_mtime_ns <= written_at
-            and not self._checkpoint.knows_file(fd, st, besides=entry.id, live=self._held())
-        )
+    def _known_elsewhere(self, entry: SourceEntry, fd: int) -> bool:
+        return self._checkpoint.knows_file(fd, os.fstat(fd), besides=entry.id, live=self._held())
 
-    def _seen_copy(self, entry: SourceEntry, files: list[tuple[str, os.stat_result]]) -> Located:
-        """A copy (copytruncate) made while we were down of a source we had seen a half line
-        of: a rotation of its path, written since our last checkpoint, that no source knows,
-        starting with the bytes we saw."""
+    def _seen_elsewhere(self, entry: SourceEntry, files: list[tuple[str, os.stat_result]]) -> bool:
+        """What we saw of an unread source is at the start of a rotation of its path written
+        since our last checkpoint (a copy made while we were down, or the file itself renamed),
+        which the scan for rotations ships: not lost."""
         written_at = self._checkpoint.written_at_ns
         if not entry.seen_len or written_at is None:
-            return None
-        claimed = self._claimed()
-        for path, st in files:
-            if (
-                (st.st_dev, st.st_ino) in claimed
-                or (st.st_dev, st.st_ino) == (entry.dev, entry.ino)
-                or st.st_mtime_ns <= written_at
-                or path.endswith(COMPRESSED_SUFFIXES)
-                or rotation_of(os.path.basename(entry.path), os.path.basename(path)) is None
-            ):
-                continue
-            opened = _open_if(
-                path,
-                lambda fd, _: (
-                    entry.starts_as_seen(fd)
-                    and not self._checkpoint.knows_file(
-                        fd, os.fstat(fd), since_checkpoint=True, live=self._held()
-                    )
-                ),
-            )
-            if opened is not None:
-                log.info("source_copy_found", extra={"path": path, "source": entry.id})
-                return opened
-        return None
+            return False
+        name = os.path.basename(entry.path)
+        return any(
+            st.st_mtime_ns > written_at
+            and not path.endswith(COMPRESSED_SUFFIXES)
+            and rotation_of(name, os.path.basename(path)) is not None
+            and _open_if(path, _starts_as_seen(entry), close=True)
+            for path, st in files
+        )
 
     def _emptied_while_down(self, entry: SourceEntry, st: os.stat_result) -> None:
         """The file of a source read nothing of, found empty but changed since our last

@@ -560,6 +560,9 @@ class FileTail:
             log.info("rotation_never_opened", extra={"path": path, "source": entry.id})
             opened = OpenFile.at(fd, path, st, entry, 0, time.monotonic())
             adopted.append((st.st_mtime_ns, age_key, [opened]))
+            # a later one starting with its (maybe short) fingerprint is no copy of it unless it
+            # agrees with it
+            live[entry.id] = fd
         if current is not None and not self._still_at_path(current):
             self._rotated(current, deleted=False)
             adopted.append((os.fstat(current.fd).st_mtime_ns, (0, ""), group))
@@ -710,10 +713,23 @@ class FileTail:
         f.advance(body)
         self._checkpoint.read_up_to(f.source, f.read_offset, f.recent)
         if start < HEAD_BYTES and f.source.head_len < HEAD_BYTES:
-            self._checkpoint.widen_head(f.source, f.read_head())  # fingerprint what we read
+            self._checkpoint.widen_head(f.source, self._head_read(f, start, body))
         self._metrics.lines_read.inc(lines)
         self._metrics.bytes_read.inc(length)
         return Batch(f.source.id, f.path, start, start + length, lines, now_ns(), body)
+
+    @staticmethod
+    def _head_read(f: OpenFile, start: int, body: bytes) -> bytes:
+        """The file's first bytes as far as we have read them, to fingerprint: taken from what
+        we read, not read again (a copytruncate right after our read would leave nothing to
+        read again, and the copy would go unrecognised). Past a first batch, the bytes before
+        it are read again, and used only if the file still holds our batch after them."""
+        if start == 0:
+            return body[:HEAD_BYTES]
+        head = f.read_head()
+        if head[start:] != body[: len(head) - start]:
+            return b""  # cut or rewritten meanwhile: the next look tells
+        return head
 
     def _retire(self, f: OpenFile) -> None:
         log.info(

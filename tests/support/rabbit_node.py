@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -132,10 +133,16 @@ class RabbitNode:
         name: str | None = None,
         tls: bool = False,
         prometheus: bool = False,
+        extra_config: Sequence[str] = (),
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self._name = name or f"logship-{uuid.uuid4().hex[:8]}"
         self._tls = tls
         self._prometheus = prometheus
+        # rabbitmq.conf lines appended to the node's own, e.g. a deployment's memory settings
+        self._extra_config = tuple(extra_config)
+        # environment of the server and the CLI on top of the node's own, e.g. RABBITMQ_LOG_BASE
+        self._extra_env = dict(extra_env or {})
         self._scripts = find_scripts_dir()
         self._dir = Path(base_dir) / self._name
         self._ports: dict[str, int] = {}
@@ -449,6 +456,7 @@ class RabbitNode:
             ERL_CRASH_DUMP=str(self._dir / "log" / "erl_crash.dump"),
             RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
         )
+        env.update(self._extra_env)
         return env
 
     def _prepare_files(self) -> None:
@@ -497,4 +505,5 @@ class RabbitNode:
                 "ssl_options.verify = verify_none",
                 "ssl_options.fail_if_no_peer_cert = false",
             ]
+        lines += self._extra_config
         (self._dir / "rabbitmq.conf").write_text("\n".join(lines) + "\n")

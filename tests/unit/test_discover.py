@@ -470,3 +470,31 @@ def test_lines_written_before_a_stop_that_did_not_look_again_are_found_after_rot
     path.write_bytes(b"g2 a\n")
     assert drain(make_tails(tmp_path)) == b"g1 a\ng1 b\ng2 a\n"
     assert lost(caplog) == []
+
+
+def test_rotations_written_while_down_that_start_alike_are_all_shipped_in_order(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Model chaos seed 304082028: the producer had seen half a line ("s3 g") of a file when
+    it was killed; while it was down the file was copytruncated (the copy holds the half line,
+    the rest went to the truncated file, then deleted) and a later file, starting with the same
+    bytes, was rotated away too. The copy, shipped first, took the later file for a copy of
+    itself (its fingerprint is those few bytes): shipped by nobody. The half line is shipped as
+    it is, its rest lost with a file nobody saw."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    append(path, b"s3 g")
+    assert drain(tails) == b""
+    stopped(tails)
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    append(path, b"1 rest\n")
+    path.unlink()
+    path.write_bytes(b"s3 g3 a\ns3 g3 b\n")
+    (tmp_path / "in.txt.1").rename(tmp_path / "in.txt.2")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"s3 g5\n")
+    assert drain(make_tails(tmp_path)) == b"s3 gs3 g3 a\ns3 g3 b\ns3 g5\n"
+    assert lost(caplog) == []
