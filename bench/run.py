@@ -21,6 +21,7 @@ THROUGHPUT_ORDER = [
     pipelines.CAT,
     pipelines.RAW,
     pipelines.LOGSHIP,
+    pipelines.LOGSHIP_NO_ARCHIVE,
     pipelines.LOGSHIP_CLASSIC,
     pipelines.NAIVE,
     pipelines.SYSLOG_NG,
@@ -40,7 +41,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rates", default="1000,10000,100000")
     p.add_argument("--alarm-grow-mb", type=int, default=1024, help="input growth while blocked")
     p.add_argument("--alarm-hold", type=float, default=15.0, help="seconds the alarm is held")
-    p.add_argument("--only", default="throughput,latency,alarm", help="sections to run")
+    p.add_argument("--only", default="throughput,latency,alarm,rebuild", help="sections to run")
     p.add_argument("--pipelines", default=",".join(THROUGHPUT_ORDER))
     p.add_argument("--url", default=BROKER_URL)
     p.add_argument("--workdir", type=Path, default=HERE / "work")
@@ -110,6 +111,19 @@ def run_latency(
     return out
 
 
+def run_rebuild(args: argparse.Namespace) -> dict[str, Any]:
+    say(f"rebuild of {args.lines:,} lines from the archive")
+    try:
+        data = make_data(args.workdir / f"data-{args.lines}.txt", args.lines)
+        result = scenarios.rebuild(data, args.workdir / "rebuild", url=args.url)
+    except Exception as error:
+        traceback.print_exc()
+        return {"error": f"{type(error).__name__}: {error}"}
+    say(f"  {result['lines_per_s']:,} lines/s in {result['seconds']:.2f} s, "
+        f"verified={result['verified']}")  # fmt: skip
+    return result
+
+
 def _interrupted(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")  # unwinds through every run's stop()
 
@@ -150,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "throughput": {},
         "latency": {},
         "memory_alarm": None,
+        "rebuild": None,
     }
     if "throughput" in sections:
         results["runs"] = run_throughput(args, kinds)
@@ -168,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             results["memory_alarm"] = {"error": f"{type(error).__name__}: {error}"}
         shutil.rmtree(args.workdir / "alarm", ignore_errors=True)
+    if "rebuild" in sections:
+        results["rebuild"] = run_rebuild(args)
     results["load_after"] = report.load()
     results["targets"] = report.targets(results)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -184,11 +201,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{alarm['rss_blocked_max_mb']}, draining max {alarm['rss_draining_max_mb']}; "
             f"drained in {alarm['drain_s']} s, verified={alarm['verified']}"
         )
+    print(report.archive_lines(results))
     print("\ntargets:\n" + report.verdict_lines(results["targets"]))
     out_dir = args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out
     print(f"\nwrote {out_dir}/results.json and results.png in {results['elapsed_s']:.0f} s")
     failed = any("error" in r for v in results["runs"].values() for r in v)
     verified = all(r.get("verified", True) for v in results["runs"].values() for r in v)
+    rebuilt = results["rebuild"] or {}
+    failed = failed or "error" in rebuilt
+    verified = verified and rebuilt.get("verified", True)
     return 1 if failed or not verified else 0
 
 

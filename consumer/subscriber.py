@@ -19,7 +19,7 @@ from aio_pika.abc import (
 from aio_pika.exceptions import ChannelInvalidStateError
 
 from logship.amqp import declare_topology, refusals_explained
-from logship.config import AmqpSettings
+from logship.config import AmqpSettings, ArchiveSettings
 from logship.lenient_decode import undecodable
 from logship.wire import H_DEATH_REASON
 
@@ -37,10 +37,12 @@ class Subscriber:
         settings: AmqpSettings,
         *,
         prefetch: int,
+        archive: ArchiveSettings | None = None,
     ) -> None:
         self._connection = connection
         self._settings = settings
         self._prefetch = prefetch
+        self._archive = archive
         self.inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -54,7 +56,7 @@ class Subscriber:
             self._connection.channel(publisher_confirms=False), self._settings.connect_timeout
         )
         await channel.set_qos(prefetch_count=self._prefetch)
-        await declare_topology(channel, self._settings)
+        await declare_topology(channel, self._settings, self._archive)
         async with refusals_explained(self._settings):
             # passive: with declaration off, a missing queue is a clear error at start
             self._queue = await channel.get_queue(self._settings.queue, ensure=True)

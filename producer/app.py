@@ -154,6 +154,7 @@ class ProducerApp:
             self.settings.amqp,
             self.metrics,
             publish_timeout=self.settings.publish_timeout,
+            archive=self.settings.archive,
         )
         await self.publisher.start()
         # after the topology is declared: a refused one is the only line printed

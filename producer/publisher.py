@@ -16,7 +16,7 @@ from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobust
 from aio_pika.exceptions import ChannelInvalidStateError
 
 from logship.amqp import backoff_delays, declare_topology, refusals_explained
-from logship.config import AmqpSettings
+from logship.config import AmqpSettings, ArchiveSettings
 from logship.wire import Batch
 from producer.metrics import ProducerMetrics
 
@@ -55,11 +55,13 @@ class Publisher:
         metrics: ProducerMetrics,
         *,
         publish_timeout: float,
+        archive: ArchiveSettings | None = None,
     ) -> None:
         self._connection = connection
         self._settings = settings
         self._metrics = metrics
         self._timeout = publish_timeout
+        self._archive = archive
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
@@ -73,7 +75,7 @@ class Publisher:
             self._connection.channel(publisher_confirms=True, on_return_raises=True),
             self._settings.connect_timeout,
         )
-        await declare_topology(channel, self._settings)
+        await declare_topology(channel, self._settings, self._archive)
         # With declaration switched off this is a passive check: a missing exchange is a clear
         # error at start, not a NOT_FOUND at the first publish.
         async with refusals_explained(self._settings):
