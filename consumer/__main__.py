@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
 
 from logship.lifecycle import EarlySignals
 
@@ -82,6 +85,11 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
         install_reopen_signal(app.reopen_output)
         return await app.run(early)
 
+    return _run_refusing(serve, settings.output)
+
+
+def _run_refusing(serve: Callable[[], Coroutine[Any, Any, int]], output: Path) -> int:
+    """Run a program that writes `output`; a refusal at start is one line and exit 2."""
     try:
         return run(serve)
     except StateError as error:
@@ -89,7 +97,7 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
     except (FatalConnectError, TopologyError, TelemetryError) as error:
         fail(str(error))
     except OSError as error:  # a file a setting names, not usable after all
-        fail(describe_os_error(error, {"output": [settings.output]}))
+        fail(describe_os_error(error, {"output": [output]}))
 
 
 def replay_main(args: list[str]) -> int:
@@ -115,14 +123,7 @@ def rebuild_main(args: list[str], early: EarlySignals) -> int:
         install_stop_signals(rebuild.stop, early)
         return await rebuild.run()
 
-    try:
-        return run(serve)
-    except StateError as error:
-        fail(f"{named('output')}: {error}")
-    except (FatalConnectError, TopologyError, TelemetryError) as error:
-        fail(str(error))
-    except OSError as error:  # a file a setting names, not usable after all
-        fail(describe_os_error(error, {"output": [settings.output]}))
+    return _run_refusing(serve, settings.output)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from consumer.archive import READ_ERRORS, bounds
+from consumer.archive import oldest_age
 from consumer.metrics import ConsumerMetrics
 from consumer.settings import ConsumerSettings, FsyncPolicy
 from consumer.sink import Plan, Sink
@@ -266,19 +266,11 @@ class ConsumerApp:
         retention (older: retention is not applied; much younger: data went early). One
         delivery every ARCHIVE_CHECK_INTERVAL; the stream is only read."""
         while True:
-            try:
-                found = await bounds(
-                    connection,
-                    self.settings.archive.queue,
-                    wait_s=self.settings.amqp.connect_timeout,
-                    last=False,
-                )
-            except READ_ERRORS as error:
-                log.debug("archive_bounds_failed", extra={"error": type(error).__name__})
-            else:
-                if found.first_read_ns is not None:
-                    age = max(0.0, time.time() - found.first_read_ns / 1e9)
-                    self.metrics.archive_oldest_age.set(age)
+            age = await oldest_age(
+                connection, self.settings.archive.queue, self.settings.amqp.connect_timeout
+            )
+            if age is not None:
+                self.metrics.archive_oldest_age.set(age)
             await asyncio.sleep(ARCHIVE_CHECK_INTERVAL)
 
     async def _follow_output(self) -> None:

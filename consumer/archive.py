@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -143,6 +144,21 @@ READ_ERRORS = (
     TimeoutError,
     RuntimeError,  # "connection was not opened": the broker is away
 )
+
+
+async def oldest_age(
+    connection: AbstractRobustConnection, stream: str, wait_s: float
+) -> float | None:
+    """Seconds since the archive's first entry was read by a producer; None when the archive is
+    empty or cannot be asked now (logged at debug: a watcher asks again later)."""
+    try:
+        found = await bounds(connection, stream, wait_s=wait_s, last=False)
+    except READ_ERRORS as error:
+        log.debug("archive_bounds_failed", extra={"error": type(error).__name__})
+        return None
+    if found.first_read_ns is None:
+        return None
+    return max(0.0, time.time() - found.first_read_ns / 1e9)
 
 
 class Feed:

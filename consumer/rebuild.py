@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from consumer.archive import (
-    READ_ERRORS,
     Bounds,
     Feed,
     OffsetSpec,
     bounds,
+    oldest_age,
     read_ns,
     stream_offset,
 )
@@ -147,18 +147,11 @@ class Rebuild:
         age (retention at work, or not) stays current in the metrics."""
         while True:
             await asyncio.sleep(OLDEST_CHECK_S)
-            try:
-                found = await bounds(
-                    connection,
-                    self.settings.archive.queue,
-                    wait_s=self.settings.amqp.connect_timeout,
-                    last=False,
-                )
-            except READ_ERRORS as error:
-                log.debug("archive_bounds_failed", extra={"error": type(error).__name__})
-                continue
-            if found.first_read_ns is not None:
-                self.metrics.oldest_age.set(max(0.0, time.time() - found.first_read_ns / 1e9))
+            age = await oldest_age(
+                connection, self.settings.archive.queue, self.settings.amqp.connect_timeout
+            )
+            if age is not None:
+                self.metrics.oldest_age.set(age)
 
     @staticmethod
     def _first_offset(start: Start, found: Bounds) -> int:

@@ -26,6 +26,17 @@ def append(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
+def half_line_seen(tmp_path: Path, half: bytes) -> tuple[Path, TailSet]:
+    """in.txt, empty when first followed, then holding `half` (no newline): seen, not read."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    append(path, half)
+    assert drain(tails) == b""
+    return path, tails
+
+
 def test_copytruncate_while_down_reads_the_unread_part_from_the_copy(tmp_path: Path) -> None:
     path, tails = following(tmp_path, b"line 1\n")
     stopped(tails)
@@ -264,12 +275,7 @@ def test_a_half_line_renamed_while_down_and_finished_there_is_shipped(
     to a rotation name and the writer finished the line there. Its inode alone proves nothing,
     so the line was counted lost and shipped by nobody. The first bytes seen are kept in the
     checkpoint and tell the renamed file."""
-    path = tmp_path / "in.txt"
-    path.write_bytes(b"")
-    tails = make_tails(tmp_path)
-    assert drain(tails) == b""
-    append(path, b"half a li")
-    assert drain(tails) == b""
+    path, tails = half_line_seen(tmp_path, b"half a li")
     stopped(tails)
     path.rename(tmp_path / "in.txt.1")
     append(tmp_path / "in.txt.1", b"ne\n")
@@ -283,12 +289,7 @@ def test_a_half_line_copytruncated_while_down_and_finished_in_the_copy_is_shippe
 ) -> None:
     """Model chaos seed 677473453: as above, but copytruncated while down: the copy starts with
     the first bytes seen and holds the line."""
-    path = tmp_path / "in.txt"
-    path.write_bytes(b"")
-    tails = make_tails(tmp_path)
-    assert drain(tails) == b""
-    append(path, b"half a li")
-    assert drain(tails) == b""
+    path, tails = half_line_seen(tmp_path, b"half a li")
     stopped(tails)
     append(path, b"ne\n")
     (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
@@ -304,12 +305,7 @@ def test_a_half_line_cut_while_running_and_finished_in_the_copy_is_shipped(
     """A running producer saw half a line (fingerprinted, not read); the file was
     copytruncated and the writer finished the line in the truncated file: the half ships from
     the copy, the rest from the file, nothing counted lost."""
-    path = tmp_path / "in.txt"
-    path.write_bytes(b"")
-    tails = make_tails(tmp_path)
-    assert drain(tails) == b""
-    append(path, b"half a li")
-    assert drain(tails) == b""
+    path, tails = half_line_seen(tmp_path, b"half a li")
     (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
     os.truncate(path, 0)
     append(path, b"ne\n")
@@ -481,12 +477,7 @@ def test_rotations_written_while_down_that_start_alike_are_all_shipped_in_order(
     bytes, was rotated away too. The copy, shipped first, took the later file for a copy of
     itself (its fingerprint is those few bytes): shipped by nobody. The half line is shipped as
     it is, its rest lost with a file nobody saw."""
-    path = tmp_path / "in.txt"
-    path.write_bytes(b"")
-    tails = make_tails(tmp_path)
-    assert drain(tails) == b""
-    append(path, b"s3 g")
-    assert drain(tails) == b""
+    path, tails = half_line_seen(tmp_path, b"s3 g")
     stopped(tails)
     (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
     os.truncate(path, 0)
