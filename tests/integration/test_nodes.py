@@ -1,0 +1,43 @@
+"""Several broker addresses through the real programs: given a list whose first nodes are dead,
+producer and consumer find the live one and the output is byte for byte the input."""
+
+from __future__ import annotations
+
+import urllib.request
+
+from tests.support.pipeline import Pipeline, free_port
+
+
+def lines(n: int) -> bytes:
+    return b"".join(f"node list {i:07d} {'y' * (i % 50)}\n".encode() for i in range(n))
+
+
+def test_dead_nodes_in_the_list_are_skipped_and_nothing_is_lost(pipe: Pipeline) -> None:
+    live = pipe.topology.url.removeprefix("amqp://").split("@", 1)[1].split("/", 1)[0]
+    dead = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    url = f"amqp://guest:guest@{','.join([*dead, live])}/"
+    env = {"LOGSHIP_AMQP__URL": url}
+    data = lines(20_000)
+    pipe.append(data)
+    consumer = pipe.consumer(env=env)
+    producer = pipe.producer(env=env)
+    assert pipe.wait_for_output(data) == data
+    for program in (consumer, producer):
+        # the live node is named where it was connected to; a dead one is named where refused
+        program.wait_for_event("amqp_node_connected")
+        assert f'"node": "{live}"' in program.log()
+        assert program.log().count('"event": "amqp_node_connected"') == 1
+
+
+def test_the_node_info_metric_names_the_node_connected_to(pipe: Pipeline) -> None:
+    live = pipe.topology.url.removeprefix("amqp://").split("@", 1)[1].split("/", 1)[0]
+    dead = f"127.0.0.1:{free_port()}"
+    port = free_port()
+    consumer = pipe.consumer(
+        "--http.port", str(port), env={"LOGSHIP_AMQP__URL": f"amqp://guest:guest@{dead},{live}/"}
+    )
+    consumer.ready()
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert f'logship_consumer_broker_node_info{{node="{live}"}} 1.0' in text
+    assert f'logship_consumer_broker_node_info{{node="{dead}"}} 0.0' in text
