@@ -92,6 +92,7 @@ class ConsumerApp:
                     "queue": self.settings.amqp.queue,
                     "output": str(self.settings.output),
                     "amqp": self.settings.amqp.redacted_url(),
+                    "node": str(getattr(connection, "node", None)),
                     "prefetch": self.settings.prefetch,
                     "fsync": self.settings.fsync.value,
                     "http": telemetry.address,

@@ -123,14 +123,18 @@ class ClusterConnection(JitteredRobustConnection):
         self._pending = True
 
     async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
-        if not self._close_called and self._node is not None:
+        if not self._close_called and self._node is not None and not self._pending:
+            # a connection that was up is gone (an attempt that failed is the setter's to count)
             self._ring.down(self._node)
             log.warning("amqp_node_lost", extra={"node": str(self._node)})
         await super()._on_connection_close(closing)
 
     async def _on_connected(self) -> None:
         await super()._on_connected()
-        log.info("amqp_node_connected", extra={"node": str(self._node)})
+        # the first connection at debug: a refused topology's one-line error must come alone,
+        # and the programs' started lines name the node
+        level = logging.INFO if self.connection_attempt > 1 else logging.DEBUG
+        log.log(level, "amqp_node_connected", extra={"node": str(self._node)})
 
 
 class FatalConnectError(RuntimeError):

@@ -136,6 +136,7 @@ class ProducerApp:
                 extra={
                     "input": self.settings.input,
                     "amqp": self.settings.amqp.redacted_url(),
+                    "node": str(getattr(connection, "node", None)),
                     "exchange": self.settings.amqp.exchange,
                     "queue_type": self.settings.amqp.queue_type.value,
                     "http": telemetry.address,

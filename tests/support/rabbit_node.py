@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -132,10 +133,15 @@ class RabbitNode:
         name: str | None = None,
         tls: bool = False,
         prometheus: bool = False,
+        cookie: str | None = None,
+        extra_config: Sequence[str] = (),
     ) -> None:
         self._name = name or f"logship-{uuid.uuid4().hex[:8]}"
         self._tls = tls
         self._prometheus = prometheus
+        # nodes of one cluster share a cookie; a lone node gets its own
+        self._cookie = cookie or uuid.uuid4().hex.upper()
+        self._extra_config = list(extra_config)
         self._scripts = find_scripts_dir()
         self._dir = Path(base_dir) / self._name
         self._ports: dict[str, int] = {}
@@ -259,6 +265,10 @@ class RabbitNode:
             os.kill(pid, signal.SIGKILL)
         self._wait_gone(pid, timeout=10)
         self._reap_server()
+
+    def force_down(self) -> None:
+        """Stop cleanly if possible, else SIGKILL; nothing to do for a node already down."""
+        self._force_down()
 
     def is_running(self) -> bool:
         pid = self._os_pid()
@@ -458,7 +468,7 @@ class RabbitNode:
             (self._dir / sub).mkdir(parents=True)
         # Our own cookie, written before the server and the CLI could race to create it.
         cookie = self._dir / "home" / ".erlang.cookie"
-        cookie.write_text(uuid.uuid4().hex.upper())
+        cookie.write_text(self._cookie)
         cookie.chmod(0o400)
         (self._dir / "rabbitmq-env.conf").write_text("")
         (self._dir / "advanced.config").write_text("[].\n")
@@ -480,6 +490,7 @@ class RabbitNode:
             "collect_statistics_interval = 1000",
             "log.file.level = info",
             "log.console = false",
+            *self._extra_config,
         ]
         if self._prometheus:
             lines += [
