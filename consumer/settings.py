@@ -56,6 +56,12 @@ class ConsumerSettings(BaseSettings):
     queue_poll_interval: Annotated[float, Field(gt=0, le=600)] = Field(
         default=5.0, description="seconds between queue depth checks (metrics, idle exit)"
     )
+    reorder_wait: Annotated[float, Field(ge=0, le=600)] = Field(
+        default=10.0,
+        description="seconds a batch that arrives before the ones in front of it in its file "
+        "(a broker failover) waits for them, while this is the queue's only consumer (0 = write "
+        "at once)",
+    )
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
     http: HttpSettings = Field(default_factory=lambda: HttpSettings(port=9102))
     log: LogSettings = Field(default_factory=LogSettings)

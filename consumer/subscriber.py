@@ -41,6 +41,7 @@ class Subscriber:
         self._connection = connection
         self._settings = settings
         self._prefetch = prefetch
+        self._window = prefetch  # the prefetch in force: more while batches are held back
         self.inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -92,6 +93,28 @@ class Subscriber:
             log.warning("ack_failed", extra={"error": type(error).__name__})
             return False
         return True
+
+    async def ack_each(self, messages: list[AbstractIncomingMessage]) -> bool:
+        """Acknowledge these deliveries one by one (others before them are still held)."""
+        try:
+            for message in messages:
+                await message.ack()
+        except SETTLE_ERRORS as error:
+            log.warning("ack_failed", extra={"error": type(error).__name__})
+            return False
+        return True
+
+    async def widen_window(self, held: int) -> None:
+        """Let `held` more deliveries in than the prefetch: batches held back for the ones in
+        front of them must not use up the window those need to arrive through."""
+        wanted = self._prefetch + held
+        if self._channel is None or wanted == self._window:
+            return
+        try:
+            await asyncio.wait_for(self._channel.set_qos(prefetch_count=wanted), 5)
+            self._window = wanted
+        except (*SETTLE_ERRORS, TimeoutError, RuntimeError) as error:
+            log.warning("prefetch_change_failed", extra={"error": type(error).__name__})
 
     async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         """Move a message that can never be written to the dead-letter exchange, with the reason
