@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.pipeline import Pipeline, Program, Topology, pipeline, wait_until
-from tests.support.rabbit_cluster import RabbitCluster
+from tests.support.rabbit_cluster import RabbitCluster, parallel
 from tests.support.rabbit_node import RabbitNode, RabbitNodeError, find_scripts_dir
 
 RATE = 20_000  # lines/s the writer aims at (the issue's floor)
@@ -56,20 +56,22 @@ def _delete_topology(cluster: RabbitCluster, topology: Topology) -> None:
 
 
 class Writer(threading.Thread):
-    """Appends numbered lines to the input at `rate` lines/s in 20 ms steps for `seconds`."""
+    """Appends numbered lines to the input at `rate` lines/s in 20 ms steps for `seconds`, or
+    until `done` is set."""
 
     def __init__(self, path: Path, rate: int, seconds: float) -> None:
         super().__init__(daemon=True)
         self.path, self.rate, self.seconds = path, rate, seconds
         self.lines = 0
         self.elapsed = 0.0
+        self.done = threading.Event()
 
     def run(self) -> None:
         step = 0.02
         per_step = max(1, int(self.rate * step))
         started = time.monotonic()
         with self.path.open("ab") as handle:
-            while (now := time.monotonic()) - started < self.seconds:
+            while (now := time.monotonic()) - started < self.seconds and not self.done.is_set():
                 due = int((now - started) * self.rate) + per_step
                 if due > self.lines:
                     handle.write(
@@ -131,10 +133,14 @@ def reconnected(program: Program, before: int) -> bool:
 
 
 def stream(
-    pipe: Pipeline, seconds: float, faults: Callable[[Program, Program], None]
+    pipe: Pipeline,
+    seconds: float,
+    faults: Callable[[Program, Program], None],
+    *,
+    until_faults_end: bool = False,
 ) -> tuple[Writer, GapMeter]:
-    """Run both programs, write for `seconds` at RATE while `faults` runs, then check the output
-    is the input byte for byte; print rate and failover gap."""
+    """Run both programs, write for `seconds` at RATE while `faults` runs (or until they end and
+    2 s more), then check the output is the input byte for byte; print rate and failover gap."""
     pipe.input.touch()
     consumer = pipe.consumer(*CONSUMER_ARGS).ready(60)
     producer = pipe.producer(*PRODUCER_ARGS).ready(60)
@@ -142,6 +148,9 @@ def stream(
     meter.start()
     writer.start()
     faults(producer, consumer)
+    if until_faults_end:
+        time.sleep(2)
+        writer.done.set()
     writer.join()
     expected_size = pipe.input.stat().st_size
     assert wait_until(
@@ -194,3 +203,33 @@ def test_the_node_each_program_is_connected_to_stops_and_both_fail_over(
             cluster.wait_running(len(cluster.nodes))
 
     stream(pipe, 25, stop_their_nodes)
+
+
+def test_a_rolling_restart_of_every_node_loses_nothing(
+    cluster_pipe: Pipeline, cluster: RabbitCluster
+) -> None:
+    def rolling_restart(producer: Program, consumer: Program) -> None:
+        for node in cluster.nodes:
+            time.sleep(2)
+            node.restart()  # a clean stop, then the node rejoins and catches up
+            cluster.wait_running(len(cluster.nodes))
+
+    stream(cluster_pipe, 120, rolling_restart, until_faults_end=True)
+
+
+def test_a_majority_lost_stops_the_stream_and_it_resumes_when_it_returns(
+    cluster_pipe: Pipeline, cluster: RabbitCluster
+) -> None:
+    """Two of three nodes stop: the third pauses (pause_minority) and closes its connections, so
+    nothing flows; the producer stops reading once its in-flight window is full. Both resume
+    when the two come back, and nothing is lost."""
+
+    def lose_majority(producer: Program, consumer: Program) -> None:
+        time.sleep(3)
+        first, second = cluster.nodes[1], cluster.nodes[2]
+        parallel([first.stop, second.stop])
+        time.sleep(8)
+        parallel([first.start, second.start])
+        cluster.wait_running(len(cluster.nodes))
+
+    stream(cluster_pipe, 120, lose_majority, until_faults_end=True)

@@ -20,7 +20,7 @@ from tests.support.rabbit_node import RabbitNode, RabbitNodeError
 PARTITION_HANDLING = "pause_minority"
 
 
-def _parallel(calls: list[Callable[[], None]]) -> None:
+def parallel(calls: list[Callable[[], None]]) -> None:
     """Run blocking calls in threads and re-raise the first failure once all have ended."""
     errors: list[BaseException] = []
 
@@ -69,7 +69,7 @@ class RabbitCluster:
 
     def start(self) -> None:
         """Boot every node at once, then join nodes 1.. to node 0."""
-        _parallel([n.start for n in self.nodes])
+        parallel([n.start for n in self.nodes])
         seed = self.nodes[0]
         for node in self.nodes[1:]:
             node.ctl("stop_app")
@@ -119,7 +119,7 @@ class RabbitCluster:
 
     def stop(self) -> None:
         """Stop every node; the last one down must be the first one up, so stop all at once."""
-        _parallel([n.force_down for n in self.nodes])
+        parallel([n.force_down for n in self.nodes])
 
     def __enter__(self) -> Self:
         try:
