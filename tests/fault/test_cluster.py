@@ -9,13 +9,21 @@ import contextlib
 import json
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
 
-from tests.support.pipeline import Pipeline, Program, Topology, pipeline, wait_until
+from tests.support.pipeline import (
+    Pipeline,
+    Program,
+    Topology,
+    free_port,
+    pipeline,
+    wait_until,
+)
 from tests.support.rabbit_cluster import RabbitCluster, parallel
 from tests.support.rabbit_node import RabbitNode, RabbitNodeError, find_scripts_dir
 
@@ -138,12 +146,13 @@ def stream(
     faults: Callable[[Program, Program], None],
     *,
     until_faults_end: bool = False,
+    producer_args: tuple[str, ...] = (),
 ) -> tuple[Writer, GapMeter]:
     """Run both programs, write for `seconds` at RATE while `faults` runs (or until they end and
     2 s more), then check the output is the input byte for byte; print rate and failover gap."""
     pipe.input.touch()
     consumer = pipe.consumer(*CONSUMER_ARGS).ready(60)
-    producer = pipe.producer(*PRODUCER_ARGS).ready(60)
+    producer = pipe.producer(*PRODUCER_ARGS, *producer_args).ready(60)
     writer, meter = Writer(pipe.input, RATE, seconds), GapMeter(pipe.output)
     meter.start()
     writer.start()
@@ -224,12 +233,27 @@ def test_a_majority_lost_stops_the_stream_and_it_resumes_when_it_returns(
     nothing flows; the producer stops reading once its in-flight window is full. Both resume
     when the two come back, and nothing is lost."""
 
+    port = free_port()
+
+    def read_offset() -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as answer:
+            return sum(json.loads(answer.read())["read"].values())
+
     def lose_majority(producer: Program, consumer: Program) -> None:
         time.sleep(3)
         first, second = cluster.nodes[1], cluster.nodes[2]
         parallel([first.stop, second.stop])
-        time.sleep(8)
+        time.sleep(4)  # the in-flight window (2 MiB) fills within a second or two
+        stalled = read_offset()
+        time.sleep(4)
+        assert read_offset() == stalled < cluster_pipe.input.stat().st_size, "still reading"
         parallel([first.start, second.start])
         cluster.wait_running(len(cluster.nodes))
 
-    stream(cluster_pipe, 120, lose_majority, until_faults_end=True)
+    stream(
+        cluster_pipe,
+        120,
+        lose_majority,
+        until_faults_end=True,
+        producer_args=("--http.port", str(port)),
+    )
