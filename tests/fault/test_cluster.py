@@ -26,6 +26,7 @@ from tests.support.pipeline import (
 )
 from tests.support.rabbit_cluster import RabbitCluster, parallel
 from tests.support.rabbit_node import RabbitNode, RabbitNodeError, find_scripts_dir
+from tests.support.tcp_proxy import TcpProxy
 
 RATE = 20_000  # lines/s the writer aims at (the issue's floor)
 PRODUCER_ARGS = ("--amqp.heartbeat", "5", "--batch-max-bytes", "262144")
@@ -122,14 +123,18 @@ class GapMeter(threading.Thread):
 CONNECTED = ('"amqp_node_connected"', '"producer_started"', '"consumer_consuming"')
 
 
-def connected_node(program: Program, cluster: RabbitCluster) -> RabbitNode:
-    """The node a program last said it connected to (started line, then reconnections)."""
+def connected_address(program: Program) -> str:
+    """The address a program last said it connected to (started line, then reconnections)."""
     node = None
     for line in program.log().splitlines():
         if any(event in line for event in CONNECTED):
             node = json.loads(line)["node"]
     assert node is not None, program.log()[-2000:]
-    return cluster.node_by_port(int(node.rsplit(":", 1)[1]))
+    return str(node)
+
+
+def connected_node(program: Program, cluster: RabbitCluster) -> RabbitNode:
+    return cluster.node_by_port(int(connected_address(program).rsplit(":", 1)[1]))
 
 
 def connections_made(program: Program) -> int:
@@ -147,11 +152,12 @@ def stream(
     *,
     until_faults_end: bool = False,
     producer_args: tuple[str, ...] = (),
+    consumer_args: tuple[str, ...] = (),
 ) -> tuple[Writer, GapMeter]:
     """Run both programs, write for `seconds` at RATE while `faults` runs (or until they end and
     2 s more), then check the output is the input byte for byte; print rate and failover gap."""
     pipe.input.touch()
-    consumer = pipe.consumer(*CONSUMER_ARGS).ready(60)
+    consumer = pipe.consumer(*CONSUMER_ARGS, *consumer_args).ready(60)
     producer = pipe.producer(*PRODUCER_ARGS, *producer_args).ready(60)
     writer, meter = Writer(pipe.input, RATE, seconds), GapMeter(pipe.output)
     meter.start()
@@ -257,3 +263,52 @@ def test_a_majority_lost_stops_the_stream_and_it_resumes_when_it_returns(
         until_faults_end=True,
         producer_args=("--http.port", str(port)),
     )
+
+
+def test_a_node_cut_off_from_the_others_and_the_clients_pauses_and_rejoins(
+    tmp_path: Path, cluster: RabbitCluster
+) -> None:
+    """The node the consumer reads through is partitioned: its distribution links fail (wrong
+    cookie) and its clients' connections go silent (proxy blackhole). It pauses
+    (pause_minority); both programs fail over on heartbeat loss; it heals and rejoins."""
+    for node in cluster.nodes:
+        if not node.is_running():
+            node.start()
+    cluster.wait_running(len(cluster.nodes))
+    with contextlib.ExitStack() as stack:
+        proxies = {
+            n.name: stack.enter_context(TcpProxy("127.0.0.1", n.amqp_port)) for n in cluster.nodes
+        }
+        hosts = ",".join(f"127.0.0.1:{p.port}" for p in proxies.values())
+        topology = Topology(url=f"amqp://guest:guest@{hosts}/")
+        by_proxy = {p.port: cluster.node_by_name(name) for name, p in proxies.items()}
+
+        def partition(producer: Program, consumer: Program) -> None:
+            time.sleep(3)
+            port = int(connected_address(consumer).rsplit(":", 1)[1])
+            node = by_proxy[port]
+            proxies[node.name].blackhole()  # first: its clients hear nothing, not even a close
+            cluster.isolate(node)
+            assert wait_until(lambda: node.name not in cluster.running_nodes(), 30, 1)
+            time.sleep(8)
+            cluster.isolate(node, heal=True)
+            proxies[node.name].restore()
+            cluster.wait_running(len(cluster.nodes))
+
+        heartbeat = ("--amqp.heartbeat", "2")
+        try:
+            with pipeline(tmp_path, topology) as pipe:
+                stream(
+                    pipe,
+                    120,
+                    partition,
+                    until_faults_end=True,
+                    producer_args=heartbeat,
+                    consumer_args=heartbeat,
+                )
+        finally:
+            for node in cluster.nodes:
+                if node.is_running():
+                    with contextlib.suppress(RabbitNodeError):
+                        cluster.isolate(node, heal=True)
+            _delete_topology(cluster, Topology(prefix=topology.prefix, url=cluster.amqp_url))

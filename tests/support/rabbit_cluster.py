@@ -49,7 +49,7 @@ class RabbitCluster:
     """
 
     def __init__(self, base_dir: Path, *, size: int = 3) -> None:
-        cookie = uuid.uuid4().hex.upper()
+        cookie = self.cookie = uuid.uuid4().hex.upper()
         tag = uuid.uuid4().hex[:6]
         self.nodes = [
             RabbitNode(
@@ -116,6 +116,18 @@ class RabbitCluster:
 
     def leader(self, queue: str) -> RabbitNode:
         return self.node_by_name(str(self.queue_info(queue)["leader"]))
+
+    def isolate(self, node: RabbitNode, *, heal: bool = False) -> None:
+        """Cut `node` off from the other nodes (or heal that): it uses a wrong cookie with each of
+        them, so their distribution connections fail both ways while the CLI (another node name,
+        the right cookie) still reaches it. A partition without touching the network."""
+        cookie = self.cookie if heal else "partitioned"
+        peers = ",".join(f"'{n.name}'" for n in self.nodes if n is not node)
+        node.ctl(
+            "eval",
+            f"[begin erlang:set_cookie(N, '{cookie}'), erlang:disconnect_node(N) end"
+            f" || N <- [{peers}]], ok.",
+        )
 
     def stop(self) -> None:
         """Stop every node; the last one down must be the first one up, so stop all at once."""
