@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 import urllib.request
@@ -28,7 +29,8 @@ from tests.support.rabbit_cluster import RabbitCluster, parallel
 from tests.support.rabbit_node import RabbitNode, RabbitNodeError, find_scripts_dir
 from tests.support.tcp_proxy import TcpProxy
 
-RATE = 20_000  # lines/s the writer aims at (the floor)
+# lines/s the writer aims at: the floor; LOGSHIP_CLUSTER_RATE to find this machine's ceiling
+RATE = int(os.environ.get("LOGSHIP_CLUSTER_RATE", "20000"))
 PRODUCER_ARGS = ("--amqp.heartbeat", "5", "--batch-max-bytes", "262144")
 CONSUMER_ARGS = ("--amqp.heartbeat", "5", "--prefetch", "16", "--fsync", "never")
 
