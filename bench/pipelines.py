@@ -1,6 +1,7 @@
 """The pipelines under test, each started the same way on an empty input: logship (quorum or
-classic), the raw chunk pipeline, the naive pika pair, syslog-ng, and a plain cat+fsync copy.
-A pipeline knows how to start, when it is ready, how many output bytes are durable, how to stop."""
+classic, one node or a three-node cluster), the raw chunk pipeline, the naive pika pair,
+syslog-ng, and a plain cat+fsync copy. A pipeline knows how to start, when it is ready, how many
+output bytes are durable, how to stop."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from bench.common import DurableWatcher, Proc, Topology, free_port, python_proc
 
 LOGSHIP = "logship"
 LOGSHIP_CLASSIC = "logship-classic"
+LOGSHIP_CLUSTER = "logship-cluster"  # the same programs on a three-node cluster of this machine
 RAW = "raw-chunk"
 NAIVE = "naive-pika"
 SYSLOG_NG = "syslog-ng"
@@ -45,7 +47,7 @@ class Running:
 
     @property
     def is_logship(self) -> bool:
-        return self.kind in (LOGSHIP, LOGSHIP_CLASSIC)
+        return self.kind in (LOGSHIP, LOGSHIP_CLASSIC, LOGSHIP_CLUSTER)
 
     def watcher(self) -> DurableWatcher:
         return DurableWatcher(self.output, logship=self.is_logship)
