@@ -278,7 +278,8 @@ def cluster_failover(cluster: Any, workdir: Path, *, rate: int, seconds: float) 
         verified = files_equal(run.input, run.output)
     finally:
         run.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    if verified:  # else the logs and files stay for a look
+        shutil.rmtree(workdir, ignore_errors=True)
     return {
         "rate": rate,
         "seconds": seconds,

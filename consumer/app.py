@@ -49,7 +49,7 @@ class ConsumerApp:
         self.subscriber: Subscriber | None = None
         # batches that came before the ones in front of them (a failover) wait for those
         self.hold: ReorderHold[AbstractIncomingMessage] = ReorderHold(
-            settings.reorder_wait, max_held=settings.prefetch * 8
+            settings.reorder_wait, max_held=settings.prefetch
         )
         self._crowded_polls = 0  # queue depth polls in a row that saw other consumers
         self._last_activity = time.monotonic()
@@ -89,7 +89,12 @@ class ConsumerApp:
             )
             self.metrics.connection.watch(connection)
             self.subscriber = Subscriber(
-                connection, self.settings.amqp, prefetch=self.settings.prefetch
+                connection,
+                self.settings.amqp,
+                prefetch=self.settings.prefetch,
+                # room for batches held back for order (at most prefetch of them), so that the
+                # ones they wait for can still be delivered
+                reserve=self.settings.prefetch if self.settings.reorder_wait else 0,
             )
             await self.subscriber.start()
             log.info(
@@ -185,7 +190,6 @@ class ConsumerApp:
                     await self._dead_letter(subscriber, message, error)
             was_holding = self.hold.count
             good = self.hold.take(good, self.sink.has_byte)
-            await subscriber.widen_window(self.hold.count)
             if bool(was_holding) != bool(self.hold.count):
                 event = "batches_held_for_order" if self.hold.count else "held_batches_released"
                 log.info(event, extra={"held": self.hold.count or was_holding})

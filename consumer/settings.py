@@ -33,7 +33,8 @@ class ConsumerSettings(BaseSettings):
     output: Path = Field(default=Path("output.txt"), description="file the lines are appended to")
     prefetch: Annotated[int, Field(ge=1, le=65535)] = Field(
         default=8,
-        description="messages in hand before acknowledging (x batch-max-bytes bounds memory)",
+        description="messages in hand before acknowledging (x batch-max-bytes bounds memory; "
+        "twice that while batches wait for the ones before them, see reorder-wait)",
     )
     fsync: FsyncPolicy = Field(
         default=FsyncPolicy.always,

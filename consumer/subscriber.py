@@ -37,11 +37,15 @@ class Subscriber:
         settings: AmqpSettings,
         *,
         prefetch: int,
+        reserve: int = 0,
     ) -> None:
+        """`reserve`: deliveries the broker may send beyond `prefetch`, for batches the consumer
+        holds back while it waits for the ones before them (a prefetch change reaches only
+        consumers started after it, so the room is made at start)."""
         self._connection = connection
         self._settings = settings
         self._prefetch = prefetch
-        self._window = prefetch  # the prefetch in force: more while batches are held back
+        self._reserve = reserve
         self.inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -54,7 +58,7 @@ class Subscriber:
         channel = await asyncio.wait_for(
             self._connection.channel(publisher_confirms=False), self._settings.connect_timeout
         )
-        await channel.set_qos(prefetch_count=self._prefetch)
+        await channel.set_qos(prefetch_count=self._prefetch + self._reserve)
         await declare_topology(channel, self._settings)
         async with refusals_explained(self._settings):
             # passive: with declaration off, a missing queue is a clear error at start
@@ -103,18 +107,6 @@ class Subscriber:
             log.warning("ack_failed", extra={"error": type(error).__name__})
             return False
         return True
-
-    async def widen_window(self, held: int) -> None:
-        """Let `held` more deliveries in than the prefetch: batches held back for the ones in
-        front of them must not use up the window those need to arrive through."""
-        wanted = self._prefetch + held
-        if self._channel is None or wanted == self._window:
-            return
-        try:
-            await asyncio.wait_for(self._channel.set_qos(prefetch_count=wanted), 5)
-            self._window = wanted
-        except (*SETTLE_ERRORS, TimeoutError, RuntimeError) as error:
-            log.warning("prefetch_change_failed", extra={"error": type(error).__name__})
 
     async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         """Move a message that can never be written to the dead-letter exchange, with the reason
