@@ -16,9 +16,9 @@ from consumer.settings import ConsumerSettings
 from consumer.sink import StateError
 from logship import lenient_decode
 from logship.amqp import FatalConnectError, TopologyError
-from logship.cli import named
+from logship.cli import describe_os_error, describe_unknown_command, named
 from logship.config import fail, load_settings
-from logship.lifecycle import install_reopen_signal, install_stop_signals, run
+from logship.lifecycle import install_reopen_signal, run
 from logship.logs import setup_logging
 from logship.telemetry import TelemetryError
 
@@ -32,8 +32,8 @@ examples:
   logship-consumer --output /data/output.txt --amqp.url amqps://writer@broker:5671/
   LOGSHIP_AMQP__PASSWORD=s3cret logship-consumer --exit-when-idle 30   # drain, then exit 0
 
-exit codes: 0 stopped or idle (--exit-when-idle), 2 wrong setting or refused by the broker at
-start, 130 forced by a second stop signal."""
+exit codes: 0 stopped or idle (--exit-when-idle), 1 crashed (logged as crashed), 2 wrong
+setting or refused by the broker at start, 130 forced by a second stop signal."""
 
 REPLAY_EPILOG = """\
 examples:
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
     if args and args[0] == "replay-dead":
         early.release()  # replay-dead stops on the first signal, as a one-shot command does
         return replay_main(args[1:])
+    if args and not args[0].startswith("-"):  # the only word that may come first is a command
+        fail(describe_unknown_command(args[0], ["replay-dead"], "logship-consumer"))
     settings = load_settings(ConsumerSettings, args, EPILOG, "%(prog)s [replay-dead] [options]")
     setup_logging(settings.log.level, settings.log.format)
     lenient_decode.install()  # a delivery that does not decode must not close the connection
@@ -57,9 +59,8 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
 
     async def serve() -> int:
         app = ConsumerApp(settings, ConsumerMetrics())
-        install_stop_signals(app.stop, early)
         install_reopen_signal(app.reopen_output)
-        return await app.run()
+        return await app.run(early)
 
     try:
         return run(serve)
@@ -67,8 +68,8 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
         fail(f"{named('output')}: {error}")
     except (FatalConnectError, TopologyError, TelemetryError) as error:
         fail(str(error))
-    except OSError as error:
-        fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
+    except OSError as error:  # a file a setting names, not usable after all
+        fail(describe_os_error(error, {"output": [settings.output]}))
 
 
 def replay_main(args: list[str]) -> int:

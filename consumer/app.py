@@ -17,15 +17,9 @@ from consumer.reorder import ReorderHold
 from consumer.settings import ConsumerSettings, FsyncPolicy
 from consumer.sink import Plan, Sink
 from consumer.subscriber import Subscriber
-from logship.amqp import (
-    BlockedWatchdog,
-    FatalConnectError,
-    TopologyError,
-    backoff_delays,
-    connect,
-)
-from logship.lifecycle import stop_tasks, with_deadline
-from logship.telemetry import TelemetryServer
+from logship.amqp import backoff_delays
+from logship.lifecycle import EarlySignals, with_deadline
+from logship.service import Service
 from logship.wire import Delivered, PoisonMessage, decode, now_ns
 
 log = logging.getLogger("logship.consumer")
@@ -58,86 +52,66 @@ class ConsumerApp:
         # set when a group was left unwritten at stop: from then on nothing is written or
         # acknowledged (a multiple ack of a later delivery would cover the unwritten one)
         self._left_unwritten = False
-        self._refused = False  # the broker refused the start (credentials, topology)
+        self._created: list[Path] = []  # files this run created (removed after a refusal)
 
     def ready(self) -> bool:
         return self.subscriber is not None and self.subscriber.consuming
 
-    async def run(self) -> int:
-        telemetry = TelemetryServer(
-            self.metrics.registry, self.ready, self.settings.http.host, self.settings.http.port
+    def service(self) -> Service:
+        """The shared skeleton runs this program: see logship/service.py."""
+        return Service(
+            self,
+            name="logship-consumer",
+            amqp=self.settings.amqp,
+            http=self.settings.http,
+            registry=self.metrics.registry,
+            connection_metrics=self.metrics.connection,
         )
-        if self.settings.http.port:
-            await telemetry.start()  # a port in use fails here, before any file is created
-        # opened before connecting, so a bad state file is reported without a broker; what this
-        # creates is removed again if the broker refuses the start (see _remove_if_refused)
-        created = [p for p in (self.sink.path, self.sink.state_path) if not p.exists()]
-        try:
-            self.sink.open()
-        except BaseException:
-            await telemetry.stop()
-            raise
-        # also while the broker is away: a rotated output is let go of all the same
-        background = [asyncio.create_task(self._follow_output(), name="follow-output")]
-        connection: AbstractRobustConnection | None = None
-        try:
-            connection = await connect(
-                self.settings.amqp,
-                "logship-consumer",
-                stop=self.stop,
-                on_attempt_failed=self.metrics.connection.reconnects.inc,
-            )
-            self.metrics.connection.watch(connection)
-            self.subscriber = Subscriber(
-                connection,
-                self.settings.amqp,
-                prefetch=self.settings.prefetch,
-                # room for batches held back for order (at most prefetch of them), so that the
-                # ones they wait for can still be delivered
-                reserve=self.settings.prefetch if self.settings.reorder_wait else 0,
-            )
-            await self.subscriber.start()
-            log.info(
-                "consumer_consuming",
-                extra={
-                    "queue": self.settings.amqp.queue,
-                    "output": str(self.settings.output),
-                    "amqp": self.settings.amqp.redacted_url(),
-                    "node": str(getattr(connection, "node", None)),
-                    "prefetch": self.settings.prefetch,
-                    "fsync": self.settings.fsync.value,
-                    "http": telemetry.address,
-                },
-            )
-            watchdog = BlockedWatchdog(
-                connection, self.settings.amqp.blocked_timeout, self.metrics.connection
-            )
-            background += [
-                asyncio.create_task(watchdog.run(), name="blocked-watchdog"),
-                asyncio.create_task(self._watch_queue(), name="queue-depth"),
-            ]
-            await self._write_loop(self.subscriber)
-            return 0
-        except asyncio.CancelledError:
-            if self.stop.is_set():
-                return 0
-            # not a stop we were asked for (a library cancelled what we awaited): exit non-zero
-            # so a draining Job is not taken as done; unacknowledged messages go back
-            log.error("consumer_cancelled_unexpectedly")
-            return 1
-        except (FatalConnectError, TopologyError):
-            self._refused = True
-            raise
-        finally:
-            await self._shutdown(background, connection, telemetry)
-            if self._refused:
-                self._remove_if_refused(created)
 
-    def _remove_if_refused(self, created: list[Path]) -> None:
+    async def run(self, early: EarlySignals | None = None, *, signals: bool = True) -> int:
+        return await self.service().run(early, signals=signals)
+
+    async def prepare(self, service: Service) -> None:
+        """Open the output before connecting, so a bad state file is reported without a broker;
+        what this creates is removed again if the broker refuses the start (see close)."""
+        self._created = [p for p in (self.sink.path, self.sink.state_path) if not p.exists()]
+        self.sink.open()
+        # also while the broker is away: a rotated output is let go of all the same
+        service.spawn(self._follow_output(), "follow-output")
+
+    async def start(self, connection: AbstractRobustConnection, service: Service) -> None:
+        self.subscriber = Subscriber(
+            connection,
+            self.settings.amqp,
+            prefetch=self.settings.prefetch,
+            # room for batches held back for order (at most prefetch of them), so that the ones
+            # they wait for can still be delivered
+            reserve=self.settings.prefetch if self.settings.reorder_wait else 0,
+        )
+        await self.subscriber.start()
+        log.info(
+            "consumer_consuming",
+            extra={
+                "queue": self.settings.amqp.queue,
+                "output": str(self.settings.output),
+                "amqp": self.settings.amqp.redacted_url(),
+                "node": str(getattr(connection, "node", None)),
+                "prefetch": self.settings.prefetch,
+                "fsync": self.settings.fsync.value,
+                "http": service.telemetry.address,
+            },
+        )
+        service.spawn(self._watch_queue(), "queue-depth")
+
+    async def main_loop(self) -> None:
+        assert self.subscriber is not None, "start() first"
+        await self._write_loop(self.subscriber)
+
+    def _remove_if_refused(self) -> None:
         """A start the broker refused (credentials, topology) leaves no files behind: remove the
         output and state this run created, as long as nothing was written to them."""
         if self.sink.size == 0 and not self.sink.sources:
-            for path in created:
+            for path in self._created:
                 path.unlink(missing_ok=True)
 
     async def _next_group(self, subscriber: Subscriber) -> list[AbstractIncomingMessage]:
@@ -337,26 +311,22 @@ class ConsumerApp:
                         "output_reopen_failed", extra={"path": str(self.sink.path), "error": reason}
                     )
 
-    async def _shutdown(
-        self,
-        background: list[asyncio.Task[None]],
-        connection: AbstractRobustConnection | None,
-        telemetry: TelemetryServer,
-    ) -> None:
-        """Stop deliveries, finish and acknowledge what is in hand, fsync, close. Each step has
-        a deadline; together they stay under shutdown_timeout (keep Kubernetes'
-        terminationGracePeriodSeconds above it)."""
-        self.stop.set()
+    async def drain(self, *, refused: bool) -> None:
+        """Stop deliveries, finish and acknowledge what is in hand (fsync, close follow in
+        `close`). Each step has a deadline; together they stay under shutdown_timeout (keep
+        Kubernetes' terminationGracePeriodSeconds above it)."""
         budget = self.settings.shutdown_timeout
         if self.subscriber is not None:
             await with_deadline("cancel consumer", self.subscriber.cancel(), min(5, budget / 4))
             await with_deadline("finish in-hand messages", self._finish_inbox(), budget / 2)
-        await stop_tasks(background)
+
+    def close(self, *, refused: bool) -> None:
         self.sink.close()
-        if connection is not None:
-            await with_deadline("close connection", connection.close(), 5)
-        await telemetry.stop()
-        if self.subscriber is not None and not self._refused:  # started: say how it ended
+        if refused:
+            self._remove_if_refused()
+
+    def stopped(self) -> None:
+        if self.subscriber is not None:  # started: say how it ended
             log.info(
                 "consumer_stopped",
                 extra={

@@ -219,6 +219,11 @@ class Sink:
                 f"state file {self.state_path} is unreadable ({error}); "
                 "move it away to start over (duplicates become possible)"
             ) from None
+        except OSError as error:  # a directory there, say: the error itself names no path
+            raise StateError(
+                f"state file {self.state_path} cannot be read ({error.strerror or error}); "
+                "move it away, or choose another output"
+            ) from None
 
     def follow(self) -> str | None:
         """Check that the path still names the file held open, at its recorded size, and follow

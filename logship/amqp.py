@@ -286,6 +286,17 @@ def describe_connect_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+async def _attempt(connection: ClusterConnection, seconds: float) -> None:
+    """One connection attempt; a failed one is closed here, not left to its __del__ (which may
+    run in another thread's garbage collection, where it cannot close anything)."""
+    try:
+        await connection.connect(timeout=seconds)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await connection.close()
+        raise
+
+
 async def connect(
     settings: AmqpSettings,
     name: str,
@@ -294,7 +305,8 @@ async def connect(
     on_attempt_failed: Callable[[], None] | None = None,
 ) -> AbstractRobustConnection:
     """Open a robust connection, retrying while the broker is unreachable (it may start after us
-    in Kubernetes). Raise FatalConnectError at once when retrying cannot help."""
+    in Kubernetes). Raise FatalConnectError at once when retrying cannot help, and
+    asyncio.CancelledError when `stop` is set while waiting to retry."""
     delays = backoff_delays(cap=settings.reconnect_max_delay)
     nodes = settings.nodes
     ring = NodeRing(nodes, hold=NODE_HOLD)
@@ -309,7 +321,7 @@ async def connect(
         )
         connection.max_delay = settings.reconnect_max_delay
         try:
-            await connection.connect(timeout=settings.connect_timeout)
+            await _attempt(connection, settings.connect_timeout)
         except FATAL_CONNECT_ERRORS as error:
             raise FatalConnectError(describe_connect_error(error)) from None
         except aiormq.exceptions.InvalidFrameError as error:
@@ -330,7 +342,6 @@ async def connect(
                 ) from None
             if connection.node is not None:
                 ring.down(connection.node)
-            await connection.close()
             # the next node straight away; the backoff once every node failed in a row
             delay = next(delays) if ring.all_down() else 0.0
             log.warning(
@@ -349,7 +360,8 @@ async def connect(
                     await asyncio.wait_for(stop.wait(), delay)
                 except TimeoutError:
                     continue
-                raise
+                # asked to stop while the broker is away: a graceful stop, not this error
+                raise asyncio.CancelledError from None
             await asyncio.sleep(delay)
             continue
         # debug: the topology may still be refused, and then its one-line error must come

@@ -4,9 +4,12 @@ errors that name the flag and the variable the user typed, in one line."""
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 import re
 import types
 from argparse import ArgumentParser
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -278,3 +281,42 @@ def describe_cli_error(parser: ArgumentParser, text: str) -> str:
             problem = "needs a value (see --help)"
         return f"{named(dest)}: {problem}"
     return text
+
+
+_OS_HINTS = {
+    errno.EACCES: "give the program's user access, or choose another path",
+    errno.EPERM: "give the program's user access, or choose another path",
+    errno.EROFS: "the file system is read-only: choose a writable path",
+    errno.ENOSPC: "the disk is full: free space, or choose another path",
+    errno.EDQUOT: "the disk quota is used up: free space, or choose another path",
+    errno.EISDIR: "give the path of a file",
+}
+
+
+def describe_os_error(error: OSError, paths: Mapping[str, Sequence[object]]) -> str:
+    """An OSError at start said like a wrong setting: the flag and variable of the setting whose
+    file it is about (its own path, or one made from it such as OUTPUT.state or CHECKPOINT.tmp),
+    what the system said, and what would help."""
+    filename = os.fsdecode(error.filename) if isinstance(error.filename, str | bytes) else ""
+    dest = next(
+        (
+            dest
+            for dest, given in paths.items()
+            for path in given
+            if filename and str(path) and filename.startswith(str(path))
+        ),
+        None,
+    )
+    reason = error.strerror or str(error) or type(error).__name__
+    text = f"cannot use {filename} ({reason})" if filename else reason
+    hint = _OS_HINTS.get(error.errno or 0, "check the path, or choose another" if dest else "")
+    text = f"{text}; {hint}" if hint else text
+    return f"{named(dest)}: {text}" if dest else text
+
+
+def describe_unknown_command(word: str, commands: Sequence[str], program: str) -> str:
+    """A first word that is no command: the closest one if it looks like a typo of it."""
+    close = difflib.get_close_matches(word, commands, n=1)
+    if close:
+        return f"unknown command {word!r}: did you mean {close[0]}?"
+    return f"unknown command {word!r} (commands: {', '.join(commands)}; see {program} --help)"

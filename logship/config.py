@@ -3,6 +3,7 @@ a clear single-line error."""
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -223,9 +224,23 @@ class LogSettings(BaseModel):
         return value.upper() if info.field_name == "level" else value.lower()
 
 
+def probe_path(field: str, path: Path) -> None:
+    """A path the system refuses to even look at (a name too long, a symlink loop, no search
+    permission on a directory on the way): a SettingProblem, not a traceback. Absent is fine."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as error:
+        raise SettingProblem(
+            field, f"{path} cannot be used ({error.strerror or error}); give another path"
+        ) from None
+
+
 def check_file_path(field: str, path: Path) -> None:
     """A file the program creates or rewrites: its directory exists and is a directory, and the
     path itself is not a directory. Raises SettingProblem saying which part is wrong."""
+    probe_path(field, path)
     if path.is_dir():
         raise SettingProblem(field, f"{path} is a directory; give the path of a file in it")
     for ancestor in path.parents:

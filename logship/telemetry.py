@@ -24,8 +24,10 @@ class TelemetryError(RuntimeError):
 
 class TelemetryServer:
     """/livez answers while the event loop runs (never depends on the broker, so an outage does not
-    restart pods); /readyz answers 200 only while `is_ready()` is true; /status serves what
-    `status()` returns as JSON (what only the live process knows, for `logship status`)."""
+    restart pods); /readyz answers 200 only while `is_ready()` is true, its body followed by one
+    line per thing `detail()` says the program waits for (a person reading the probe sees why
+    nothing moves); /status serves what `status()` returns as JSON (what only the live process
+    knows, for `logship status`)."""
 
     def __init__(
         self,
@@ -35,10 +37,12 @@ class TelemetryServer:
         port: int,
         *,
         status: Callable[[], object] | None = None,
+        detail: Callable[[], list[str]] | None = None,
     ) -> None:
         self._registry = registry
         self._is_ready = is_ready
         self._status = status
+        self._detail = detail
         self._host = host
         self._port = port
         self._server: asyncio.Server | None = None
@@ -78,9 +82,11 @@ class TelemetryServer:
         if path == "/livez":
             return "200 OK", "text/plain", b"ok\n"
         if path == "/readyz":
+            lines = self._detail() if self._detail is not None else []
+            body = "".join(f"{line}\n" for line in lines).encode()
             if self._is_ready():
-                return "200 OK", "text/plain", b"ready\n"
-            return "503 Service Unavailable", "text/plain", b"not ready\n"
+                return "200 OK", "text/plain", b"ready\n" + body
+            return "503 Service Unavailable", "text/plain", b"not ready\n" + body
         if path == "/status" and self._status is not None:
             return "200 OK", "application/json", json.dumps(self._status()).encode() + b"\n"
         return "404 Not Found", "text/plain", b"not found\n"

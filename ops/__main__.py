@@ -10,6 +10,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.live import Live
 
+from logship.cli import describe_unknown_command
 from logship.config import fail, load_settings
 from ops.gather import StatusError, gather
 from ops.model import Status
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args:
         print(USAGE, end="", file=sys.stderr)
         return 2
-    fail(f"unknown command {args[0]!r} (commands: status; see logship --help)")
+    fail(describe_unknown_command(args[0], ["status"], "logship"))
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ if __name__ == "__main__":
 
 from logship import lenient_decode
 from logship.amqp import FatalConnectError, TopologyError
-from logship.cli import named
+from logship.cli import describe_os_error, named
 from logship.config import fail, load_settings
-from logship.lifecycle import install_stop_signals, run
+from logship.lifecycle import run
 from logship.logs import setup_logging
 from logship.telemetry import TelemetryError
 from producer.checkpoint import CheckpointError
@@ -28,8 +28,8 @@ examples:
       --amqp.url amqps://shipper@broker:5671/ --amqp.ca-file /etc/logship/ca.pem
   LOGSHIP_INPUT='/var/log/app/*.log' LOGSHIP_AMQP__PASSWORD=s3cret logship-producer --once
 
-exit codes: 0 stopped or done (--once), 2 wrong setting or refused by the broker at start,
-130 forced by a second stop signal."""
+exit codes: 0 stopped or done (--once), 1 crashed (logged as crashed), 2 wrong setting or
+refused by the broker at start, 130 forced by a second stop signal."""
 
 
 def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) -> int:
@@ -41,17 +41,19 @@ def main(argv: list[str] | None = None, *, early: EarlySignals | None = None) ->
         from producer.app import ProducerApp
 
         async def serve() -> int:
-            app = ProducerApp(settings, ProducerMetrics())
-            install_stop_signals(app.stop, early)
-            return await app.run()
+            return await ProducerApp(settings, ProducerMetrics()).run(early)
 
         return run(serve)
     except CheckpointError as error:
         fail(f"{named('checkpoint')}: {error}")
     except (FatalConnectError, TopologyError, TelemetryError) as error:
         fail(str(error))
-    except OSError as error:
-        fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
+    except OSError as error:  # a file a setting names, not usable after all
+        fail(
+            describe_os_error(
+                error, {"input": [settings.input], "checkpoint": [settings.checkpoint]}
+            )
+        )
 
 
 if __name__ == "__main__":

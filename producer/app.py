@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import watchfiles
+from aio_pika.abc import AbstractRobustConnection
 
-from logship.amqp import BlockedWatchdog, FatalConnectError, TopologyError, connect
-from logship.lifecycle import stop_tasks, with_deadline
-from logship.telemetry import TelemetryServer
+from logship.lifecycle import EarlySignals, with_deadline
+from logship.service import Service
 from logship.wire import Batch
 from producer.checkpoint import Checkpoint
 from producer.discover import TailSet
@@ -30,6 +30,10 @@ log = logging.getLogger("logship.producer")
 ACTIVE_WINDOW_S = 1.0
 # while the input path names no file, stat it this often: inotify may not be watching yet
 MISSING_FILE_POLL_S = 0.02
+
+
+def waiting_text(path: str) -> str:
+    return f"waiting for {path} to appear"
 
 
 class Waker:
@@ -87,7 +91,8 @@ class ProducerApp:
             metrics,
         )
         self.publisher: Publisher | None = None
-        self._refused = False  # the broker refused the start (credentials, topology)
+        self._waker: Waker | None = None
+        self._announced: set[str] = set()  # input paths we said we wait for
         self.ledger = AckLedger(
             self.checkpoint,
             max_batches=settings.max_in_flight,
@@ -96,72 +101,82 @@ class ProducerApp:
         )
 
     def ready(self) -> bool:
+        """Connected and able to ship: also while the input file does not exist yet. Readiness
+        says whether this process can do its job, and waiting for an application that has not
+        written its log yet is part of that job: a 503 would only page someone (or, behind a
+        Service, change nothing) for the normal state of a pod started before its application.
+        `readiness_detail` says what it waits for."""
         return self.publisher is not None and self.publisher.ready
+
+    def readiness_detail(self) -> list[str]:
+        """/readyz's lines after ready / not ready: the input file it waits for, if any."""
+        return [waiting_text(path) for path in self.tails.waiting_for()]
+
+    def _announce_waiting(self) -> None:
+        """Say once that the input path names no file (not on every poll), and once that it
+        appeared. Not in --once mode: that run ships what exists and ends, it waits for nothing."""
+        if self.settings.once:
+            return
+        waiting = set(self.tails.waiting_for())
+        for path in sorted(waiting - self._announced):
+            log.info("waiting_for_input", extra={"path": path, "detail": waiting_text(path)})
+        for path in sorted(self._announced - waiting):
+            log.info("input_appeared", extra={"path": path})
+        self._announced = waiting
 
     def status(self) -> dict[str, object]:
         """/status: per source the offset read so far, which only this process knows."""
         files = (f for t in self.tails.tails.values() for f in (*t.files, *t.late))
         return {"read": {f.source.id: f.read_offset for f in files}}
 
-    async def run(self) -> int:
-        telemetry = TelemetryServer(
-            self.metrics.registry,
-            self.ready,
-            self.settings.http.host,
-            self.settings.http.port,
+    def service(self) -> Service:
+        """The shared skeleton runs this program: see logship/service.py."""
+        return Service(
+            self,
+            name="logship-producer",
+            amqp=self.settings.amqp,
+            http=self.settings.http,
+            registry=self.metrics.registry,
+            connection_metrics=self.metrics.connection,
             status=self.status,
+            detail=self.readiness_detail,
         )
-        if self.settings.http.port:
-            await telemetry.start()
-        background: list[asyncio.Task[None]] = []
-        connection = None
-        try:
-            connection = await connect(
-                self.settings.amqp,
-                "logship-producer",
-                stop=self.stop,
-                on_attempt_failed=self.metrics.connection.reconnects.inc,
-            )
-            self.metrics.connection.watch(connection)
-            self.publisher = Publisher(
-                connection,
-                self.settings.amqp,
-                self.metrics,
-                publish_timeout=self.settings.publish_timeout,
-            )
-            await self.publisher.start()
-            # after the topology is declared: a refused one is the only line printed
-            log.info(
-                "producer_started",
-                extra={
-                    "input": self.settings.input,
-                    "amqp": self.settings.amqp.redacted_url(),
-                    "node": str(getattr(connection, "node", None)),
-                    "exchange": self.settings.amqp.exchange,
-                    "queue_type": self.settings.amqp.queue_type.value,
-                    "http": telemetry.address,
-                },
-            )
-            waker = Waker(
-                self.tails.directory, self.settings.input, poll=self.settings.poll, stop=self.stop
-            )
-            watchdog = BlockedWatchdog(
-                connection, self.settings.amqp.blocked_timeout, self.metrics.connection
-            )
-            background = [
-                asyncio.create_task(waker.run(), name="waker"),
-                asyncio.create_task(watchdog.run(), name="blocked-watchdog"),
-                asyncio.create_task(self._checkpoint_writer(), name="checkpointer"),
-            ]
-            await self._read_loop(waker)
-            return 0
-        except asyncio.CancelledError:
-            return 0
-        except (FatalConnectError, TopologyError):
-            self._refused = True
-            raise
-        finally:
-            await self._shutdown(background, connection, telemetry)
+
+    async def run(self, early: EarlySignals | None = None, *, signals: bool = True) -> int:
+        return await self.service().run(early, signals=signals)
+
+    async def prepare(self, service: Service) -> None:
+        """Nothing before connecting: the checkpoint was read in the constructor."""
+
+    async def start(self, connection: AbstractRobustConnection, service: Service) -> None:
+        self.publisher = Publisher(
+            connection,
+            self.settings.amqp,
+            self.metrics,
+            publish_timeout=self.settings.publish_timeout,
+        )
+        await self.publisher.start()
+        # after the topology is declared: a refused one is the only line printed
+        log.info(
+            "producer_started",
+            extra={
+                "input": self.settings.input,
+                "amqp": self.settings.amqp.redacted_url(),
+                "node": str(getattr(connection, "node", None)),
+                "exchange": self.settings.amqp.exchange,
+                "queue_type": self.settings.amqp.queue_type.value,
+                "http": service.telemetry.address,
+            },
+        )
+        self._waker = Waker(
+            self.tails.directory, self.settings.input, poll=self.settings.poll, stop=self.stop
+        )
+        service.spawn(self._waker.run(), "waker")
+        service.spawn(self._checkpoint_writer(), "checkpointer")
+
+    async def main_loop(self) -> None:
+        assert self._waker is not None, "start() first"
+        await self._read_loop(self._waker)
 
     async def _read_loop(self, waker: Waker) -> None:
         linger = self.settings.batch_linger
@@ -171,6 +186,7 @@ class ProducerApp:
             "producer_watching",
             extra={"input": self.settings.input, "files": len(self.tails.tails)},
         )
+        self._announce_waiting()
         while not self.stop.is_set():
             # backpressure: no reading while too much awaits its confirm
             if not await self.ledger.wait_for_room(self.stop):
@@ -179,9 +195,12 @@ class ProducerApp:
             if batch is None:
                 # at the end of what we can read: a good moment to look for rotation
                 self.tails.check()
+                self._announce_waiting()
                 batch = self.tails.read(once=self.settings.once)
             if batch is not None:
                 last_data = time.monotonic()
+                if not await self._identity_saved(waker):
+                    break  # stopped: the batch was not published; a restart reads it again
                 self._send(batch)
                 continue
             if self.settings.once and self.tails.idle():
@@ -195,6 +214,18 @@ class ProducerApp:
             else:
                 pause = self.settings.poll_interval
             await waker.wait(pause)
+
+    async def _identity_saved(self, waker: Waker) -> bool:
+        """Publishing waits while a new source's identity is not on disk (its write failed,
+        say on a full disk): retried every poll interval; False if stopped meanwhile."""
+        while self.checkpoint.identity_unsaved:
+            self._save_checkpoint()
+            if not self.checkpoint.identity_unsaved:
+                break
+            await waker.wait(self.settings.poll_interval)
+            if self.stop.is_set():
+                return False
+        return True
 
     def _send(self, batch: Batch) -> None:
         assert self.publisher is not None
@@ -252,15 +283,11 @@ class ProducerApp:
         else:
             await with_deadline("confirm in-flight batches", self.publisher.drain(), deadline)
 
-    async def _shutdown(
-        self,
-        background: list[asyncio.Task[None]],
-        connection: object,
-        telemetry: TelemetryServer,
-    ) -> None:
-        self.stop.set()
+    async def drain(self, *, refused: bool) -> None:
+        """Ship what deleted files still hold, wait for the confirms, abandon the rest: within
+        shutdown_timeout (keep Kubernetes' terminationGracePeriodSeconds above it)."""
         deadline = time.monotonic() + self.settings.shutdown_timeout
-        if self.publisher is not None and not self._refused:
+        if self.publisher is not None and not refused:
             await with_deadline(
                 "ship what deleted files still hold",
                 self._ship_deleted(),
@@ -269,16 +296,16 @@ class ProducerApp:
         await self._drain_in_flight(max(0.1, deadline - time.monotonic()))
         if self.publisher is not None:
             await with_deadline("abandon unconfirmed batches", self.publisher.close(), 5)
-        await stop_tasks(background)
-        if not self._refused:  # a start the broker refused leaves no checkpoint behind
+
+    def close(self, *, refused: bool) -> None:
+        if not refused:  # a start the broker refused leaves no checkpoint behind
             self.tails.report_deleted_unread()
             self._save_checkpoint()
         self.tails.close()
-        close = getattr(connection, "close", None)
-        if close is not None:
-            await with_deadline("close connection", close(), 5)
-        await telemetry.stop()
-        if self.publisher is not None and not self._refused:  # started: say how it ended
+        self.checkpoint.close()
+
+    def stopped(self) -> None:
+        if self.publisher is not None:  # started: say how it ended
             log.info(
                 "producer_stopped",
                 extra={

@@ -4,18 +4,19 @@ atomically: temp file, fsync, rename."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from producer.identity import HEAD_BYTES, digest
+from producer.identity import BEFORE_BYTES, HEAD_BYTES, digest
 
 log = logging.getLogger("logship.producer.checkpoint")
 
@@ -56,6 +57,18 @@ class SourceEntry:
     check_sha: str = ""
     # the largest size the file was seen at: what a loss of it could have cost
     size: int = 0
+    # every batch of it published so far ends at or before sent_end, and the file held bytes
+    # [sent_end - sent_len, sent_end) hashing to sent_sha then: the confirmed offset (and its
+    # check) may lag behind what the consumer already has, and a file rewritten while we were
+    # down that keeps the bytes before the offset but not these is not this source (its bytes
+    # under our ranges would be dropped downstream as duplicates)
+    sent_end: int = 0
+    sent_len: int = 0
+    sent_sha: str = ""
+    # no fingerprint yet (empty when it began, nothing read): the first bytes seen in it since
+    # (a half line), which tell it after a restart wherever a rotation moved it
+    seen_len: int = 0
+    seen_sha: str = ""
 
     @property
     def drained(self) -> bool:
@@ -74,13 +87,21 @@ class SourceEntry:
             return not head
         return head_digest(head[: self.head_len]) == self.head_sha
 
-    def same_bytes_before(self, fd: int) -> bool:
-        """True when the open file still holds the bytes read just before the checked offset (or
-        nothing was recorded there, as in checkpoints of older versions)."""
-        if not self.check_len:
+    def same_bytes_before(self, fd: int, *, shorter_ok: bool = False) -> bool:
+        """True when the open file still holds the bytes read just before the checked offset and
+        just before the end of what was published (or nothing was recorded there, as in
+        checkpoints of older versions). With `shorter_ok`, a file that ends before the published
+        end (a copy made before we read that far) is judged by the checked offset alone."""
+        if self.check_len:
+            start = self.check_end - self.check_len
+            if digest(os.pread(fd, self.check_len, start)) != self.check_sha:
+                return False
+        if not self.sent_len or self.sent_end <= self.check_end:
             return True
-        start = self.check_end - self.check_len
-        return digest(os.pread(fd, self.check_len, start)) == self.check_sha
+        sent = os.pread(fd, self.sent_len, self.sent_end - self.sent_len)
+        if len(sent) < self.sent_len:
+            return shorter_ok and os.fstat(fd).st_size < self.sent_end
+        return digest(sent) == self.sent_sha
 
     def held_by(self, fd: int, size: int, *, by_inode: bool) -> bool:
         """The open file holds this source's bytes up to its confirmed offset: its first bytes
@@ -104,10 +125,20 @@ class SourceEntry:
             and self.same_bytes_before(fd)
         )
 
-    def copied_by(self, fd: int, size: int, *, since_checkpoint: bool = False) -> bool:
+    def copied_by(
+        self, fd: int, size: int, *, since_checkpoint: bool = False, live_fd: int | None = None
+    ) -> bool:
         """The open file (another inode) is a copy of this source, as far as we can tell: it
         starts with our fingerprint, and holds the bytes before the checked offset if it is that
-        long (a copy made before we read further is shorter)."""
+        long (a copy made before we read further is shorter). With `live_fd`, the file of this
+        source we hold open: a copy of it is no longer than it and ends with the bytes it holds
+        there (a short fingerprint, the start of a half line, starts many other files)."""
+        if live_fd is not None:
+            if size > os.fstat(live_fd).st_size:
+                return False
+            end = min(size, BEFORE_BYTES)
+            if os.pread(live_fd, end, size - end) != os.pread(fd, end, size - end):
+                return False
         if since_checkpoint and size < self.offset:
             # made after the checkpoint confirmed `offset`, from a file that held that much: a
             # shorter one starting with our first KiB is a rewrite's copy, not ours
@@ -120,10 +151,21 @@ class SourceEntry:
             return False
         if head_digest(os.pread(fd, self.head_len, 0)) != self.head_sha:
             return False
-        return size < self.check_end or self.same_bytes_before(fd)
+        return size < self.check_end or self.same_bytes_before(fd, shorter_ok=True)
+
+    def starts_as_seen(self, fd: int) -> bool:
+        """The open file starts with the bytes seen in this source before anything was read."""
+        if not self.seen_len:
+            return False
+        return digest(os.pread(fd, self.seen_len, 0)) == self.seen_sha
 
     def set_check(self, end: int, before: bytes) -> None:
         self.check_end, self.check_len, self.check_sha = end, len(before), digest(before)
+
+    def set_sent(self, end: int, length: int, sha: str) -> None:
+        if end > self.sent_end:
+            self.sent_end, self.sent_len, self.sent_sha = end, length, sha
+            self.size = max(self.size, end)
 
 
 # field → the JSON types it may hold (bool is refused where an int is meant)
@@ -143,6 +185,11 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "check_len": (int,),
     "check_sha": (str,),
     "size": (int,),
+    "sent_end": (int,),
+    "sent_len": (int,),
+    "sent_sha": (str,),
+    "seen_len": (int,),
+    "seen_sha": (str,),
 }
 _REQUIRED = ("id", "path", "dev", "ino", "head_len", "head_sha", "offset", "seq")
 
@@ -177,6 +224,54 @@ def _entries(data: Any) -> dict[str, SourceEntry]:
     return {entry.id: entry for entry in map(_entry, sources)}
 
 
+class SentJournal:
+    """Where each source's published batches end, appended before each batch is published and
+    emptied by every checkpoint write: the checkpoint is written every interval, a batch is
+    published at once, and a restart must know how far the consumer may already have a source.
+    Appended without fsync: it outlives a killed process, not a lost machine (see README)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def replay(self, entries: dict[str, SourceEntry]) -> None:
+        """Raise each source's published end to what the journal says (a torn last line, from a
+        kill in the middle of a write, is skipped; so are sources pruned since)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise CheckpointError(
+                f"checkpoint journal {self.path} cannot be read ({error.strerror})"
+            ) from None
+        for line in raw.split(b"\n"):
+            fields = line.split(b" ")
+            if len(fields) != 4 or not fields[1].isdigit() or not fields[2].isdigit():
+                continue
+            entry = entries.get(fields[0].decode("ascii", "replace"))
+            if entry is not None and len(fields[3]) == 64:
+                entry.set_sent(int(fields[1]), int(fields[2]), fields[3].decode("ascii"))
+
+    def append(self, source: str, end: int, length: int, sha: str) -> None:
+        if self._fd is None:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+            self._fd = os.open(self.path, flags, 0o644)
+        os.write(self._fd, f"{source} {end} {length} {sha}\n".encode())
+
+    def clear(self) -> None:
+        """Everything in it is in the checkpoint just written."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+        elif self.path.exists():
+            os.truncate(self.path, 0)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class Checkpoint:
     """Identity → confirmed offset for every source. Offsets move only through `advance`, which the
     acknowledgement ledger calls over confirmed batches in order."""
@@ -193,6 +288,11 @@ class Checkpoint:
         self._checks: dict[str, deque[tuple[int, bytes]]] = {}
         self._seq = max((e.seq for e in entries.values()), default=0)
         self.dirty = False
+        # a new identity (a source or its first fingerprint) is in memory only: its write failed
+        # (a full disk, say). Nothing may be published until a save succeeds, or a crash would
+        # give the same bytes a second identity
+        self.identity_unsaved = False
+        self.journal = SentJournal(path.with_name(path.name + ".sent"))
 
     @classmethod
     def load(cls, path: Path) -> Checkpoint:
@@ -209,7 +309,9 @@ class Checkpoint:
             raise CheckpointError(
                 f"checkpoint {path} is unreadable ({error}); move it away to start over"
             ) from None
-        return cls(path, entries, written_at_ns)
+        checkpoint = cls(path, entries, written_at_ns)
+        checkpoint.journal.replay(entries)
+        return checkpoint
 
     def new_source(
         self, path: str, dev: int, ino: int, head: bytes, offset: int, before: bytes = b""
@@ -231,8 +333,20 @@ class Checkpoint:
         self.entries[entry.id] = entry
         # Saved before any of its batches is published: a crash must not give the same bytes a
         # second identity, which the consumer could not recognise as duplicates.
-        self.save()
+        self._save_identity()
         return entry
+
+    def _save_identity(self) -> None:
+        """Save a new identity now; if the disk refuses, say so and hold publishing
+        (`identity_unsaved`) until a later save succeeds, instead of ending the producer."""
+        try:
+            self.save()
+        except OSError as error:
+            self.identity_unsaved = self.dirty = True
+            log.error(
+                "checkpoint_write_failed",
+                extra={"path": str(self.path), "error": error.strerror, "holding": "publish"},
+            )
 
     def find(
         self, dev: int, ino: int, head: bytes, *, resumable: bool = False
@@ -248,10 +362,18 @@ class Checkpoint:
         return max(candidates, key=lambda e: e.seq, default=None)
 
     def knows_file(
-        self, fd: int, st: os.stat_result, *, besides: str = "", since_checkpoint: bool = False
+        self,
+        fd: int,
+        st: os.stat_result,
+        *,
+        besides: str = "",
+        since_checkpoint: bool = False,
+        live: Mapping[str, int] | None = None,
     ) -> bool:
         """Some source (other than `besides`) is this open file (by inode and first bytes) or a
-        copy of it (`since_checkpoint`: one written after the checkpoint was, at start)."""
+        copy of it (`since_checkpoint`: one written after the checkpoint was, at start); `live`
+        maps sources to the files of them we hold open, which a copy must agree with."""
+        live = live or {}
         head = os.pread(fd, HEAD_BYTES, 0)
         found = self.find(st.st_dev, st.st_ino, head)
         # on its inode, with its first bytes, but shorter than what we read of it or other bytes
@@ -272,14 +394,18 @@ class Checkpoint:
             if e.head_len not in digests:
                 digests[e.head_len] = head_digest(head[: e.head_len])
             if digests[e.head_len] == e.head_sha and e.copied_by(
-                fd, st.st_size, since_checkpoint=since_checkpoint
+                fd, st.st_size, since_checkpoint=since_checkpoint, live_fd=live.get(e.id)
             ):
                 return True
         return False
 
-    def own_files(self) -> tuple[Path, Path]:
-        """The checkpoint file and its temp file: never anyone's log, whatever inode they got."""
-        return self.path, self.path.with_name(self.path.name + ".tmp")
+    def close(self) -> None:
+        self.journal.close()
+
+    def own_files(self) -> tuple[Path, Path, Path]:
+        """The checkpoint file, its temp file and its journal: never anyone's log, whatever
+        inode they got."""
+        return self.path, self.path.with_name(self.path.name + ".tmp"), self.journal.path
 
     def knows_path(self, path: str) -> bool:
         """True when some source was read from this path before (not a first run for it)."""
@@ -296,7 +422,22 @@ class Checkpoint:
             entry.head_sha = head_digest(head[: entry.head_len])
             self.dirty = True
             if first:
-                self.save()
+                self._save_identity()
+
+    def saw_head(self, entry: SourceEntry, head: bytes) -> None:
+        """Bytes seen in a source with no fingerprint (nothing read): saved at once, as an
+        identity is (rare: only while a first half line grows)."""
+        if not entry.head_len and len(head) > entry.seen_len:
+            entry.seen_len, entry.seen_sha = len(head), digest(head)
+            self._save_identity()
+
+    def renumber(self, entries: list[SourceEntry]) -> None:
+        """Give these sources the next sequence numbers, in this order (the order they are
+        read in), saved at once: a restart resumes unfinished sources in sequence order."""
+        for entry in entries:
+            self._seq += 1
+            entry.seq = self._seq
+        self._save_identity()
 
     def relocate(self, entry: SourceEntry, dev: int, ino: int) -> None:
         """The source's bytes now live in another file (the copy copytruncate made)."""
@@ -308,6 +449,18 @@ class Checkpoint:
         `end`. Once the confirmed offset reaches `end`, the checkpoint records them."""
         self._checks.setdefault(entry.id, deque()).append((end, before))
         entry.size = max(entry.size, end)
+        sha = digest(before)
+        entry.set_sent(end, len(before), sha)
+        # before the batch is published (the caller publishes it next): a failed append holds
+        # publishing like an unsaved identity, until a checkpoint write records the end
+        try:
+            self.journal.append(entry.id, end, len(before), sha)
+        except OSError as error:
+            self.identity_unsaved = self.dirty = True
+            log.error(
+                "checkpoint_write_failed",
+                extra={"path": str(self.journal.path), "error": error.strerror},
+            )
 
     def _record_checks(self) -> None:
         """The bytes just before the confirmed offset (or the nearest read end below it): what
@@ -370,4 +523,9 @@ class Checkpoint:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
-        self.dirty = False
+        # what it holds is in the checkpoint now: replaying it again is harmless
+        with contextlib.suppress(OSError):
+            self.journal.clear()
+        if self.identity_unsaved:
+            log.info("checkpoint_write_recovered", extra={"path": str(self.path)})
+        self.dirty = self.identity_unsaved = False

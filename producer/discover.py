@@ -47,6 +47,10 @@ def _head(fd: int) -> bytes:
     return os.pread(fd, HEAD_BYTES, 0)
 
 
+def _starts_as_seen(entry: SourceEntry) -> Callable[[int, int], bool]:
+    return lambda fd, _: entry.starts_as_seen(fd)
+
+
 def _open_if(
     path: str, wanted: Callable[[int, int], bool], *, close: bool = False
 ) -> Opened | None:
@@ -100,6 +104,9 @@ class TailSet:
     def _claimed(self) -> set[tuple[int, int]]:
         return {(f.dev, f.ino) for t in self.tails.values() for f in (*t.files, *t.late)}
 
+    def _held(self) -> dict[str, int]:
+        return {f.source.id: f.fd for t in self.tails.values() for f in (*t.files, *t.late)}
+
     def _new_tail(self, path: str, *, at_startup: bool) -> FileTail:
         return FileTail(
             path,
@@ -108,6 +115,7 @@ class TailSet:
             self._metrics,
             at_startup=at_startup,
             claimed=self._claimed,
+            held=self._held,
         )
 
     def check(self) -> None:
@@ -197,30 +205,74 @@ class TailSet:
     def _locate_unread(
         self, entry: SourceEntry, files: list[tuple[str, os.stat_result]], home: str
     ) -> Located:
-        """A source with no fingerprint: nothing of it was read or published, and its inode
-        number alone proves nothing (a deleted file's number is soon reused, by any file, even
-        our own checkpoint's temp file). Only an empty file renamed to one of its rotation names
-        is still taken for it. At its own path, whatever holds its inode number is read as a new
-        file from its start: the source ends there, and only if that file is shorter than the
-        source was seen, the difference went with a deleted file."""
+        """A source with no fingerprint: nothing of it was read or published, so whichever file
+        ships its bytes duplicates nothing; only order and loss reports are at stake. Its inode
+        number alone proves little (a deleted file's number is soon reused, by any file, even
+        our own checkpoint's temp file): the file on it at a rotation name is taken for it only
+        if last written before our last checkpoint write (we held the number until then) and
+        known as no other source. One written since, ours renamed or a new file on a reused
+        number, is left to the scan for rotations written while we were down, which ships it
+        in order with the others; so is a copy of it. At its own path, whatever holds its inode
+        number is read as a new file from its start. What we saw of it (a half line, kept in
+        the checkpoint) and find in no file is reported lost."""
         ours = {os.path.abspath(p) for p in self._checkpoint.own_files()}
+        written_at = self._checkpoint.written_at_ns
         for path, st in files:
             here = os.path.abspath(path)
             if (st.st_dev, st.st_ino) != (entry.dev, entry.ino) or here in ours:
                 continue
             if here != home and not self._is_rotation(entry.path, path):
                 continue
-            if here == home and st.st_size < entry.size:
-                report_lost(self._metrics, entry.path, entry.id, 0, entry.size, "deleted")
-            else:
-                self._emptied_while_down(entry, st)
             if here == home:
+                cut = st.st_size < entry.size or (
+                    entry.seen_len > 0 and not _open_if(path, _starts_as_seen(entry), close=True)
+                )
+                if cut and self._seen_elsewhere(entry, files):
+                    pass  # in a copy the scan ships
+                elif st.st_size < entry.size:
+                    report_lost(self._metrics, entry.path, entry.id, 0, entry.size, "deleted")
+                else:
+                    self._emptied_while_down(entry, st)
                 self._checkpoint.finish(entry, 0)
                 return None
-            opened = _open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=True))
-            if opened is not None:
-                return opened
+            self._emptied_while_down(entry, st)
+            if written_at is not None and st.st_mtime_ns <= written_at:
+                opened = _open_if(path, lambda fd, _: not self._known_elsewhere(entry, fd))
+                if opened is not None:
+                    return opened
+                continue
+            if entry.size and not (
+                _open_if(path, _starts_as_seen(entry), close=True)
+                or self._seen_elsewhere(entry, files)
+            ):
+                report_lost(
+                    self._metrics, entry.path, entry.id, 0, entry.size, "deleted", at_least=True
+                )
+            self._checkpoint.finish(entry, 0)
+            return None
+        if self._seen_elsewhere(entry, files):
+            self._checkpoint.finish(entry, 0)
+            return None
         return _LOST
+
+    def _known_elsewhere(self, entry: SourceEntry, fd: int) -> bool:
+        return self._checkpoint.knows_file(fd, os.fstat(fd), besides=entry.id, live=self._held())
+
+    def _seen_elsewhere(self, entry: SourceEntry, files: list[tuple[str, os.stat_result]]) -> bool:
+        """What we saw of an unread source is at the start of a rotation of its path written
+        since our last checkpoint (a copy made while we were down, or the file itself renamed),
+        which the scan for rotations ships: not lost."""
+        written_at = self._checkpoint.written_at_ns
+        if not entry.seen_len or written_at is None:
+            return False
+        name = os.path.basename(entry.path)
+        return any(
+            st.st_mtime_ns > written_at
+            and not path.endswith(COMPRESSED_SUFFIXES)
+            and rotation_of(name, os.path.basename(path)) is not None
+            and _open_if(path, _starts_as_seen(entry), close=True)
+            for path, st in files
+        )
 
     def _emptied_while_down(self, entry: SourceEntry, st: os.stat_result) -> None:
         """The file of a source read nothing of, found empty but changed since our last
@@ -272,6 +324,14 @@ class TailSet:
         return not self._is_glob and any(
             not t.files or t.files[-1].rotated_at is not None for t in self.tails.values()
         )
+
+    def waiting_for(self) -> list[str]:
+        """The input path while it names no file and nothing of it is left to read (missing at
+        start, or deleted and drained): what the producer waits for. Not for globs, whose paths
+        come and go as a matter of course."""
+        if self._is_glob:
+            return []
+        return [t.path for t in self.tails.values() if t.missing]
 
     def deleted_unread(self) -> bool:
         """Some held file is deleted with bytes not read yet (see FileTail.deleted_unread)."""

@@ -30,6 +30,7 @@ from producer.metrics import ProducerMetrics
 log = logging.getLogger("logship.producer.tail")
 
 RECENT_BYTES = BEFORE_BYTES
+SEEN_HEAD_BYTES = 64
 
 
 @dataclass
@@ -51,6 +52,9 @@ class OpenFile:
     recent: bytes = b""
     # the largest size the file was seen at while it was intact: what a truncation cost
     size_seen: int = 0
+    # its first bytes as last seen while no line of it was read yet (no fingerprint): a file
+    # cut and refilled before its first line was read is told by them
+    seen_head: bytes = b""
     # when we opened it, on the clock file times come from: a copy made of it later is newer,
     # a file already there when we opened it is not
     opened_at_ns: int = 0
@@ -171,10 +175,13 @@ class FileTail:
         *,
         at_startup: bool,
         claimed: Callable[[], set[tuple[int, int]]],
+        held: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         self.path = path
         # every file identity any tail of the set holds: one descriptor per file, copies included
         self._claimed = claimed
+        # source → the descriptor of its file, for every file any tail of the set holds
+        self._held = held or (lambda: {f.source.id: f.fd for f in (*self.files, *self.late)})
         self._checkpoint = checkpoint
         self._options = options
         self._metrics = metrics
@@ -188,6 +195,14 @@ class FileTail:
         # rotated files retired early because the writer moved on, still read for late writes
         # (another writer process) until their grace ends
         self.late: list[OpenFile] = []
+        # the path named nothing at the last check
+        self._absent = False
+
+    @property
+    def missing(self) -> bool:
+        """The path named nothing at the last check and no file of it is held: nothing to
+        read until one appears there."""
+        return self._absent and not self.files and not self.late
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -291,31 +306,47 @@ class FileTail:
             else:
                 self._adopt_unknown_rotations(self.scan_since, group)
         self._at_startup = False  # a file that appears later was not there when we started
+        self._absent = st is None
         self._update_behind()
 
     def _check_truncation(self, current: OpenFile) -> None:
         size = os.fstat(current.fd).st_size
         # shorter than what we read, or than what we saw (a half line not read yet)
         truncated = size < max(current.read_offset, current.size_seen)
-        copy = None
-        if not truncated and size and not current.source.head_len:
-            # nothing read yet and empty when its source began, so no content to tell a
-            # copytruncate by: only a new copy can. Else the bytes now there are fingerprinted,
-            # as if the file had been opened with them: a restart then finds them wherever a
-            # rotation moves them, and a cut is told by them
-            copy = self._unread_copy(current)
-            if copy is None:
-                self._checkpoint.widen_head(current.source, current.head())
-        if not truncated and copy is None and current.source.head_len:
+        if not truncated and not current.read_offset and not current.source.head_len:
+            truncated = self._unread_head_changed(current, size)
+        if not truncated and current.source.head_len:
             head = current.read_head()
             truncated = not current.source.matches(current.dev, current.ino, head)
             if not truncated:
                 self._checkpoint.widen_head(current.source, head)
+        elif not truncated and current.read_offset:
+            self._checkpoint.widen_head(current.source, current.read_head())
+        copy = None
+        if not truncated and size and not current.read_offset and not current.source.head_len:
+            # nothing read yet, so no content to tell a copytruncate by: only a new copy can
+            copy = self._unread_copy(current)
         if truncated or copy is not None:
             self._truncated(current, size, copy)
         else:
             current.size_seen = max(current.size_seen, size)
             current.source.size = max(current.source.size, size)
+
+    def _unread_head_changed(self, current: OpenFile, size: int) -> bool:
+        """Nothing read yet: true when the first bytes we saw are no longer there (the file was
+        cut and written again between two looks); else remember what we see now, in the
+        checkpoint too: after a restart they tell where a rotation moved the file."""
+        if not size:
+            return False
+        head = os.pread(current.fd, SEEN_HEAD_BYTES, 0)
+        seen = current.seen_head
+        common = min(len(head), len(seen))
+        if head[:common] != seen[:common]:
+            return True
+        if len(head) > len(seen):
+            current.seen_head = head
+            self._checkpoint.saw_head(current.source, head)
+        return False
 
     def _truncated(
         self,
@@ -358,6 +389,7 @@ class FileTail:
         )
         current.read_offset = 0
         current.recent = b""
+        current.seen_head = b""
         current.size_seen = size
         # the new source begins now: a copy made before is no copy of it
         current.source_at_ns = file_clock_ns()
@@ -444,7 +476,9 @@ class FileTail:
                     and st.st_mtime_ns > current.source_at_ns
                     and digest(head[: source.head_len]) == source.head_sha
                     and (truncated or not ours.startswith(head))
-                    and not self._checkpoint.knows_file(fd, st, besides=source.id)
+                    and not self._checkpoint.knows_file(
+                        fd, st, besides=source.id, live=self._held()
+                    )
                     and (truncated or self._copy_not_successor(current, st))
                 ):
                     return fd, path, st
@@ -494,6 +528,7 @@ class FileTail:
         while): then the group takes its place among them by age, and the next look opens the
         file now at the path."""
         claimed = self._claimed() | {(f.dev, f.ino) for f in group}
+        live = self._held() | {f.source.id: f.fd for f in group}
         current = group[-1] if group else None
         found = []
         for rotation in self._rotations():
@@ -514,7 +549,9 @@ class FileTail:
             except OSError:
                 continue
             # (at start: written after the checkpoint, the files we scan for)
-            known = self._checkpoint.knows_file(fd, st, since_checkpoint=self._at_startup)
+            known = self._checkpoint.knows_file(
+                fd, st, since_checkpoint=self._at_startup, live=live
+            )
             if (st.st_dev, st.st_ino) in claimed or known:
                 os.close(fd)
                 continue
@@ -523,15 +560,22 @@ class FileTail:
             log.info("rotation_never_opened", extra={"path": path, "source": entry.id})
             opened = OpenFile.at(fd, path, st, entry, 0, time.monotonic())
             adopted.append((st.st_mtime_ns, age_key, [opened]))
+            # a later one starting with its (maybe short) fingerprint is no copy of it unless it
+            # agrees with it
+            live[entry.id] = fd
         if current is not None and not self._still_at_path(current):
             self._rotated(current, deleted=False)
             adopted.append((os.fstat(current.fd).st_mtime_ns, (0, ""), group))
             group = []
-        for *_, files in sorted(adopted, key=lambda item: item[:2]):
-            self.files.extend(files)
+        appended = [f for *_, files in sorted(adopted, key=lambda item: item[:2]) for f in files]
         if group:
-            self.files.extend(group)
+            appended += group
             self.scan_since = None
+        if adopted:
+            # the file at the path got its source before the older rotations found now: a
+            # restart resumes unfinished sources in sequence order, which must be this one
+            self._checkpoint.renumber([f.source for f in appended])
+        self.files.extend(appended)
 
     def _compressed_since(self, current: OpenFile) -> str | None:
         """A compressed rotation of our path written since we opened the file: where the bytes
@@ -669,10 +713,23 @@ class FileTail:
         f.advance(body)
         self._checkpoint.read_up_to(f.source, f.read_offset, f.recent)
         if start < HEAD_BYTES and f.source.head_len < HEAD_BYTES:
-            self._checkpoint.widen_head(f.source, f.read_head())  # fingerprint what we read
+            self._checkpoint.widen_head(f.source, self._head_read(f, start, body))
         self._metrics.lines_read.inc(lines)
         self._metrics.bytes_read.inc(length)
         return Batch(f.source.id, f.path, start, start + length, lines, now_ns(), body)
+
+    @staticmethod
+    def _head_read(f: OpenFile, start: int, body: bytes) -> bytes:
+        """The file's first bytes as far as we have read them, to fingerprint: taken from what
+        we read, not read again (a copytruncate right after our read would leave nothing to
+        read again, and the copy would go unrecognised). Past a first batch, the bytes before
+        it are read again, and used only if the file still holds our batch after them."""
+        if start == 0:
+            return body[:HEAD_BYTES]
+        head = f.read_head()
+        if head[start:] != body[: len(head) - start]:
+            return b""  # cut or rewritten meanwhile: the next look tells
+        return head
 
     def _retire(self, f: OpenFile) -> None:
         log.info(

@@ -17,6 +17,7 @@ from logship.config import (
     HttpSettings,
     LogSettings,
     check_file_path,
+    probe_path,
     settings_config,
 )
 from producer.identity import file_kind
@@ -91,6 +92,7 @@ class ProducerSettings(BaseSettings):
     def _paths_usable(self) -> ProducerSettings:
         given = Path(self.input)
         if not any(ch in str(given.parent) for ch in "*?["):
+            probe_path("input", given)
             if given.is_dir():
                 raise SettingProblem(
                     "input", f"{given} is a directory; give a file or a glob ('{given}/*.log')"

@@ -100,6 +100,58 @@ def test_output_disk_full_pauses_then_resumes(fault_pipe: Pipeline, tiny_disk: P
     assert consumer.running
 
 
+def fill(disk: Path) -> Path:
+    """Fill the disk to its last byte with one file; removing it frees the disk again."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for size in (65536, 4096, 1):
+            with contextlib.suppress(OSError):
+                while os.write(fd, b"\0" * size):
+                    pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_checkpoint_disk_full_holds_a_new_source_until_its_identity_is_saved(
+    fault_pipe: Pipeline, tiny_disk: Path
+) -> None:
+    """The producer's checkpoint disk fills up and a rotation makes a new source: its identity
+    cannot be saved, so nothing of it is published (a crash would give its bytes a second
+    identity, duplicated downstream), and the producer neither exits nor spins. A kill while
+    held, and a disk freed without a restart, both end byte-identical."""
+    pipe = fault_pipe
+    checkpoint = tiny_disk / "producer.checkpoint"
+    pipe.consumer().ready()
+    producer = pipe.producer(checkpoint=checkpoint).ready()
+    data = make_lines(0, 1000)
+    pipe.append(data)
+    assert pipe.wait_for_output(data, timeout=30) == data
+    expected = data
+    for round, restart in enumerate((True, False)):
+        filler = fill(tiny_disk)
+        logged = len(producer.log())
+        pipe.input.rename(pipe.input.with_name(f"input.txt.{round + 1}"))
+        more = make_lines(1000 * (round + 1), 1000 * (round + 2))
+        pipe.append(more)
+        producer.wait_for_event("checkpoint_write_failed", after=logged)
+        time.sleep(1.0)
+        assert producer.running, "a full checkpoint disk must not end the producer"
+        assert pipe.output.read_bytes() == expected, "published before its identity was saved"
+        if restart:
+            producer.kill()
+            filler.unlink()
+            producer = pipe.producer(checkpoint=checkpoint).ready()
+        else:
+            filler.unlink()
+            producer.wait_for_event("checkpoint_write_recovered")
+        expected += more
+        assert pipe.wait_for_output(expected, timeout=30) == expected
+    time.sleep(0.5)
+    assert pipe.output.read_bytes() == expected
+
+
 def test_output_file_size_limit_refused_write_keeps_nothing_unwritten(
     fault_pipe: Pipeline, tmp_path: Path
 ) -> None:

@@ -134,6 +134,33 @@ SETTING_CASES: list[Case] = [
         # the level in lower case is taken: the only complaint is the other setting
         "--batch-max-lines / LOGSHIP_BATCH_MAX_LINES: must be at least 1 (got 0)",
     ),
+    (
+        "consumer",
+        ["replay-ded"],
+        {},
+        "unknown command 'replay-ded': did you mean replay-dead?",
+    ),
+    (
+        "consumer",
+        ["--output", "o" * 300],
+        {},
+        f"--output / LOGSHIP_OUTPUT: {'o' * 300} cannot be used (File name too long); "
+        "give another path",
+    ),
+    (
+        "producer",
+        ["--input", "i" * 300],
+        {},
+        f"--input / LOGSHIP_INPUT: {'i' * 300} cannot be used (File name too long); "
+        "give another path",
+    ),
+    (
+        "producer",
+        [],
+        {"LOGSHIP_CHECKPOINT": "c" * 300},
+        f"--checkpoint / LOGSHIP_CHECKPOINT: {'c' * 300} cannot be used (File name too long); "
+        "give another path",
+    ),
 ]
 
 
@@ -214,3 +241,22 @@ def test_an_unreadable_checkpoint_or_state_names_its_flag(
     line = the_one_error(result, workdir, there_before=path)
     assert line.startswith(f"{flag}: ") and f"{path} is unreadable" in line, line
     assert "move it away to start over" in line
+
+
+def test_a_state_path_that_is_a_directory_names_the_output_flag(workdir: Path) -> None:
+    (workdir / "output.txt.state").mkdir()
+    result = run_in(workdir, "consumer", ["--http.port", "0"])
+    line = the_one_error(result, workdir, there_before="output.txt.state")
+    assert line == (
+        "--output / LOGSHIP_OUTPUT: state file output.txt.state cannot be read (Is a "
+        "directory); move it away, or choose another output"
+    )
+
+
+def test_an_output_the_system_will_not_create_names_the_flag(workdir: Path) -> None:
+    """A plain OSError when the output is opened at start (sysfs refuses new files, even to
+    root; a read-only or full file system alike): the flag, the path, the system's reason."""
+    result = run_in(workdir, "consumer", ["--output", "/sys/output.txt", "--http.port", "0"])
+    line = the_one_error(result, workdir)
+    assert line.startswith("--output / LOGSHIP_OUTPUT: "), line
+    assert "/sys/output.txt" in line or "/sys is not writable" in line, line

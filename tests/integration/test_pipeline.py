@@ -117,9 +117,9 @@ def test_delete_and_recreate_and_missing_at_start(pipe: Pipeline) -> None:
 def test_restart_of_producer_and_consumer_mid_stream(pipe: Pipeline) -> None:
     data = lines(100_000, "restart")
     pipe.append(data[: len(data) // 3])
-    consumer = pipe.consumer()
-    producer = pipe.producer()
-    time.sleep(0.5)
+    consumer = pipe.consumer().ready()  # a SIGTERM before start-up ends is another test's
+    producer = pipe.producer().ready()
+    time.sleep(0.3)
     assert producer.terminate() == 0
     pipe.append(data[len(data) // 3 : 2 * len(data) // 3])
     assert consumer.terminate() == 0

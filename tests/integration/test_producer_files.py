@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import signal
 import time
+import urllib.error
+import urllib.request
 
-from tests.support.pipeline import Pipeline, wait_until
+from tests.support.pipeline import Pipeline, free_port, wait_until
 
 BANNER = b"".join(b"banner line %04d of the application's start\n" % i for i in range(300))
 
@@ -62,3 +64,34 @@ def test_fifo_at_the_input_path_is_refused_and_sigterm_still_stops(pipe: Pipelin
     assert producer.wait(10) == 0
     assert time.monotonic() - started < 5
     assert producer.log().count('"input_not_readable"') == 2, "once per time it appeared"
+
+
+def readyz(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_missing_input_is_said_once_shown_by_readyz_and_followed_once_it_appears(
+    pipe: Pipeline,
+) -> None:
+    """Started before the application wrote its log: one line says what the producer waits for
+    (not one per poll), /readyz names the file and stays 200 (connected, ready to ship), and
+    lines written once the file appears reach the output."""
+    pipe.consumer().ready()
+    port = free_port()
+    producer = pipe.producer("--http.port", str(port), "--poll-interval", "0.05").ready()
+    producer.wait_for_event("waiting_for_input", timeout=10)
+    time.sleep(1.0)  # 20 poll intervals, and ~50 of the quick stats a missing file gets
+    assert producer.log().count('"waiting_for_input"') == 1, producer.log()
+    assert f'"detail": "waiting for {pipe.input} to appear"' in producer.log()
+    assert readyz(port) == (200, f"ready\nwaiting for {pipe.input} to appear\n")
+    lines = b"first line\nsecond line\n"
+    pipe.append(lines)
+    assert pipe.wait_for_output(lines, timeout=30) == lines
+    producer.wait_for_event("input_appeared", timeout=10)
+    assert readyz(port) == (200, "ready\n")
+    assert producer.log().count('"waiting_for_input"') == 1
+    assert producer.terminate() == 0

@@ -194,12 +194,14 @@ class Pipeline:
     def checkpoint(self) -> Path:
         return self.workdir / "producer.checkpoint"
 
-    def producer(self, *extra: str, env: dict[str, str] | None = None) -> Program:
+    def producer(
+        self, *extra: str, env: dict[str, str] | None = None, checkpoint: Path | None = None
+    ) -> Program:
         args = [
             "--input",
             str(self.input),
             "--checkpoint",
-            str(self.checkpoint),
+            str(checkpoint or self.checkpoint),
             "--http.port",
             "0",
             *extra,

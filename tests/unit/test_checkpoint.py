@@ -130,3 +130,46 @@ def test_only_a_source_with_bytes_left_is_resumed(tmp_path: Path) -> None:
     cp.finish(done, 1)
     assert cp.find(1, 2, b"s60033 new file\n") is done  # still a copy's evidence, for the scan
     assert cp.find(1, 2, b"s60033 new file\n", resumable=True) is None
+
+
+def test_published_ends_survive_a_kill_through_the_journal(tmp_path: Path) -> None:
+    """Each batch's end is journalled before it is published; a reload without a checkpoint
+    write in between knows it (a torn last line and unknown sources are skipped); a checkpoint
+    write takes it over and empties the journal."""
+    path = tmp_path / "ck"
+    cp = Checkpoint.load(path)
+    entry = cp.new_source("in.txt", 7, 9, b"first bytes", 0)
+    cp.read_up_to(entry, 100, b"x" * 100)
+    cp.read_up_to(entry, 250, b"y" * 128)
+    journal = cp.own_files()[2]
+    with journal.open("ab") as handle:
+        handle.write(b"gone-source 999 1 " + b"0" * 64 + b"\n" + entry.id.encode() + b" 9999 12")
+    again = Checkpoint.load(path).entries[entry.id]
+    assert (again.offset, again.sent_end, again.sent_sha) == (0, 250, digest(b"y" * 128))
+    assert again.size == 250
+    cp.save()
+    assert journal.read_bytes() == b""
+    saved = Checkpoint.load(path).entries[entry.id]
+    assert (saved.sent_end, saved.sent_len) == (250, 128)
+    cp.close()
+
+
+def test_a_file_shorter_than_what_was_published_is_not_the_source(tmp_path: Path) -> None:
+    data = b"line one\nline two\n"
+    log = tmp_path / "in.txt"
+    log.write_bytes(data)
+    cp = Checkpoint.load(tmp_path / "ck")
+    st = log.stat()
+    entry = cp.new_source(str(log), st.st_dev, st.st_ino, data[:9], 0)
+    cp.read_up_to(entry, len(data), data)
+    fd = os.open(log, os.O_RDONLY)
+    try:
+        assert entry.same_bytes_before(fd)
+        os.truncate(log, 9)
+        assert not entry.same_bytes_before(fd)
+        assert entry.same_bytes_before(fd, shorter_ok=True), "a copy made before we read on"
+        log.write_bytes(b"line one\nline 2!!\n")  # as long, other bytes
+        assert not entry.same_bytes_before(fd, shorter_ok=True)
+    finally:
+        os.close(fd)
+        cp.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from producer.discover import TailSet
-from tests.unit.test_follow import drain, following, lost, make_tails
+from tests.unit.test_follow import drain, following, lost, make_tails, read_all
 
 
 def stopped(tails: TailSet) -> None:
@@ -315,4 +315,186 @@ def test_a_half_line_cut_while_running_and_finished_in_the_copy_is_shipped(
     append(path, b"ne\n")
     out = drain(tails)
     assert out in (b"half a line\n", b"half a li\nne\n"), out
+    assert lost(caplog) == []
+
+
+def test_waiting_for_names_the_input_path_only_while_nothing_of_it_is_left_to_read(
+    tmp_path: Path,
+) -> None:
+    """Missing at start: waited for. Renamed away: not while the old file is drained, again once
+    it is (nothing at the path). Never for a glob, whose paths come and go."""
+    tails = make_tails(tmp_path)
+    tails.check()
+    assert tails.waiting_for() == [str(tmp_path / "in.txt")]
+    append(tmp_path / "in.txt", b"one\n")
+    assert drain(tails) == b"one\n"
+    assert tails.waiting_for() == []
+    append(tmp_path / "in.txt", b"two\n")
+    (tmp_path / "in.txt").rename(tmp_path / "in.txt.1")
+    tails.check()
+    assert tails.waiting_for() == [], "the rotated file still holds a line"
+    assert drain(tails) == b"two\n"
+    assert tails.waiting_for() == [str(tmp_path / "in.txt")]
+    (tmp_path / "g").mkdir()
+    globbed = make_tails(tmp_path / "g", "*.log")
+    globbed.check()
+    assert globbed.waiting_for() == []
+
+
+def sent_not_checkpointed(tmp_path: Path, content: bytes) -> str:
+    """The producer read `content` and published it; the confirms came, but it was killed
+    before its next checkpoint write: the checkpoint says offset 0. Returns the source id."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(content)
+    tails = make_tails(tmp_path)
+    tails.check()  # the identity is saved before anything is published
+    batches = read_all(tails)
+    assert b"".join(b[3] for b in batches) == content
+    tails.close()  # killed: no checkpoint write after the batches went out
+    return batches[0][0]
+
+
+BANNER_1K = b"=" * 1100 + b"\n"  # longer than the fingerprint
+
+
+def test_a_rewrite_while_down_of_bytes_sent_after_the_last_checkpoint_is_a_new_source(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Model chaos seed 332410027: bytes published after the last checkpoint write (the
+    consumer had them) were rewritten in place while the producer was down, keeping the first
+    kilobyte. Taken for the same source from offset 0, the new bytes fell under ranges the
+    consumer already had and were dropped downstream. The journal of published ends tells the
+    rewrite: the new content is a new source, the old unread rest is counted lost."""
+    old_source = sent_not_checkpointed(tmp_path, BANNER_1K + b"old 1\nold 2\n")
+    path = tmp_path / "in.txt"
+    path.write_bytes(BANNER_1K + b"new\n")  # same inode, shorter, same first 1101 bytes
+    tails = make_tails(tmp_path)
+    tails.check()
+    batches = read_all(tails)
+    assert b"".join(b[3] for b in batches) == BANNER_1K + b"new\n"
+    assert all(source != old_source for source, *_ in batches)
+    assert [reason for *_, reason in lost(caplog)] != []
+
+
+def test_a_copy_of_such_a_rewrite_is_shipped_as_a_new_source(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same seed's exact course: the rewrite was then copytruncated (the copy at a rotation
+    name) before the producer came back: the copy is no copy of ours, and ships as new."""
+    old_source = sent_not_checkpointed(tmp_path, BANNER_1K + b"old 1\nold 2\n")
+    path = tmp_path / "in.txt"
+    rewrite = BANNER_1K + b"new\n"
+    path.write_bytes(rewrite)
+    (tmp_path / "in.txt.1").write_bytes(rewrite)
+    os.truncate(path, 0)
+    tails = make_tails(tmp_path)
+    tails.check()
+    batches = read_all(tails)
+    assert b"".join(b[3] for b in batches) == rewrite
+    assert all(source != old_source for source, *_ in batches)
+
+
+def test_bytes_sent_after_the_last_checkpoint_are_resumed_when_the_file_is_unchanged(
+    tmp_path: Path,
+) -> None:
+    """The usual crash: the checkpoint lags what was sent, the file is the same: resumed under
+    the same source from the confirmed offset (the consumer drops what it already has)."""
+    content = BANNER_1K + b"old 1\nold 2\n"
+    old_source = sent_not_checkpointed(tmp_path, content)
+    append(tmp_path / "in.txt", b"more\n")
+    tails = make_tails(tmp_path)
+    tails.check()
+    batches = read_all(tails)
+    assert b"".join(b[3] for b in batches) == content + b"more\n"
+    assert {source for source, *_ in batches} == {old_source}
+
+
+def test_rotations_found_at_start_keep_their_order_after_another_kill(tmp_path: Path) -> None:
+    """Model chaos seed 332410094: at start, the current file got its source before the scan
+    found an older rotation written while we were down (a newer sequence number for the older
+    file). Both were read in the right order, then the producer was killed before a confirm;
+    the next start resumed unfinished sources by sequence number: the newer file first."""
+    path, tails = following(tmp_path, b"a\n")
+    stopped(tails)
+    path.write_bytes(b"c 1\nc 2\n")  # rewritten in place: a new file...
+    path.rename(tmp_path / "in.txt.1")  # ...rotated away while we were down
+    path.write_bytes(b"d 1\n")
+    tails = make_tails(tmp_path)
+    tails.check()
+    read = []
+    while (batch := tails.read()) is not None:  # published, never confirmed
+        read.append(bytes(batch.body))
+    assert b"".join(read) == b"c 1\nc 2\nd 1\n"
+    tails.close()  # killed, then both rotated on while down
+    (tmp_path / "in.txt.1").rename(tmp_path / "in.txt.2")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"e 1\n")
+    assert drain(make_tails(tmp_path)) == b"c 1\nc 2\nd 1\ne 1\n"
+
+
+def test_a_half_line_fingerprint_does_not_claim_a_longer_rotation_as_its_copy(
+    tmp_path: Path,
+) -> None:
+    """Model chaos seed 332410130: at start the current file held 5 bytes, the first of a
+    half line, and became a source fingerprinted by them; a file rotated away while we were
+    down started with the same 5 bytes (every line of that log starts alike) and was taken
+    for a copy of it: shipped by nobody. A copy of a file we hold is no longer than it."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    stopped(tails)
+    append(path, b"s3324 g1 n1\n")
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    append(path, b"s3324 g3 n2\n")
+    path.rename(tmp_path / "in.txt.1")  # the copy of g1 is gone: that loss nobody can prevent
+    path.write_bytes(b"s3324")
+    assert drain(make_tails(tmp_path)) == b"s3324 g3 n2\n"
+
+
+def test_lines_written_before_a_stop_that_did_not_look_again_are_found_after_rotation(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Model chaos seed 332410214: the producer held an empty file (no fingerprint); lines were
+    written and it was stopped before its next look, then the file was rotated away while it
+    was down. Older than the checkpoint, the rotation was no scan's business, and its inode
+    alone was not trusted: shipped by nobody."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    append(path, b"g1 a\ng1 b\n")
+    stopped(tails)  # the checkpoint is written after the lines were
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"g2 a\n")
+    assert drain(make_tails(tmp_path)) == b"g1 a\ng1 b\ng2 a\n"
+    assert lost(caplog) == []
+
+
+def test_rotations_written_while_down_that_start_alike_are_all_shipped_in_order(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Model chaos seed 304082028: the producer had seen half a line ("s3 g") of a file when
+    it was killed; while it was down the file was copytruncated (the copy holds the half line,
+    the rest went to the truncated file, then deleted) and a later file, starting with the same
+    bytes, was rotated away too. The copy, shipped first, took the later file for a copy of
+    itself (its fingerprint is those few bytes): shipped by nobody. The half line is shipped as
+    it is, its rest lost with a file nobody saw."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    append(path, b"s3 g")
+    assert drain(tails) == b""
+    stopped(tails)
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    append(path, b"1 rest\n")
+    path.unlink()
+    path.write_bytes(b"s3 g3 a\ns3 g3 b\n")
+    (tmp_path / "in.txt.1").rename(tmp_path / "in.txt.2")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"s3 g5\n")
+    assert drain(make_tails(tmp_path)) == b"s3 gs3 g3 a\ns3 g3 b\ns3 g5\n"
     assert lost(caplog) == []

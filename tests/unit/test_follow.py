@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from producer.batcher import cut_batch
 from producer.checkpoint import Checkpoint
 from producer.discover import TailSet
 from producer.follow import TailOptions
@@ -669,3 +670,34 @@ def test_what_a_deleted_file_holds_unread_at_stop_is_shipped_or_reported(
     path.unlink()
     tails.report_deleted_unread()
     assert lost(caplog) == [(0, 9, 9, "deleted")]
+
+
+def test_a_copytruncate_right_after_a_read_leaves_the_fingerprint_of_what_was_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Model chaos seed 304082110: a file opened empty (no fingerprint) was read, then
+    copytruncated before the fingerprint was taken by reading the file again: it found nothing,
+    the source stayed without a fingerprint, and the copy was shipped again as a file nobody
+    knew. The fingerprint comes from the bytes read."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    tails.check()
+    path.write_bytes(b"first line\nsecond line\n")
+
+    def copytruncate_then_cut(data: bytes, **limits: Any) -> Any:
+        (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+        os.truncate(path, 0)
+        return cut_batch(data, **limits)
+
+    monkeypatch.setattr("producer.follow.cut_batch", copytruncate_then_cut)
+    assert b"".join(b[3] for b in read_all(tails)) == b"first line\nsecond line\n"
+    monkeypatch.undo()
+    with path.open("ab") as handle:
+        handle.write(b"after\n")
+    assert drain(tails) == b"after\n"
+    # the next rotation's scan for files nobody opened must know the copy
+    (tmp_path / "in.txt.1").rename(tmp_path / "in.txt.2")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"next\n")
+    assert drain(tails) == b"next\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from logship.cli import describe_os_error
 from logship.config import AmqpSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,3 +110,17 @@ def test_corrupted_checkpoint_is_one_line_and_exit_2(tmp_path: Path, content: st
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "checkpoint" in lines[0] and "unreadable" in lines[0], lines
     assert "Traceback" not in result.stderr
+
+
+def test_an_os_error_at_start_names_the_setting_whose_file_it_is_about() -> None:
+    paths = {"input": ["/logs/app.log"], "checkpoint": ["/var/lib/ck"]}
+    tmp = PermissionError(13, "Permission denied", "/var/lib/ck.tmp")  # made from --checkpoint
+    assert describe_os_error(tmp, paths) == (
+        "--checkpoint / LOGSHIP_CHECKPOINT: cannot use /var/lib/ck.tmp (Permission denied); "
+        "give the program's user access, or choose another path"
+    )
+    full = OSError(errno.ENOSPC, "No space left on device", "/logs/app.log")
+    assert describe_os_error(full, paths).startswith("--input / LOGSHIP_INPUT: cannot use ")
+    assert describe_os_error(OSError(errno.EIO, "Input/output error"), paths) == (
+        "Input/output error"
+    )

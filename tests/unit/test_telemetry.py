@@ -60,3 +60,23 @@ async def test_status_serves_what_the_app_provides_as_json() -> None:
     finally:
         await server.stop()
         await plain.stop()
+
+
+async def test_readyz_body_carries_the_detail_lines_in_both_states() -> None:
+    ready = {"value": True}
+    waiting = ["waiting for /logs/input.txt to appear"]
+    server = TelemetryServer(
+        CollectorRegistry(), lambda: ready["value"], "127.0.0.1", 0, detail=lambda: waiting
+    )
+    await server.start()
+    try:
+        assert await get(server.port, "/readyz") == (
+            200,
+            b"ready\nwaiting for /logs/input.txt to appear\n",
+        )
+        ready["value"] = False
+        assert (await get(server.port, "/readyz"))[1].startswith(b"not ready\nwaiting for ")
+        waiting.clear()  # asked again on every request
+        assert await get(server.port, "/readyz") == (503, b"not ready\n")
+    finally:
+        await server.stop()
