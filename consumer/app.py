@@ -159,7 +159,9 @@ class ConsumerApp:
             good: list[tuple[AbstractIncomingMessage, Delivered]] = []
             for message in group:
                 try:
-                    good.append((message, decode(message.headers, message.body)))
+                    good.append(
+                        (message, decode(message.headers, message.body, message.content_encoding))
+                    )
                 except PoisonMessage as error:
                     await self._dead_letter(subscriber, message, error)
             was_holding = self.hold.count

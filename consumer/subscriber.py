@@ -171,6 +171,7 @@ class Subscriber:
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=message.message_id,
                 content_type=message.content_type,
+                content_encoding=message.content_encoding,
                 type=message.type,
             ),
             routing_key=self._settings.routing_key,

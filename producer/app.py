@@ -22,7 +22,7 @@ from producer.follow import TailOptions
 from producer.ledger import AckLedger
 from producer.metrics import ProducerMetrics
 from producer.publisher import Publisher
-from producer.settings import ProducerSettings
+from producer.settings import Compression, ProducerSettings
 
 log = logging.getLogger("logship.producer")
 
@@ -154,6 +154,7 @@ class ProducerApp:
             self.settings.amqp,
             self.metrics,
             publish_timeout=self.settings.publish_timeout,
+            compress=self.settings.compression is Compression.zstd,
         )
         await self.publisher.start()
         # after the topology is declared: a refused one is the only line printed

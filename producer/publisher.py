@@ -12,12 +12,13 @@ from collections import OrderedDict
 
 import aio_pika
 import aiormq.exceptions
+import zstandard
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.exceptions import ChannelInvalidStateError
 
 from logship.amqp import backoff_delays, declare_topology, refusals_explained
 from logship.config import AmqpSettings
-from logship.wire import Batch
+from logship.wire import ZSTD, Batch
 from producer.metrics import ProducerMetrics
 
 log = logging.getLogger("logship.producer.publisher")
@@ -55,9 +56,12 @@ class Publisher:
         metrics: ProducerMetrics,
         *,
         publish_timeout: float,
+        compress: bool = False,
     ) -> None:
         self._connection = connection
         self._settings = settings
+        # level 1: the fast end (see bench/README.md for what it costs and saves)
+        self._compressor = zstandard.ZstdCompressor(level=1) if compress else None
         self._metrics = metrics
         self._timeout = publish_timeout
         self._channel: AbstractRobustChannel | None = None
@@ -97,12 +101,14 @@ class Publisher:
         """Send a batch now (frames leave in submit order); the future completes on its confirm.
         A re-send may put a batch on the wire twice: the consumer's byte ranges absorb that."""
         assert self._exchange is not None, "start() first"
+        body = bytes(batch.body)
         message = aio_pika.Message(
-            bytes(batch.body),
+            self._compressor.compress(body) if self._compressor is not None else body,
             headers=batch.headers(),
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=batch.message_id,
             content_type="application/octet-stream",
+            content_encoding=ZSTD if self._compressor is not None else None,
             type="logship.batch",
         )
         pending = _Pending(batch, message, asyncio.get_running_loop().create_future())
