@@ -60,8 +60,11 @@ def test_the_programs_get_every_node_of_the_cluster(
     for _, _, container in logship_containers(objects):
         env = container_env(objects, container)
         program = container["command"][0]
-        amqp = load_program_settings(program, env, [], tmp_path, monkeypatch).amqp
+        settings = load_program_settings(program, env, [], tmp_path, monkeypatch)
+        amqp = settings.amqp
         assert {n.host for n in amqp.nodes} == wanted and not amqp.declare
+        if program == "logship-producer":
+            assert settings.compression.value == "zstd"
     url = _data(objects, "ConfigMap", "logship-amqp")["LOGSHIP_AMQP__URL"]
     assert {n.port for n in parse_broker_url(url).nodes} == {5672}
 
