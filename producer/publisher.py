@@ -32,6 +32,12 @@ RETRYABLE = (
 )
 
 
+# A refused (nacked) batch is retried within a second at most: the broker is there, and a quorum
+# queue refuses only while it elects a new leader, which takes a second or two after a node loss
+# (a longer pause would only add to the failover gap: tests/fault/test_cluster.py).
+REFUSAL_RETRY_CAP = 1.0
+
+
 class _Pending:
     """A batch between its first send and its confirm."""
 
@@ -71,6 +77,7 @@ class Publisher:
         self._epoch = 0
         self._resend_task: asyncio.Task[None] | None = None
         self._delays = backoff_delays(first=0.1, cap=settings.reconnect_max_delay)
+        self._refusal_delays = backoff_delays(first=0.1, cap=REFUSAL_RETRY_CAP)
 
     async def start(self) -> None:
         channel = await asyncio.wait_for(
@@ -153,6 +160,7 @@ class Publisher:
         self._metrics.confirms.inc()
         self._metrics.lines_confirmed.inc(pending.batch.lines)
         self._delays = backoff_delays(first=0.1, cap=self._settings.reconnect_max_delay)
+        self._refusal_delays = backoff_delays(first=0.1, cap=REFUSAL_RETRY_CAP)
         pending.confirmed.set_result(None)
 
     def _failed(self, epoch: int, batch: Batch, reason: str) -> None:
@@ -168,10 +176,11 @@ class Publisher:
         for pending in self._pending.values():
             if pending.attempt is not None and not pending.attempt.done():
                 pending.attempt.cancel()
-        self._resend_task = asyncio.create_task(self._resend())
+        delays = self._refusal_delays if reason.startswith("refused") else self._delays
+        self._resend_task = asyncio.create_task(self._resend(next(delays)))
 
-    async def _resend(self) -> None:
-        await asyncio.sleep(next(self._delays))
+    async def _resend(self, delay: float) -> None:
+        await asyncio.sleep(delay)
         with contextlib.suppress(TimeoutError):  # not back yet: this round fails, another follows
             await asyncio.wait_for(self._connection.connected.wait(), self._timeout)
         self._resend_task = None

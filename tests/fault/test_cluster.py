@@ -219,7 +219,8 @@ def test_the_node_each_program_is_connected_to_stops_and_both_fail_over(
             node.start()
             cluster.wait_running(len(cluster.nodes))
 
-    stream(pipe, 25, stop_their_nodes)
+    # compressed, as k8s/overlays/k3d-ha runs it
+    stream(pipe, 25, stop_their_nodes, producer_args=("--compression", "zstd"))
 
 
 def test_a_rolling_restart_of_every_node_loses_nothing(
