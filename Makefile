@@ -72,8 +72,9 @@ clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .demo
 
 ## Kubernetes on a laptop (needs Docker, k3d, kubectl, helm): see k8s/README.md#run-on-k3d
-k3d-up k3d-build k3d-monitoring k3d-keda k3d-adapter k3d-drain k3d-status k3d-down k3d-all:
+k3d-up k3d-build k3d-monitoring k3d-keda k3d-adapter k3d-drain k3d-status k3d-down:
 	bash scripts/k3d.sh $(@:k3d-%=%)
 
-k3d-apply:
-	bash scripts/k3d.sh apply $(OVERLAY)
+## the overlay decides which external-metrics backend (KEDA or prometheus-adapter) is installed
+k3d-apply k3d-all:
+	bash scripts/k3d.sh $(@:k3d-%=%) $(OVERLAY)

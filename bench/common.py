@@ -259,7 +259,12 @@ class Topology:
             "--amqp.dead-letter-exchange", f"{self.name}.d",
             "--amqp.dead-letter-queue", f"{self.name}.d",
             "--amqp.queue-type", self.queue_type,
+            "--archive.queue", self.archive,
         ]  # fmt: skip
+
+    @property
+    def archive(self) -> str:
+        return f"{self.name}.a"
 
     def ref_args(self) -> list[str]:
         return ["--url", self.url, "--name", self.name, "--queue-type", self.queue_type]
@@ -274,7 +279,7 @@ class Topology:
             return
         try:
             channel = connection.channel()
-            for queue in (self.name, f"{self.name}.d"):
+            for queue in (self.name, f"{self.name}.d", self.archive):
                 channel.queue_delete(queue)
             for exchange in (self.name, f"{self.name}.d"):
                 channel.exchange_delete(exchange)

@@ -19,6 +19,8 @@ from bench.common import DurableWatcher, Proc, Topology, free_port, python_proc
 LOGSHIP = "logship"
 LOGSHIP_CLASSIC = "logship-classic"
 LOGSHIP_CLUSTER = "logship-cluster"  # the same programs on a three-node cluster of this machine
+LOGSHIP_NO_ARCHIVE = "logship-no-archive"  # what the archive costs: the same run without it
+LOGSHIPS = (LOGSHIP, LOGSHIP_CLASSIC, LOGSHIP_NO_ARCHIVE, LOGSHIP_CLUSTER)
 RAW = "raw-chunk"
 NAIVE = "naive-pika"
 SYSLOG_NG = "syslog-ng"
@@ -47,7 +49,7 @@ class Running:
 
     @property
     def is_logship(self) -> bool:
-        return self.kind in (LOGSHIP, LOGSHIP_CLASSIC, LOGSHIP_CLUSTER)
+        return self.kind in LOGSHIPS
 
     def watcher(self) -> DurableWatcher:
         return DurableWatcher(self.output, logship=self.is_logship)
@@ -162,7 +164,8 @@ def start(
     run = Running(kind, workdir, topology)
     try:
         if run.is_logship:
-            _logship(run, producer_args or [], consumer_args or [])
+            off = ["--no-archive.enabled"] if kind == LOGSHIP_NO_ARCHIVE else []
+            _logship(run, [*off, *(producer_args or [])], [*off, *(consumer_args or [])])
         elif kind == RAW:
             _reference(run, "bench.raw", expect)
         elif kind == NAIVE:

@@ -22,6 +22,7 @@ TARGET_CPU_PER_M = 0.25
 NONE = "-"
 ORDER = [
     pipelines.LOGSHIP,
+    pipelines.LOGSHIP_NO_ARCHIVE,
     pipelines.LOGSHIP_CLASSIC,
     pipelines.LOGSHIP_CLUSTER,
     pipelines.RAW,
@@ -232,7 +233,7 @@ def _max_rss(results: dict[str, Any]) -> dict[str, float]:
     """Highest peak RSS of each logship program over every scenario it ran in."""
     seen: dict[str, float] = {}
     cells: list[dict[str, float]] = []
-    for kind in (pipelines.LOGSHIP, pipelines.LOGSHIP_CLASSIC):
+    for kind in pipelines.LOGSHIPS:
         cells += [r["peak_rss_mb"] for r in results["runs"].get(kind, []) if "peak_rss_mb" in r]
         cells += [c["peak_rss_mb"] for c in results["latency"].get(kind, {}).values()
                   if "peak_rss_mb" in c]  # fmt: skip
@@ -243,6 +244,33 @@ def _max_rss(results: dict[str, Any]) -> dict[str, float]:
         for name, value in cell.items():
             seen[name] = max(seen.get(name, 0.0), value)
     return seen
+
+
+def archive_lines(results: dict[str, Any]) -> str:
+    """What the archive costs the live pipeline (the same run with and without it) and how fast
+    an output is rebuilt from it."""
+    tp = results["throughput"]
+    out = []
+    on = tp.get(pipelines.LOGSHIP, {}).get("lines_per_s")
+    off = tp.get(pipelines.LOGSHIP_NO_ARCHIVE, {}).get("lines_per_s")
+    if on and off:
+        out.append(
+            f"archive cost: {_fmt_rate(on)} lines/s with it, {_fmt_rate(off)} without "
+            f"({(on - off) / off * 100:+.0f} %)"
+        )
+    rebuilt = results.get("rebuild") or {}
+    if "error" in rebuilt:
+        out.append(f"rebuild: failed ({rebuilt['error']})")
+    elif rebuilt:
+        disk = rebuilt["archive_disk_mb_per_million_lines"]
+        out.append(
+            f"rebuild: {_fmt_rate(rebuilt['lines_per_s'])} lines/s from the archive to a "
+            f"durable output ({rebuilt['lines']:,} lines in {rebuilt['seconds']:.1f} s, "
+            f"{rebuilt['cpu_s']:.1f} CPU-s, peak RSS {rebuilt['peak_rss_mb']:.0f} MB, "
+            f"verified={rebuilt['verified']}); archive on disk: "
+            + ("not readable here" if disk is None else f"{disk} MB per million lines")
+        )
+    return "\n" + "\n".join(out) if out else ""
 
 
 def verdict_lines(verdict: dict[str, dict[str, Any]]) -> str:
@@ -264,7 +292,8 @@ def draw(results: dict[str, Any], path: Path) -> None:
     )
     colours = {
         pipelines.LOGSHIP: "#1f77b4", pipelines.LOGSHIP_CLASSIC: "#6baed6",
-        pipelines.LOGSHIP_CLUSTER: "#9467bd",
+        pipelines.LOGSHIP_NO_ARCHIVE: "#9467bd",
+        pipelines.LOGSHIP_CLUSTER: "#8c564b",
         pipelines.RAW: "#2ca02c", pipelines.NAIVE: "#d62728",
         pipelines.SYSLOG_NG: "#ff7f0e", pipelines.CAT: "#7f7f7f",
     }  # fmt: skip

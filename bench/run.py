@@ -21,6 +21,7 @@ THROUGHPUT_ORDER = [
     pipelines.CAT,
     pipelines.RAW,
     pipelines.LOGSHIP,
+    pipelines.LOGSHIP_NO_ARCHIVE,
     pipelines.LOGSHIP_CLASSIC,
     pipelines.LOGSHIP_CLUSTER,
     pipelines.NAIVE,
@@ -48,7 +49,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rates", default="1000,10000,100000")
     p.add_argument("--alarm-grow-mb", type=int, default=1024, help="input growth while blocked")
     p.add_argument("--alarm-hold", type=float, default=15.0, help="seconds the alarm is held")
-    p.add_argument("--only", default="throughput,latency,alarm,failover", help="sections to run")
+    p.add_argument("--only", default="throughput,latency,alarm,rebuild,failover",
+                   help="sections to run")  # fmt: skip
     p.add_argument("--failover-rate", type=int, default=20_000,
                    help="lines/s while the cluster's queue leader is killed")  # fmt: skip
     p.add_argument("--failover-seconds", type=float, default=15.0)
@@ -189,6 +191,19 @@ def _measure(
             results["failover"] = {"error": f"{type(error).__name__}: {error}"}
 
 
+def run_rebuild(args: argparse.Namespace) -> dict[str, Any]:
+    say(f"rebuild of {args.lines:,} lines from the archive")
+    try:
+        data = make_data(args.workdir / f"data-{args.lines}.txt", args.lines)
+        result = scenarios.rebuild(data, args.workdir / "rebuild", url=args.url)
+    except Exception as error:
+        traceback.print_exc()
+        return {"error": f"{type(error).__name__}: {error}"}
+    say(f"  {result['lines_per_s']:,} lines/s in {result['seconds']:.2f} s, "
+        f"verified={result['verified']}")  # fmt: skip
+    return result
+
+
 def _interrupted(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")  # unwinds through every run's stop()
 
@@ -230,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency": {},
         "memory_alarm": None,
         "failover": None,
+        "rebuild": None,
     }
     brokers = Brokers(args)
     try:
@@ -250,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             results["memory_alarm"] = {"error": f"{type(error).__name__}: {error}"}
         shutil.rmtree(args.workdir / "alarm", ignore_errors=True)
+    if "rebuild" in sections:
+        results["rebuild"] = run_rebuild(args)
     results["load_after"] = report.load()
     results["targets"] = report.targets(results)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -269,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{alarm['rss_blocked_max_mb']}, draining max {alarm['rss_draining_max_mb']}; "
             f"drained in {alarm['drain_s']} s, verified={alarm['verified']}"
         )
+    print(report.archive_lines(results))
     print("\ntargets:\n" + report.verdict_lines(results["targets"]))
     out_dir = args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out
     print(f"\nwrote {out_dir}/results.json and results.png in {results['elapsed_s']:.0f} s")
@@ -276,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     failed |= "error" in (results["failover"] or {})
     verified = all(r.get("verified", True) for v in results["runs"].values() for r in v)
     verified &= (results["failover"] or {}).get("verified", True)
+    rebuilt = results["rebuild"] or {}
+    failed = failed or "error" in rebuilt
+    verified = verified and rebuilt.get("verified", True)
     return 1 if failed or not verified else 0
 
 

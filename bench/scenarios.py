@@ -27,10 +27,6 @@ from bench.common import (
 MIN_RATE_LINES_S = 2_000  # a pipeline slower than this on a run is reported as failed
 
 
-def run_is_logship(kind: str) -> bool:
-    return kind in (pipelines.LOGSHIP, pipelines.LOGSHIP_CLASSIC, pipelines.LOGSHIP_CLUSTER)
-
-
 def _cpu_all(run: pipelines.Running, brokers: list[int]) -> dict[str, float]:
     """CPU seconds of each program, and of the broker's nodes together."""
     cpu = {name: proc.cpu() for name, proc in run.procs().items()}
@@ -63,7 +59,7 @@ def throughput(
         kind,
         workdir,
         url=url,
-        expect=0 if run_is_logship(kind) else nbytes,
+        expect=0 if kind in pipelines.LOGSHIPS else nbytes,
         producer_args=producer_args,
         consumer_args=consumer_args,
     )
@@ -287,3 +283,68 @@ def cluster_failover(cluster: Any, workdir: Path, *, rate: int, seconds: float) 
         "failover_gap_s": round(gap, 2),
         "verified": verified,
     }
+
+
+def rebuild(data: Path, workdir: Path, *, url: str) -> dict[str, Any]:
+    """Ship `data` through logship (archive on), then rebuild a second output from the archive
+    alone with `logship-consumer rebuild`: lines/s from the archive to a durable output (process
+    start and the look at the archive's ends included), its CPU and peak RSS, and the archive's
+    size on the broker's disk when the broker's data directory is readable here."""
+    nbytes = data.stat().st_size
+    lines = nbytes // LINE_BYTES
+    timeout = 60 + lines / MIN_RATE_LINES_S
+    run = pipelines.start(pipelines.LOGSHIP, workdir, url=url)
+    try:
+        append_from(data, run.input)
+        watcher = run.watcher()
+
+        def shipped() -> bool:
+            run.check()
+            return watcher.size() >= nbytes
+
+        if not wait_until(shipped, timeout, interval=0.01):
+            raise RuntimeError(f"rebuild: the pipeline did not ship the data in {timeout:.0f} s")
+        assert run.topology is not None
+        disk = stream_disk_bytes(run.topology.archive)
+        target = workdir / "out" / "rebuilt.txt"
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "consumer", "rebuild", "--output", str(target),
+             *run.topology.logship_args()],
+            env={**os.environ, "PYTHONPATH": str(REPO), "LOGSHIP_LOG__FORMAT": "json"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert proc.stderr is not None
+        if proc.returncode != 0:
+            raise RuntimeError(f"rebuild exited {proc.returncode}: {proc.stderr.read()[-2000:]!r}")
+        verified = files_equal(data, target)
+    finally:
+        run.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "lines": lines,
+        "bytes": nbytes,
+        "seconds": round(seconds, 3),
+        "lines_per_s": round(lines / seconds),
+        "mb_per_s": round(nbytes / seconds / 1e6, 1),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+        "peak_rss_mb": round(usage.ru_maxrss * 1024 / 1e6, 1),
+        "archive_disk_bytes": disk,
+        "archive_disk_mb_per_million_lines": (
+            None if disk is None else round(disk / lines * 1e6 / 1e6, 1)
+        ),
+        "verified": verified,
+    }
+
+
+def stream_disk_bytes(stream: str) -> int | None:
+    """The bytes of a stream's segment and index files in the local broker's data directory
+    (`__<name, '.' as '_'>_<id>`), or None when it cannot be read from here."""
+    base = os.environ.get("RABBITMQ_MNESIA_BASE", "/var/lib/rabbitmq/mnesia")
+    found = list(Path(base).glob(f"*/stream/__{stream.replace('.', '_')}_*"))
+    if not found:
+        return None
+    return sum(f.stat().st_size for d in found for f in d.iterdir() if f.is_file())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from consumer.archive import READ_ERRORS, bounds
 from consumer.metrics import ConsumerMetrics
 from consumer.reorder import ReorderHold
 from consumer.settings import ConsumerSettings, FsyncPolicy
@@ -25,6 +26,7 @@ from logship.wire import Delivered, PoisonMessage, decode, now_ns
 log = logging.getLogger("logship.consumer")
 
 OUTPUT_CHECK_INTERVAL = 1.0
+ARCHIVE_CHECK_INTERVAL = 60.0
 
 
 class ConsumerApp:
@@ -87,6 +89,7 @@ class ConsumerApp:
             # room for batches held back for order (at most prefetch of them), so that the ones
             # they wait for can still be delivered
             reserve=self.settings.prefetch if self.settings.reorder_wait else 0,
+            archive=self.settings.archive,
         )
         await self.subscriber.start()
         log.info(
@@ -102,6 +105,9 @@ class ConsumerApp:
             },
         )
         service.spawn(self._watch_queue(), "queue-depth")
+        if self.settings.archive.enabled:
+            self.metrics.archive_max_age.set(self.settings.archive.max_age_seconds())
+            service.spawn(self._watch_archive(connection), "archive-age")
 
     async def main_loop(self) -> None:
         assert self.subscriber is not None, "start() first"
@@ -293,6 +299,26 @@ class ConsumerApp:
                     self.stop.set()
                     return
             await asyncio.sleep(interval)
+
+    async def _watch_archive(self, connection: AbstractRobustConnection) -> None:
+        """The age of the archive's first entry, for the alerts that compare it with its
+        retention (older: retention is not applied; much younger: data went early). One
+        delivery every ARCHIVE_CHECK_INTERVAL; the stream is only read."""
+        while True:
+            try:
+                found = await bounds(
+                    connection,
+                    self.settings.archive.queue,
+                    wait_s=self.settings.amqp.connect_timeout,
+                    last=False,
+                )
+            except READ_ERRORS as error:
+                log.debug("archive_bounds_failed", extra={"error": type(error).__name__})
+            else:
+                if found.first_read_ns is not None:
+                    age = max(0.0, time.time() - found.first_read_ns / 1e9)
+                    self.metrics.archive_oldest_age.set(age)
+            await asyncio.sleep(ARCHIVE_CHECK_INTERVAL)
 
     async def _follow_output(self) -> None:
         """Let go of a rotated output within OUTPUT_CHECK_INTERVAL even when no message comes

@@ -134,3 +134,14 @@ class ConsumerMetrics:
         self.queue_consumers = Gauge(
             "logship_consumer_queue_consumers", "Consumers on the queue, as observed", registry=r
         )
+        self.archive_oldest_age = Gauge(
+            "logship_consumer_archive_oldest_entry_age_seconds",
+            "Age of the archive's first entry (its producer read time), looked at every minute",
+            registry=r,
+        )
+        self.archive_oldest_age.set(float("nan"))  # unknown (no alert compares) until looked at
+        self.archive_max_age = Gauge(
+            "logship_consumer_archive_max_age_seconds",
+            "The archive's retention by age as configured (archive.max-age; 0: archive off)",
+            registry=r,
+        )

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings
 from logship.cli import SettingProblem
 from logship.config import (
     AmqpSettings,
+    ArchiveSettings,
     HttpSettings,
     LogSettings,
     check_file_path,
@@ -64,6 +65,7 @@ class ConsumerSettings(BaseSettings):
         "at once)",
     )
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     http: HttpSettings = Field(default_factory=lambda: HttpSettings(port=9102))
     log: LogSettings = Field(default_factory=LogSettings)
 

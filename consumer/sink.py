@@ -70,6 +70,7 @@ class SavedState:
     ino: int | None
     sources: dict[str, RangeSet]
     touched: dict[str, float]
+    archive: tuple[str, int] | None = None  # (stream, last offset written) of a rebuild
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -112,7 +113,21 @@ def parse_state(raw: bytes) -> SavedState:
         ino=ino,
         sources={str(k): _parse_ranges(v) for k, v in sources.items()},
         touched={str(k): float(v) for k, v in touched.items()},
+        archive=_parse_archive(state.get("archive")),
     )
+
+
+def _parse_archive(value: object) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("stream"), str)
+        or not _is_int(value.get("offset"))
+        or value["offset"] < 0
+    ):
+        raise ValueError("archive is not a stream name and an offset")
+    return value["stream"], value["offset"]
 
 
 def _drop(pieces: list[memoryview], n: int) -> list[memoryview]:
@@ -163,6 +178,9 @@ class Sink:
         self.size = 0
         self.sources: dict[str, RangeSet] = {}
         self._touched_at: dict[str, float] = {}
+        # where a rebuild from the archive stands: (stream, offset of the last message whose
+        # bytes are in the output), recorded in the same state write as those bytes
+        self.archive_position: tuple[str, int] | None = None
 
     def open(self) -> None:
         state = self._load_state()
@@ -178,6 +196,7 @@ class Sink:
             self._save_state()
             return
         self.sources, self._touched_at = state.sources, state.touched
+        self.archive_position = state.archive
         if actual > state.size:
             # also when the inode changed (a copy, a restore): the tail is still unrecorded
             log.warning(
@@ -452,9 +471,10 @@ class Sink:
         except OSError as error:
             log.error("output_rollback_failed", extra={"path": str(self.path), "error": str(error)})
 
-    def commit(self, plan: Plan) -> float:
+    def commit(self, plan: Plan, archive_position: tuple[str, int] | None = None) -> float:
         """Follow a rotated output, append the pieces, fsync (by policy), then record the new
-        size and ranges. Returns the seconds spent in fsync. Raises OSError (disk full, I/O
+        size and ranges (and `archive_position`, the rebuild's place in the archive, in the
+        same write). Returns the seconds spent in fsync. Raises OSError (disk full, I/O
         error): call rollback then."""
         fsync_s = 0.0
         skip = 0  # leading bytes of the plan a copytruncate's copy took while it was written
@@ -480,12 +500,18 @@ class Sink:
                 break
             # cut (copytruncate) between the check and the write, or during it
             skip += self._cut_under_write(plan, skip, held.st_size)
-        if plan.bytes or plan.touched:
+        if plan.bytes or plan.touched or archive_position is not None:
             now = time.time()
             for source in plan.touched:
                 self._touched_at[source] = now
             started = time.monotonic()
-            self._save_state(self.size + plan.bytes - skip)
+            previous = self.archive_position
+            self.archive_position = archive_position or previous
+            try:
+                self._save_state(self.size + plan.bytes - skip)
+            except BaseException:
+                self.archive_position = previous  # a rollback records the old place
+                raise
             self.size += plan.bytes - skip
             for piece in _drop(plan.pieces, skip):
                 self._tail.append(piece)
@@ -522,6 +548,9 @@ class Sink:
             "sources": sources,
             "touched": self._touched_at,
         }
+        if self.archive_position is not None:
+            stream, offset = self.archive_position
+            state["archive"] = {"stream": stream, "offset": offset}
         self._state.write(json.dumps(state, separators=(",", ":")).encode())
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ from aio_pika.abc import (
 from aio_pika.exceptions import ChannelInvalidStateError
 
 from logship.amqp import declare_topology, refusals_explained
-from logship.config import AmqpSettings
+from logship.config import AmqpSettings, ArchiveSettings
 from logship.lenient_decode import undecodable
 from logship.wire import H_DEATH_REASON
 
@@ -38,6 +38,7 @@ class Subscriber:
         *,
         prefetch: int,
         reserve: int = 0,
+        archive: ArchiveSettings | None = None,
     ) -> None:
         """`reserve`: deliveries the broker may send beyond `prefetch`, for batches the consumer
         holds back while it waits for the ones before them (a prefetch change reaches only
@@ -46,6 +47,7 @@ class Subscriber:
         self._settings = settings
         self._prefetch = prefetch
         self._reserve = reserve
+        self._archive = archive
         self.inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -59,7 +61,7 @@ class Subscriber:
             self._connection.channel(publisher_confirms=False), self._settings.connect_timeout
         )
         await channel.set_qos(prefetch_count=self._prefetch + self._reserve)
-        await declare_topology(channel, self._settings)
+        await declare_topology(channel, self._settings, self._archive)
         async with refusals_explained(self._settings):
             # passive: with declaration off, a missing queue is a clear error at start
             self._queue = await channel.get_queue(self._settings.queue, ensure=True)

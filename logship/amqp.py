@@ -18,7 +18,7 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from yarl import URL
 
-from logship.config import AmqpSettings, QueueType
+from logship.config import AmqpSettings, ArchiveSettings, QueueType
 from logship.connection_metrics import ConnectionMetrics
 from logship.nodes import Node, NodeRing
 
@@ -175,6 +175,9 @@ def _queue_hint(arg: str, current: str | None) -> str:
         "x-delivery-limit": "--amqp.delivery-limit",
         "x-dead-letter-exchange": "--amqp.dead-letter-exchange",
         "x-quorum-initial-group-size": "--amqp.quorum-initial-group-size",
+        "x-max-age": "--archive.max-age",
+        "x-max-length-bytes": "--archive.max-bytes",
+        "x-stream-max-segment-size-bytes": "--archive.segment-bytes",
     }.get(arg)
     if flag is not None and current is not None:
         return f"delete it or set {flag} {current}"
@@ -396,13 +399,31 @@ def replica_arguments(settings: AmqpSettings) -> dict[str, Any]:
     return {"x-quorum-initial-group-size": settings.quorum_initial_group_size}
 
 
-async def declare_topology(channel: AbstractChannel, settings: AmqpSettings) -> None:
-    """Exchange `logs` → queue `logs` (quorum by default) with a dead-letter exchange and queue.
-    With `declare` off nothing is declared: each side then checks passively what it needs."""
+async def declare_topology(
+    channel: AbstractChannel, settings: AmqpSettings, archive: ArchiveSettings | None = None
+) -> None:
+    """Exchange `logs` → queue `logs` (quorum by default) with a dead-letter exchange and queue,
+    and, when the archive is on, → stream `logs.archive` beside it (same routing key: every
+    published batch lands in both). With `declare` off nothing is declared: each side then checks
+    passively what it needs."""
     if not settings.declare:
         return
     async with refusals_explained(settings):
         await _declare(channel, settings)
+        if archive is not None and archive.enabled:
+            await declare_archive(channel, settings, archive)
+
+
+async def declare_archive(
+    channel: AbstractChannel, settings: AmqpSettings, archive: ArchiveSettings
+) -> None:
+    """The archive stream, bound to the exchange with the work queue's routing key. A stream is
+    replicated on every node of a cluster by default, as the quorum work queue is."""
+    exchange = await channel.declare_exchange(
+        settings.exchange, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    stream = await channel.declare_queue(archive.queue, durable=True, arguments=archive.arguments())
+    await stream.bind(exchange, routing_key=settings.routing_key)
 
 
 async def _declare(channel: AbstractChannel, settings: AmqpSettings) -> None:

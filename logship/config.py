@@ -4,10 +4,11 @@ a clear single-line error."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 from urllib.parse import quote
 
 from pydantic import (
@@ -188,6 +189,65 @@ class AmqpSettings(BaseModel):
         user = self.username if self.username is not None else (broker.username or "guest")
         hosts = ",".join(str(n) for n in broker.nodes)
         return f"{broker.scheme}://{user}:***@{hosts}{broker.path or '/'}"
+
+
+MAX_AGE = re.compile(r"^[1-9][0-9]{0,8}(Y|M|D|h|m|s)$")
+
+
+class ArchiveSettings(BaseModel):
+    """The archive: a stream queue bound beside the work queue that keeps every published batch
+    for a retention period, so an output can be rebuilt (`logship-consumer rebuild`). Declared
+    with the rest of the topology by both programs; the stream's arguments are fixed at its first
+    declaration (change them by deleting it, or by a broker policy)."""
+
+    enabled: bool = Field(
+        default=True, description="keep every batch in a stream queue too (see rebuild)"
+    )
+    queue: str = Field(
+        default="logs.archive",
+        min_length=1,
+        max_length=255,
+        description="stream queue that keeps the archive, bound beside the work queue",
+        json_schema_extra={"metavar": "NAME"},
+    )
+    max_age: str = Field(
+        default="7D",
+        description="how long batches are kept: a number and Y, M, D, h, m or s (x-max-age)",
+        json_schema_extra={"metavar": "AGE"},
+    )
+    max_bytes: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="size the archive is kept under, oldest segments dropped first",
+        json_schema_extra={"unset": "no size limit"},
+    )
+    segment_bytes: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="size of one stream segment: retention drops whole segments",
+        json_schema_extra={"unset": "the broker's (500 MB)"},
+    )
+
+    @field_validator("max_age")
+    @classmethod
+    def _age(cls, value: str) -> str:
+        if not MAX_AGE.match(value):
+            raise ValueError(
+                f"must be a number and a unit, Y, M, D, h, m or s, like 7D or 12h (got {value!r})"
+            )
+        return value
+
+    def max_age_seconds(self) -> float:
+        """`max_age` in seconds (a month is 30 days, a year 365, as near as alerts need)."""
+        unit = {"s": 1, "m": 60, "h": 3600, "D": 86400, "M": 30 * 86400, "Y": 365 * 86400}
+        return float(int(self.max_age[:-1]) * unit[self.max_age[-1]])
+
+    def arguments(self) -> dict[str, Any]:
+        """The stream's declare arguments."""
+        arguments: dict[str, Any] = {"x-queue-type": "stream", "x-max-age": self.max_age}
+        if self.max_bytes is not None:
+            arguments["x-max-length-bytes"] = self.max_bytes
+        if self.segment_bytes is not None:
+            arguments["x-stream-max-segment-size-bytes"] = self.segment_bytes
+        return arguments
 
 
 class HttpSettings(BaseModel):

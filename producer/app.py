@@ -155,6 +155,7 @@ class ProducerApp:
             self.metrics,
             publish_timeout=self.settings.publish_timeout,
             compress=self.settings.compression is Compression.zstd,
+            archive=self.settings.archive,
         )
         await self.publisher.start()
         # after the topology is declared: a refused one is the only line printed

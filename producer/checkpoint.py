@@ -69,6 +69,10 @@ class SourceEntry:
     # (a half line), which tell it after a restart wherever a rotation moved it
     seen_len: int = 0
     seen_sha: str = ""
+    # its file is no longer the one at its path (renamed away, or the copy copytruncate made):
+    # nobody copies a rotated file, so after a restart it is found by its inode or not at all,
+    # never by content (a short fingerprint starts many later files)
+    rotated: bool = False
 
     @property
     def drained(self) -> bool:
@@ -190,6 +194,7 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "sent_sha": (str,),
     "seen_len": (int,),
     "seen_sha": (str,),
+    "rotated": (bool,),
 }
 _REQUIRED = ("id", "path", "dev", "ino", "head_len", "head_sha", "offset", "seq")
 
@@ -442,6 +447,12 @@ class Checkpoint:
     def relocate(self, entry: SourceEntry, dev: int, ino: int) -> None:
         """The source's bytes now live in another file (the copy copytruncate made)."""
         entry.dev, entry.ino = dev, ino
+        self.mark_rotated(entry)
+
+    def mark_rotated(self, entry: SourceEntry) -> None:
+        """Its file is a rotated one now (see SourceEntry.rotated)."""
+        if not entry.rotated:
+            entry.rotated = True
         self.dirty = True
 
     def read_up_to(self, entry: SourceEntry, end: int, before: bytes) -> None:

@@ -191,6 +191,8 @@ class TailSet:
                     return None
                 if opened is not None:
                     return opened
+        if entry.rotated:
+            return _LOST  # nobody copies a rotated file: gone with its inode
         for path, st in files:
             if (st.st_dev, st.st_ino) in taken or not self._is_rotation(entry.path, path):
                 continue

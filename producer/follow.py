@@ -270,16 +270,23 @@ class FileTail:
             extra={"path": path, "source": entry.id, "offset": entry.offset},
         )
         entry.updated = time.time()  # being read again: not stale, whenever it was finished
+        if os.path.abspath(path) != os.path.abspath(entry.path):
+            self._checkpoint.mark_rotated(entry)
         self.files.append(OpenFile.at(fd, path, st, entry, entry.offset, time.monotonic()))
 
     # -- checking for rotation and truncation ------------------------------------------------------
 
     def check(self) -> None:
         """stat the path and decide from inode, size and offset; watch events are only a hint."""
+        looked_at = file_clock_ns()
         try:
             st: os.stat_result | None = os.stat(self.path)
         except (FileNotFoundError, NotADirectoryError):
             st = None
+        if st is None and not self.files and self.scan_since is None:
+            # nothing at the path: a file created and rotated away before our next look is
+            # found by the scan for rotations written since this one
+            self.scan_since = looked_at
         current = self.files[-1] if self.files else None
         if current is not None and current.rotated_at is None:
             if st is None or (st.st_dev, st.st_ino) != (current.dev, current.ino):
@@ -507,6 +514,7 @@ class FileTail:
         """The path no longer names the file: drain it (within the grace), and look for files
         created and rotated away between our last look and this one."""
         f.rotated_at = time.monotonic()
+        self._checkpoint.mark_rotated(f.source)
         self._metrics.rotations.inc()
         log.info(
             "file_rotated",
@@ -558,6 +566,7 @@ class FileTail:
             head = os.pread(fd, HEAD_BYTES, 0)
             entry = self._checkpoint.new_source(self.path, st.st_dev, st.st_ino, head, 0)
             log.info("rotation_never_opened", extra={"path": path, "source": entry.id})
+            self._checkpoint.mark_rotated(entry)
             opened = OpenFile.at(fd, path, st, entry, 0, time.monotonic())
             adopted.append((st.st_mtime_ns, age_key, [opened]))
             # a later one starting with its (maybe short) fingerprint is no copy of it unless it

@@ -17,7 +17,7 @@ from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobust
 from aio_pika.exceptions import ChannelInvalidStateError
 
 from logship.amqp import backoff_delays, declare_topology, refusals_explained
-from logship.config import AmqpSettings
+from logship.config import AmqpSettings, ArchiveSettings
 from logship.wire import ZSTD, Batch
 from producer.metrics import ProducerMetrics
 
@@ -63,6 +63,7 @@ class Publisher:
         *,
         publish_timeout: float,
         compress: bool = False,
+        archive: ArchiveSettings | None = None,
     ) -> None:
         self._connection = connection
         self._settings = settings
@@ -70,6 +71,7 @@ class Publisher:
         self._compressor = zstandard.ZstdCompressor(level=1) if compress else None
         self._metrics = metrics
         self._timeout = publish_timeout
+        self._archive = archive
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
@@ -84,7 +86,7 @@ class Publisher:
             self._connection.channel(publisher_confirms=True, on_return_raises=True),
             self._settings.connect_timeout,
         )
-        await declare_topology(channel, self._settings)
+        await declare_topology(channel, self._settings, self._archive)
         # With declaration switched off this is a passive check: a missing exchange is a clear
         # error at start, not a NOT_FOUND at the first publish.
         async with refusals_explained(self._settings):

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings
 from logship.cli import SettingProblem
 from logship.config import (
     AmqpSettings,
+    ArchiveSettings,
     HttpSettings,
     LogSettings,
     check_file_path,
@@ -95,6 +96,7 @@ class ProducerSettings(BaseSettings):
         "orchestrator's grace period)",
     )
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     http: HttpSettings = Field(default_factory=lambda: HttpSettings(port=9101))
     log: LogSettings = Field(default_factory=LogSettings)
 

@@ -231,7 +231,11 @@ def test_manifest_entrypoints_ship_lines_through_the_shared_broker(
     tmp_path: Path, topology: Topology, processes: list[Process]
 ) -> None:
     pytest.importorskip("pika")
-    names = {"logs": topology.prefix, "logs.dead": f"{topology.prefix}.dead"}
+    names = {
+        "logs": topology.prefix,
+        "logs.dead": f"{topology.prefix}.dead",
+        "logs.archive": topology.archive,
+    }
     declare_definitions_topology(topology.url, names)
     entries = entrypoints(OVERLAY)
     producer, consumer = entries["logship-producer"], entries["logship-consumer"]

@@ -157,6 +157,7 @@ def _localize(expr: str, topology: Topology) -> str:
     """The shipped queries name queue `logs`; the test's topology has its own names."""
     return (
         expr.replace('queue="logs.dead"', f'queue="{topology.dead_queue}"')
+        .replace('queue="logs.archive"', f'queue="{topology.archive}"')
         .replace('queue="logs"', f'queue="{topology.queue}"')
         .replace("$__rate_interval", "1m")
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -15,6 +15,7 @@ def private_node(
     name: str | None = None,
     tls: bool = False,
     prometheus: bool = False,
+    extra_config: Sequence[str] = (),
 ) -> Iterator[RabbitNode]:
     """Yield a started private node, stopped afterwards; skip if RabbitMQ is not installed.
 
@@ -29,5 +30,7 @@ def private_node(
     except RabbitNodeError as exc:
         pytest.skip(str(exc))
     base = tmp_path_factory.mktemp(name or "rabbit")
-    with RabbitNode(base, name=name, tls=tls, prometheus=prometheus) as node:
+    with RabbitNode(
+        base, name=name, tls=tls, prometheus=prometheus, extra_config=extra_config
+    ) as node:
         yield node

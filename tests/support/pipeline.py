@@ -59,6 +59,10 @@ class Topology:
     def dead_queue(self) -> str:
         return f"{self.prefix}.dead"
 
+    @property
+    def archive(self) -> str:
+        return f"{self.prefix}.archive"
+
     def env(self) -> dict[str, str]:
         return {
             "LOGSHIP_AMQP__URL": self.url,
@@ -68,6 +72,7 @@ class Topology:
             "LOGSHIP_AMQP__DEAD_LETTER_EXCHANGE": f"{self.prefix}.dead",
             "LOGSHIP_AMQP__DEAD_LETTER_QUEUE": f"{self.prefix}.dead",
             "LOGSHIP_AMQP__QUEUE_TYPE": self.queue_type,
+            "LOGSHIP_ARCHIVE__QUEUE": self.archive,
         }
 
     def delete(self) -> None:
@@ -80,7 +85,7 @@ class Topology:
             return
         try:
             channel = connection.channel()
-            for queue in (self.queue, self.dead_queue):
+            for queue in (self.queue, self.dead_queue, self.archive):
                 channel.queue_delete(queue)
             for exchange in (self.prefix, f"{self.prefix}.dead"):
                 channel.exchange_delete(exchange)

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -135,13 +135,17 @@ class RabbitNode:
         prometheus: bool = False,
         cookie: str | None = None,
         extra_config: Sequence[str] = (),
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self._name = name or f"logship-{uuid.uuid4().hex[:8]}"
         self._tls = tls
         self._prometheus = prometheus
         # nodes of one cluster share a cookie; a lone node gets its own
         self._cookie = cookie or uuid.uuid4().hex.upper()
-        self._extra_config = list(extra_config)
+        # rabbitmq.conf lines appended to the node's own, e.g. a deployment's memory settings
+        self._extra_config = tuple(extra_config)
+        # environment of the server and the CLI on top of the node's own, e.g. RABBITMQ_LOG_BASE
+        self._extra_env = dict(extra_env or {})
         self._scripts = find_scripts_dir()
         self._dir = Path(base_dir) / self._name
         self._ports: dict[str, int] = {}
@@ -459,6 +463,7 @@ class RabbitNode:
             ERL_CRASH_DUMP=str(self._dir / "log" / "erl_crash.dump"),
             RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
         )
+        env.update(self._extra_env)
         return env
 
     def _prepare_files(self) -> None:
@@ -490,7 +495,6 @@ class RabbitNode:
             "collect_statistics_interval = 1000",
             "log.file.level = info",
             "log.console = false",
-            *self._extra_config,
         ]
         if self._prometheus:
             lines += [
@@ -508,4 +512,5 @@ class RabbitNode:
                 "ssl_options.verify = verify_none",
                 "ssl_options.fail_if_no_peer_cert = false",
             ]
+        lines += self._extra_config
         (self._dir / "rabbitmq.conf").write_text("\n".join(lines) + "\n")

@@ -498,3 +498,30 @@ def test_rotations_written_while_down_that_start_alike_are_all_shipped_in_order(
     path.write_bytes(b"s3 g5\n")
     assert drain(make_tails(tmp_path)) == b"s3 gs3 g3 a\ns3 g3 b\ns3 g5\n"
     assert lost(caplog) == []
+
+
+def test_a_rotated_file_gone_while_down_is_not_found_again_in_a_file_starting_alike(
+    tmp_path: Path,
+) -> None:
+    """Model chaos seed 501464164: the producer had shipped a copytruncate copy holding a half
+    line ("s5014", which was all its fingerprint) and kept it open for late writes; while it
+    was down the copy was replaced by the next rotation, starting with the same bytes, which
+    was taken for a copy of the copy and read from the old offset: a line shipped without its
+    first bytes. Nobody copies a rotated file: after a restart it is found by its inode or not
+    at all."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path, rotation_grace=60.0)
+    assert drain(tails) == b""
+    append(path, b"s5014")
+    assert drain(tails) == b""  # seen, not read: a half line
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    append(path, b"s5015 g5 a\n")
+    # the copy's half line ships once the writer has moved on; the copy is kept for late writes
+    assert drain(tails) == b"s5014s5015 g5 a\n"
+    stopped(tails)
+    path.write_bytes(b"s5014 g6 b\n")  # rewritten in place, then rotated over the copy
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"")
+    assert drain(make_tails(tmp_path)) == b"s5014 g6 b\n"

@@ -701,3 +701,18 @@ def test_a_copytruncate_right_after_a_read_leaves_the_fingerprint_of_what_was_re
     path.rename(tmp_path / "in.txt.1")
     path.write_bytes(b"next\n")
     assert drain(tails) == b"next\n"
+
+
+def test_a_file_created_and_rotated_away_while_the_input_was_missing_is_shipped(
+    tmp_path: Path,
+) -> None:
+    """Seen in CI under load (test_rotation_by_rename_and_create): the producer waited for a
+    missing input; the file was created, written and renamed away before its next look. No
+    file had been opened, so no rotation scan ran: the file was shipped by nobody."""
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""  # waiting for in.txt
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"gen0 a\n")
+    path.rename(tmp_path / "in.txt.0")
+    path.write_bytes(b"gen1 a\n")
+    assert drain(tails) == b"gen0 a\ngen1 a\n"

@@ -14,7 +14,8 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from consumer.__main__ import EPILOG as CONSUMER_EPILOG
-from consumer.__main__ import REPLAY_EPILOG
+from consumer.__main__ import REBUILD_EPILOG, REPLAY_EPILOG
+from consumer.rebuild_settings import RebuildSettings
 from consumer.replay import ReplaySettings
 from consumer.settings import ConsumerSettings
 from logship.cli import cli_source, default_text, fields, metavar
@@ -27,9 +28,10 @@ PROGRAMS: dict[str, tuple[type[BaseSettings], str]] = {
     "producer": (ProducerSettings, PRODUCER_EPILOG),
     "consumer": (ConsumerSettings, CONSUMER_EPILOG),
     "replay-dead": (ReplaySettings, REPLAY_EPILOG),
+    "rebuild": (RebuildSettings, REBUILD_EPILOG),
 }
 READABLE_METAVARS = re.compile(
-    r"^(PATH|PATH\|GLOB|URL|USER|PASSWORD|HOST|PORT|NAME|KEY|N|BYTES|SECONDS|\{[a-z,]+\})$"
+    r"^(PATH|PATH\|GLOB|URL|USER|PASSWORD|HOST|PORT|NAME|KEY|N|BYTES|SECONDS|AGE|TIME|\{[a-z,]+\})$"
 )
 PYTHON_WORDS = re.compile(r"\b(SecretStr|Path|str|int|float|bool|None|NoneType|PosixPath)\b")
 
@@ -86,6 +88,7 @@ def test_consumer_help_lists_its_subcommand() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert re.search(r"^  replay-dead +\S", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^  rebuild +\S", result.stdout, re.MULTILINE), result.stdout
     assert "--output PATH" in result.stdout and "(default: 9102)" in result.stdout
 
 

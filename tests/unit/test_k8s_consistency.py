@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings
 from consumer.metrics import ConsumerMetrics
 from consumer.settings import ConsumerSettings
 from logship.amqp import queue_arguments
-from logship.config import load_settings
+from logship.config import ArchiveSettings, load_settings
 from logship.telemetry import TelemetryServer
 from producer.metrics import ProducerMetrics
 from producer.settings import ProducerSettings
@@ -447,6 +447,9 @@ def test_definitions_declare_the_topology_the_code_declares(
     bindings = {(b["source"], b["destination"], b["routing_key"]) for b in defs["bindings"]}
     assert (amqp.exchange, amqp.queue, amqp.routing_key) in bindings
     assert (amqp.dead_letter_exchange, amqp.dead_letter_queue, "#") in bindings
+    archive = ArchiveSettings()  # the programs' defaults: the manifests do not change them
+    assert queues[archive.queue]["arguments"] == archive.arguments()
+    assert (amqp.exchange, archive.queue, amqp.routing_key) in bindings
 
 
 def test_each_program_has_only_the_permissions_it_needs() -> None:
@@ -456,7 +459,8 @@ def test_each_program_has_only_the_permissions_it_needs() -> None:
     permissions = {p["user"]: p for p in defs["permissions"]}
     expected = {
         "logship-producer": {"configure": "", "write": "^logs$", "read": ""},
-        "logship-consumer": {"configure": "", "write": "", "read": "^logs$"},
+        # the archive too: the consumer watches its oldest entry's age (alerts), reads no more
+        "logship-consumer": {"configure": "", "write": "", "read": "^logs(\\.archive)?$"},
     }
     for program, wanted in expected.items():
         secret = _data(objects, "Secret", f"{program}-amqp")
@@ -467,6 +471,8 @@ def test_each_program_has_only_the_permissions_it_needs() -> None:
         assert granted == wanted
     # The regular expressions name exactly one object: not the dead-letter ones too.
     assert re.search("^logs$", "logs") and not re.search("^logs$", "logs.dead")
+    reads = "^logs(\\.archive)?$"
+    assert re.search(reads, "logs.archive") and not re.search(reads, "logs.dead")
 
 
 def test_keda_connects_as_the_consumer_to_the_configured_broker() -> None:

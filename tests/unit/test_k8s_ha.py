@@ -13,7 +13,6 @@ import yaml
 from logship.amqp import queue_arguments
 from logship.nodes import parse_broker_url
 from tests.unit.test_k8s_consistency import (
-    _consumer_amqp,
     _data,
     container_env,
     definitions,
@@ -72,8 +71,12 @@ def test_the_programs_get_every_node_of_the_cluster(
 def test_topology_resources_declare_what_the_code_declares(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    amqp = _consumer_amqp(tmp_path, monkeypatch)
     objects = render(HA)
+    consumer = next(c for _, _, c in logship_containers(objects) if "consumer" in c["command"][0])
+    settings = load_program_settings(
+        "logship-consumer", container_env(objects, consumer), [], tmp_path, monkeypatch
+    )
+    amqp, archive = settings.amqp, settings.archive
     queues, exchanges = of_kind(objects, "Queue"), of_kind(objects, "Exchange")
     main = queues[amqp.queue]
     code = queue_arguments(amqp)
@@ -81,6 +84,9 @@ def test_topology_resources_declare_what_the_code_declares(
     assert main["arguments"] == code
     assert queues[amqp.dead_letter_queue]["type"] == amqp.queue_type.value
     assert "arguments" not in queues[amqp.dead_letter_queue]
+    stream = dict(archive.arguments())
+    assert queues[archive.queue]["type"] == stream.pop("x-queue-type")
+    assert queues[archive.queue]["arguments"] == stream
     assert exchanges[amqp.exchange]["type"] == "direct"
     assert exchanges[amqp.dead_letter_exchange]["type"] == "fanout"
     everything = [*queues.values(), *exchanges.values()]
@@ -91,6 +97,7 @@ def test_topology_resources_declare_what_the_code_declares(
     }
     assert bindings == {
         (amqp.exchange, amqp.queue, amqp.routing_key),
+        (amqp.exchange, archive.queue, amqp.routing_key),
         (amqp.dead_letter_exchange, amqp.dead_letter_queue, "#"),
     }
     for kind in ("Queue", "Exchange", "Binding", "User", "Permission", "Vhost", "Policy"):

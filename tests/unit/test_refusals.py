@@ -45,6 +45,12 @@ PRECONDITION = aiormq.exceptions.ChannelPreconditionFailed
             "wanted): delete it or set --amqp.dead-letter-exchange to another name",
         ),
         (
+            "PRECONDITION_FAILED - inequivalent arg 'x-max-age' for queue 'logs.archive' in "
+            "vhost '/': received '1D' but current is '7D'",
+            "queue 'logs.archive' exists with different arguments (x-max-age: '7D' there, '1D' "
+            "wanted): delete it or set --archive.max-age 7D",
+        ),
+        (
             "PRECONDITION_FAILED - something new",
             "broker refused the topology: something new",
         ),
