@@ -1,6 +1,7 @@
 """The pipelines under test, each started the same way on an empty input: logship (quorum or
-classic), the raw chunk pipeline, the naive pika pair, syslog-ng, and a plain cat+fsync copy.
-A pipeline knows how to start, when it is ready, how many output bytes are durable, how to stop."""
+classic, one node or a three-node cluster), the raw chunk pipeline, the naive pika pair,
+syslog-ng, and a plain cat+fsync copy. A pipeline knows how to start, when it is ready, how many
+output bytes are durable, how to stop."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from bench.common import DurableWatcher, Proc, Topology, free_port, python_proc
 
 LOGSHIP = "logship"
 LOGSHIP_CLASSIC = "logship-classic"
+LOGSHIP_CLUSTER = "logship-cluster"  # the same programs on a three-node cluster of this machine
 LOGSHIP_NO_ARCHIVE = "logship-no-archive"  # what the archive costs: the same run without it
-LOGSHIPS = (LOGSHIP, LOGSHIP_CLASSIC, LOGSHIP_NO_ARCHIVE)
+LOGSHIPS = (LOGSHIP, LOGSHIP_CLASSIC, LOGSHIP_NO_ARCHIVE, LOGSHIP_CLUSTER)
 RAW = "raw-chunk"
 NAIVE = "naive-pika"
 SYSLOG_NG = "syslog-ng"

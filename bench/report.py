@@ -24,6 +24,7 @@ ORDER = [
     pipelines.LOGSHIP,
     pipelines.LOGSHIP_NO_ARCHIVE,
     pipelines.LOGSHIP_CLASSIC,
+    pipelines.LOGSHIP_CLUSTER,
     pipelines.RAW,
     pipelines.NAIVE,
     pipelines.SYSLOG_NG,
@@ -156,6 +157,34 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join("| " + " | ".join(str(c) for c in row) + " |" for row in rows)
 
 
+def cluster_lines(results: dict[str, Any]) -> str:
+    """The cost of replication in words: the cluster beside the single node, broker CPU included,
+    and the failover gap. Empty when the cluster was not measured."""
+    tp = results["throughput"]
+    one, three = tp.get(pipelines.LOGSHIP, {}), tp.get(pipelines.LOGSHIP_CLUSTER, {})
+    lines = []
+    if one.get("ok") and three.get("ok"):
+        cpu1, cpu3 = one["cpu_s_per_million_lines"], three["cpu_s_per_million_lines"]
+        rate1, rate3 = one["lines_per_s"], three["lines_per_s"]
+        lines.append(
+            f"cluster (3 nodes on this machine) vs one node: {_fmt_rate(rate3)} vs "
+            f"{_fmt_rate(rate1)} lines/s ({rate3 / rate1:.0%}); "
+            f"CPU-s per million lines producer {cpu3.get('producer', 0):.3f} vs "
+            f"{cpu1.get('producer', 0):.3f}, consumer {cpu3.get('consumer', 0):.3f} vs "
+            f"{cpu1.get('consumer', 0):.3f}, broker nodes together {cpu3.get('broker', 0):.3f} "
+            f"vs {cpu1.get('broker', 0):.3f}"
+        )
+    failover = results.get("failover") or {}
+    if "failover_gap_s" in failover:
+        lines.append(
+            f"failover gap when the queue leader is killed at {failover['rate']:,} lines/s: "
+            f"{failover['failover_gap_s']} s, verified={failover['verified']}"
+        )
+    elif "error" in failover:
+        lines.append(f"failover: failed ({failover['error']})")
+    return "\n".join(lines)
+
+
 def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each target of issue 8 with the measured value and whether it is met."""
     tp = results["throughput"]
@@ -264,6 +293,7 @@ def draw(results: dict[str, Any], path: Path) -> None:
     colours = {
         pipelines.LOGSHIP: "#1f77b4", pipelines.LOGSHIP_CLASSIC: "#6baed6",
         pipelines.LOGSHIP_NO_ARCHIVE: "#9467bd",
+        pipelines.LOGSHIP_CLUSTER: "#8c564b",
         pipelines.RAW: "#2ca02c", pipelines.NAIVE: "#d62728",
         pipelines.SYSLOG_NG: "#ff7f0e", pipelines.CAT: "#7f7f7f",
     }  # fmt: skip
@@ -293,6 +323,10 @@ def draw(results: dict[str, Any], path: Path) -> None:
     right.set_ylabel("append → durable output, ms (log scale)")
     right.set_title("Latency at a steady rate (p50 solid, p99 light)")
     right.legend(fontsize=7, ncol=2)
+    gap = (results.get("failover") or {}).get("failover_gap_s")
+    if gap is not None:
+        fig.suptitle(f"{pipelines.LOGSHIP_CLUSTER}: failover gap {gap} s when the queue leader "
+                     "is killed", fontsize=9)  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -23,11 +23,19 @@ THROUGHPUT_ORDER = [
     pipelines.LOGSHIP,
     pipelines.LOGSHIP_NO_ARCHIVE,
     pipelines.LOGSHIP_CLASSIC,
+    pipelines.LOGSHIP_CLUSTER,
     pipelines.NAIVE,
     pipelines.SYSLOG_NG,
 ]
 SLOW = (pipelines.NAIVE, pipelines.SYSLOG_NG)
-LATENCY_ORDER = [pipelines.LOGSHIP, pipelines.RAW, pipelines.NAIVE, pipelines.SYSLOG_NG]
+LATENCY_ORDER = [
+    pipelines.LOGSHIP,
+    pipelines.LOGSHIP_CLUSTER,
+    pipelines.RAW,
+    pipelines.NAIVE,
+    pipelines.SYSLOG_NG,
+]
+CLUSTER_RATE = 10_000  # the one latency rate measured on the cluster (the issue's)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -41,7 +49,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rates", default="1000,10000,100000")
     p.add_argument("--alarm-grow-mb", type=int, default=1024, help="input growth while blocked")
     p.add_argument("--alarm-hold", type=float, default=15.0, help="seconds the alarm is held")
-    p.add_argument("--only", default="throughput,latency,alarm,rebuild", help="sections to run")
+    p.add_argument("--only", default="throughput,latency,alarm,rebuild,failover",
+                   help="sections to run")  # fmt: skip
+    p.add_argument("--failover-rate", type=int, default=20_000,
+                   help="lines/s while the cluster's queue leader is killed")  # fmt: skip
+    p.add_argument("--failover-seconds", type=float, default=15.0)
     p.add_argument("--pipelines", default=",".join(THROUGHPUT_ORDER))
     p.add_argument("--url", default=BROKER_URL)
     p.add_argument("--workdir", type=Path, default=HERE / "work")
@@ -55,6 +67,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.latency_seconds = min(args.latency_seconds, 3.0)
         args.alarm_grow_mb = min(args.alarm_grow_mb, 1024)
         args.alarm_hold = min(args.alarm_hold, 6.0)
+        args.failover_seconds = min(args.failover_seconds, 9.0)
     return args
 
 
@@ -62,7 +75,42 @@ def say(text: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def run_throughput(args: argparse.Namespace, kinds: list[str]) -> dict[str, list[dict[str, Any]]]:
+class Brokers:
+    """Where each pipeline's broker is: the shared node, or for logship-cluster three private
+    nodes started once for the whole run (tests/support/rabbit_cluster.py) and stopped at exit."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.url = args.url
+        self.cluster: Any = None
+        self._dir = args.workdir / "cluster"
+
+    def start_cluster(self) -> None:
+        sys.path.insert(0, str(REPO))
+        from tests.support.rabbit_cluster import RabbitCluster
+
+        say("starting a three-node cluster of private nodes")
+        self.cluster = RabbitCluster(self._dir)
+        self.cluster.start()
+
+    def url_for(self, kind: str) -> str:
+        return str(self.cluster.amqp_url) if kind == pipelines.LOGSHIP_CLUSTER else self.url
+
+    def pids_for(self, kind: str) -> list[int] | None:
+        """The cluster's VMs for logship-cluster; None (the shared node) otherwise."""
+        if kind != pipelines.LOGSHIP_CLUSTER:
+            return None
+        pids = (int(n.pid_file.read_text()) for n in self.cluster.nodes if n.pid_file.exists())
+        return list(pids)
+
+    def stop(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def run_throughput(
+    args: argparse.Namespace, kinds: list[str], brokers: Brokers
+) -> dict[str, list[dict[str, Any]]]:
     data = make_data(args.workdir / f"data-{args.lines}.txt", args.lines)
     ref = make_data(args.workdir / f"data-{args.ref_lines}.txt", args.ref_lines)
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
@@ -71,7 +119,10 @@ def run_throughput(args: argparse.Namespace, kinds: list[str]) -> dict[str, list
             source = ref if kind in SLOW else data
             say(f"throughput {kind} run {round_ + 1}/{args.runs}")
             try:
-                result = scenarios.throughput(kind, source, args.workdir / kind, url=args.url)
+                result = scenarios.throughput(
+                    kind, source, args.workdir / kind, url=brokers.url_for(kind),
+                    broker_pids=brokers.pids_for(kind),
+                )  # fmt: skip
             except Exception as error:
                 traceback.print_exc()
                 result = {"pipeline": kind, "error": f"{type(error).__name__}: {error}"}
@@ -83,12 +134,14 @@ def run_throughput(args: argparse.Namespace, kinds: list[str]) -> dict[str, list
 
 
 def run_latency(
-    args: argparse.Namespace, kinds: list[str], throughput: dict[str, Any]
+    args: argparse.Namespace, kinds: list[str], throughput: dict[str, Any], brokers: Brokers
 ) -> dict[str, dict[str, Any]]:
     rates = [int(r) for r in args.rates.split(",")]
     out: dict[str, dict[str, Any]] = {}
     for rate in rates:
         for kind in [k for k in LATENCY_ORDER if k in kinds]:
+            if kind == pipelines.LOGSHIP_CLUSTER and rate != CLUSTER_RATE:
+                continue
             best = throughput.get(kind, {}).get("lines_per_s")
             # a pipeline that cannot reach half the rate would only measure its backlog
             if best is not None and best < rate * 0.5:
@@ -99,7 +152,8 @@ def run_latency(
             say(f"latency {kind} at {rate:,} lines/s for {args.latency_seconds:.0f} s")
             try:
                 cell = scenarios.steady_latency(
-                    kind, rate, args.latency_seconds, args.workdir / f"lat-{kind}", url=args.url,
+                    kind, rate, args.latency_seconds, args.workdir / f"lat-{kind}",
+                    url=brokers.url_for(kind),
                     drain_s=30 + args.latency_seconds * rate / (best or rate),
                 )  # fmt: skip
                 say(f"  p50 {cell['p50_ms']} ms, p99 {cell['p99_ms']} ms, max {cell['max_ms']} "
@@ -109,6 +163,32 @@ def run_latency(
                 cell = {"error": f"{type(error).__name__}: {error}"}
             out.setdefault(kind, {})[str(rate)] = cell
     return out
+
+
+def _measure(
+    args: argparse.Namespace,
+    kinds: list[str],
+    sections: set[str],
+    brokers: Brokers,
+    results: dict[str, Any],
+) -> None:
+    if "throughput" in sections:
+        results["runs"] = run_throughput(args, kinds, brokers)
+        results["throughput"] = {k: report.summarise(v) for k, v in results["runs"].items()}
+    if "latency" in sections:
+        results["latency"] = run_latency(args, kinds, results["throughput"], brokers)
+    if "failover" in sections and brokers.cluster is not None:
+        say(f"failover on the cluster at {args.failover_rate:,} lines/s, queue leader killed")
+        try:
+            results["failover"] = scenarios.cluster_failover(
+                brokers.cluster, args.workdir / "failover", rate=args.failover_rate,
+                seconds=args.failover_seconds,
+            )  # fmt: skip
+            say(f"  failover gap {results['failover']['failover_gap_s']} s, "
+                f"verified={results['failover']['verified']}")  # fmt: skip
+        except Exception as error:
+            traceback.print_exc()
+            results["failover"] = {"error": f"{type(error).__name__}: {error}"}
 
 
 def run_rebuild(args: argparse.Namespace) -> dict[str, Any]:
@@ -164,13 +244,16 @@ def main(argv: list[str] | None = None) -> int:
         "throughput": {},
         "latency": {},
         "memory_alarm": None,
+        "failover": None,
         "rebuild": None,
     }
-    if "throughput" in sections:
-        results["runs"] = run_throughput(args, kinds)
-        results["throughput"] = {k: report.summarise(v) for k, v in results["runs"].items()}
-    if "latency" in sections:
-        results["latency"] = run_latency(args, kinds, results["throughput"])
+    brokers = Brokers(args)
+    try:
+        if pipelines.LOGSHIP_CLUSTER in kinds and sections & {"throughput", "latency", "failover"}:
+            brokers.start_cluster()
+        _measure(args, kinds, sections, brokers, results)
+    finally:
+        brokers.stop()
     if "alarm" in sections:
         say(f"memory alarm on a private node, input grows by {args.alarm_grow_mb} MB")
         try:
@@ -193,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     if results["throughput"]:
         report.draw(results, args.out / "results.png")
     print(report.table(results))
+    cluster = report.cluster_lines(results)
+    if cluster:
+        print("\n" + cluster)
     alarm = results["memory_alarm"] or {}
     if "rss_blocked_max_mb" in alarm:
         print(
@@ -206,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out
     print(f"\nwrote {out_dir}/results.json and results.png in {results['elapsed_s']:.0f} s")
     failed = any("error" in r for v in results["runs"].values() for r in v)
+    failed |= "error" in (results["failover"] or {})
     verified = all(r.get("verified", True) for v in results["runs"].values() for r in v)
+    verified &= (results["failover"] or {}).get("verified", True)
     rebuilt = results["rebuild"] or {}
     failed = failed or "error" in rebuilt
     verified = verified and rebuilt.get("verified", True)

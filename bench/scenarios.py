@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,10 @@ from bench.common import (
 MIN_RATE_LINES_S = 2_000  # a pipeline slower than this on a run is reported as failed
 
 
-def _cpu_all(run: pipelines.Running, broker: int | None) -> dict[str, float]:
+def _cpu_all(run: pipelines.Running, brokers: list[int]) -> dict[str, float]:
+    """CPU seconds of each program, and of the broker's nodes together."""
     cpu = {name: proc.cpu() for name, proc in run.procs().items()}
-    cpu["broker"] = cpu_seconds(broker) if broker else 0.0
+    cpu["broker"] = sum(cpu_seconds(pid) for pid in brokers)
     return cpu
 
 
@@ -40,9 +42,11 @@ def throughput(
     url: str,
     producer_args: list[str] | None = None,
     consumer_args: list[str] | None = None,
+    broker_pids: list[int] | None = None,
 ) -> dict[str, Any]:
     """Append `data` to an empty input at disk speed; time it from the first byte appended to the
-    last byte durable in the output."""
+    last byte durable in the output. `broker_pids`: the VMs whose CPU is the broker's (default:
+    the shared node's)."""
     nbytes = data.stat().st_size
     lines = nbytes // LINE_BYTES
     if kind == pipelines.CAT:
@@ -59,9 +63,10 @@ def throughput(
         producer_args=producer_args,
         consumer_args=consumer_args,
     )
-    broker = broker_pid()
+    shared = broker_pid()
+    brokers = broker_pids if broker_pids is not None else ([shared] if shared else [])
     try:
-        cpu0 = _cpu_all(run, broker)
+        cpu0 = _cpu_all(run, brokers)
         t0 = time.time_ns()
         append_from(data, run.input)
         if run.is_logship:
@@ -74,13 +79,13 @@ def throughput(
             if not wait_until(durable, timeout, interval=0.001):
                 raise RuntimeError(f"{kind}: output incomplete after {timeout:.0f} s")
             t1 = time.time_ns()
-            cpu1 = _cpu_all(run, broker)
+            cpu1 = _cpu_all(run, brokers)
             peak = {name: proc.memory()[1] for name, proc in run.procs().items()}
         else:
             if not run.reap_consumer(timeout):
                 raise RuntimeError(f"{kind}: output incomplete after {timeout:.0f} s")
             t1 = run.done_ns or time.time_ns()
-            cpu1 = _cpu_all(run, broker)
+            cpu1 = _cpu_all(run, brokers)
             cpu1["consumer"], consumer_peak = run.rusage["consumer"]
             assert run.producer is not None
             peak = {"producer": run.producer.memory()[1], "consumer": consumer_peak}
@@ -222,6 +227,60 @@ def _alarm_phases(
         "peak_rss_mb": {k: round(v, 1) for k, v in peak.items()},
         "durable_while_blocked_bytes": durable_while_blocked,
         "drain_s": round(drain_s, 2),
+        "verified": verified,
+    }
+
+
+def cluster_failover(cluster: Any, workdir: Path, *, rate: int, seconds: float) -> dict[str, Any]:
+    """logship on the three-node cluster at a steady `rate`: a third of the way in, the node
+    leading the queue is killed (SIGKILL) and started again. The failover gap is the longest
+    time the durable output did not grow while lines were being written."""
+    run = pipelines.start(pipelines.LOGSHIP_CLUSTER, workdir, url=cluster.amqp_url)
+    assert run.topology is not None
+    queue = run.topology.name
+    expected = int(rate * seconds) * LINE_BYTES
+    killed: list[str] = []
+
+    def kill_leader() -> None:
+        time.sleep(seconds / 3)
+        leader = cluster.leader(queue)
+        leader.kill()
+        killed.append(leader.name)
+        leader.start()
+
+    fault = threading.Thread(target=kill_leader, daemon=True)
+    try:
+        writer = subprocess.Popen(
+            [sys.executable, "-m", "bench.latency", "--input", str(run.input),
+             "--rate", str(rate), "--seconds", str(seconds)],
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        fault.start()
+        watcher = run.watcher()
+        gap, size, changed = 0.0, 0, time.monotonic()
+        deadline = time.monotonic() + seconds + 120
+        while size < expected:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cluster failover: output stuck at {size} of {expected}")
+            run.check()
+            now, current = time.monotonic(), watcher.size()
+            if current != size:
+                if size:
+                    gap = max(gap, now - changed)
+                size, changed = current, now
+            time.sleep(0.005)
+        writer.wait(60)
+        fault.join(120)
+        verified = files_equal(run.input, run.output)
+    finally:
+        run.stop()
+    if verified:  # else the logs and files stay for a look
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "killed": killed[0] if killed else None,
+        "failover_gap_s": round(gap, 2),
         "verified": verified,
     }
 

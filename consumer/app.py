@@ -14,6 +14,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from consumer.archive import oldest_age
 from consumer.metrics import ConsumerMetrics
+from consumer.reorder import ReorderHold
 from consumer.settings import ConsumerSettings, FsyncPolicy
 from consumer.sink import Plan, Sink
 from consumer.subscriber import Subscriber
@@ -42,6 +43,11 @@ class ConsumerApp:
             on_repaired=metrics.output_bytes_repaired.inc,
         )
         self.subscriber: Subscriber | None = None
+        # batches that came before the ones in front of them (a failover) wait for those
+        self.hold: ReorderHold[AbstractIncomingMessage] = ReorderHold(
+            settings.reorder_wait, max_held=settings.prefetch
+        )
+        self._crowded_polls = 0  # queue depth polls in a row that saw other consumers
         self._last_activity = time.monotonic()
         self._queue_empty_since: float | None = None
         self._busy = False
@@ -80,6 +86,9 @@ class ConsumerApp:
             connection,
             self.settings.amqp,
             prefetch=self.settings.prefetch,
+            # room for batches held back for order (at most prefetch of them), so that the ones
+            # they wait for can still be delivered
+            reserve=self.settings.prefetch if self.settings.reorder_wait else 0,
             archive=self.settings.archive,
         )
         await self.subscriber.start()
@@ -89,6 +98,7 @@ class ConsumerApp:
                 "queue": self.settings.amqp.queue,
                 "output": str(self.settings.output),
                 "amqp": self.settings.amqp.redacted_url(),
+                "node": str(getattr(connection, "node", None)),
                 "prefetch": self.settings.prefetch,
                 "fsync": self.settings.fsync.value,
                 "http": service.telemetry.address,
@@ -111,12 +121,16 @@ class ConsumerApp:
                 path.unlink(missing_ok=True)
 
     async def _next_group(self, subscriber: Subscriber) -> list[AbstractIncomingMessage]:
-        """Wait for a delivery, then take everything already delivered: one write, one fsync and
-        one acknowledgement for the lot (group commit)."""
+        """Wait for a delivery (or a held batch's deadline), then take everything already
+        delivered: one write, one fsync and one acknowledgement for the lot (group commit)."""
         getter = asyncio.ensure_future(subscriber.inbox.get())
         stopping = asyncio.ensure_future(self.stop.wait())
+        deadline = self.hold.deadline()
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            await asyncio.wait({getter, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {getter, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             stopping.cancel()
         if not getter.done():
@@ -133,7 +147,7 @@ class ConsumerApp:
     async def _write_loop(self, subscriber: Subscriber) -> None:
         while not self.stop.is_set():
             group = await self._next_group(subscriber)
-            if group:
+            if group or self.hold.count:
                 await self._handle(subscriber, group)
 
     async def _handle(
@@ -151,15 +165,22 @@ class ConsumerApp:
             good: list[tuple[AbstractIncomingMessage, Delivered]] = []
             for message in group:
                 try:
-                    good.append((message, decode(message.headers, message.body)))
+                    good.append(
+                        (message, decode(message.headers, message.body, message.content_encoding))
+                    )
                 except PoisonMessage as error:
                     await self._dead_letter(subscriber, message, error)
+            was_holding = self.hold.count
+            good = self.hold.take(good, self.sink.has_byte)
+            if bool(was_holding) != bool(self.hold.count):
+                event = "batches_held_for_order" if self.hold.count else "held_batches_released"
+                log.info(event, extra={"held": self.hold.count or was_holding})
             if not good:
                 completed = True
                 return
             if not await self._write(good):
                 return  # stopping while the disk refuses
-            if await subscriber.ack_through(good[-1][0]):
+            if await self._acknowledge(subscriber, good):
                 self.metrics.ack_latency.observe(time.monotonic() - delivered_at)
             finished_ns = now_ns()
             for _, item in good:
@@ -171,6 +192,15 @@ class ConsumerApp:
                 self._left_unwritten = True
             self._busy = False
             self.metrics.in_hand.set(subscriber.inbox.qsize())
+
+    async def _acknowledge(
+        self, subscriber: Subscriber, written: list[tuple[AbstractIncomingMessage, Delivered]]
+    ) -> bool:
+        """One multiple ack through the last delivery when nothing is held back; else one ack
+        each, since a multiple ack would cover a held, unwritten batch."""
+        if not self.hold.count and self.hold.latest is not None:
+            return await subscriber.ack_through(self.hold.latest)
+        return await subscriber.ack_each([message for message, _ in written])
 
     async def _dead_letter(
         self, subscriber: Subscriber, message: AbstractIncomingMessage, error: PoisonMessage
@@ -245,7 +275,16 @@ class ConsumerApp:
                 ready, consumers = depth
                 self.metrics.queue_messages_ready.set(ready)
                 self.metrics.queue_consumers.set(consumers)
-                idle = ready == 0 and not self._busy and self.subscriber.inbox.empty()
+                # competing consumers each see every other batch: nothing to wait for then.
+                # Two polls in a row, since a failover briefly shows our old consumer as well
+                self._crowded_polls = self._crowded_polls + 1 if consumers > 1 else 0
+                self.hold.enabled = self._crowded_polls < 2
+                idle = (
+                    ready == 0
+                    and not self._busy
+                    and self.subscriber.inbox.empty()
+                    and not self.hold.count
+                )
                 now = time.monotonic()
                 if not idle:
                     self._queue_empty_since = None

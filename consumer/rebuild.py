@@ -235,7 +235,7 @@ class Rebuild:
 
     def _decode(self, message: AbstractIncomingMessage, offset: int | None) -> Delivered | None:
         try:
-            item = decode(message.headers, message.body)
+            item = decode(message.headers, message.body, message.content_encoding)
         except PoisonMessage as error:
             self.tally.poison += 1
             self.metrics.skipped.labels(error.kind).inc()

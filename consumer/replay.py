@@ -151,6 +151,7 @@ async def _move(
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=message.message_id,
                 content_type=message.content_type,
+                content_encoding=message.content_encoding,
                 type=message.type,
             ),
             routing_key=amqp.routing_key,

@@ -34,7 +34,8 @@ class ConsumerSettings(BaseSettings):
     output: Path = Field(default=Path("output.txt"), description="file the lines are appended to")
     prefetch: Annotated[int, Field(ge=1, le=65535)] = Field(
         default=8,
-        description="messages in hand before acknowledging (x batch-max-bytes bounds memory)",
+        description="messages in hand before acknowledging (x batch-max-bytes bounds memory; "
+        "twice that while batches wait for the ones before them, see reorder-wait)",
     )
     fsync: FsyncPolicy = Field(
         default=FsyncPolicy.always,
@@ -56,6 +57,12 @@ class ConsumerSettings(BaseSettings):
     )
     queue_poll_interval: Annotated[float, Field(gt=0, le=600)] = Field(
         default=5.0, description="seconds between queue depth checks (metrics, idle exit)"
+    )
+    reorder_wait: Annotated[float, Field(ge=0, le=600)] = Field(
+        default=10.0,
+        description="seconds a batch that arrives before the ones in front of it in its file "
+        "(a broker failover) waits for them, while this is the queue's only consumer (0 = write "
+        "at once)",
     )
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)

@@ -417,6 +417,11 @@ class Sink:
         if self._on_rotated is not None:
             self._on_rotated(reason)
 
+    def has_byte(self, source: str, offset: int) -> bool:
+        """Whether byte `offset` of `source` is in the output already."""
+        ranges = self.sources.get(source)
+        return ranges is not None and not ranges.missing(offset, offset + 1)
+
     def plan(self, messages: Sequence[Delivered]) -> Plan:
         """Decide which bytes of these messages are new. Ranges are updated at once (so a group
         that holds one batch twice writes it once); `rollback` undoes that if the write fails."""

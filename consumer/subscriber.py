@@ -37,11 +37,16 @@ class Subscriber:
         settings: AmqpSettings,
         *,
         prefetch: int,
+        reserve: int = 0,
         archive: ArchiveSettings | None = None,
     ) -> None:
+        """`reserve`: deliveries the broker may send beyond `prefetch`, for batches the consumer
+        holds back while it waits for the ones before them (a prefetch change reaches only
+        consumers started after it, so the room is made at start)."""
         self._connection = connection
         self._settings = settings
         self._prefetch = prefetch
+        self._reserve = reserve
         self._archive = archive
         self.inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._channel: AbstractRobustChannel | None = None
@@ -55,7 +60,7 @@ class Subscriber:
         channel = await asyncio.wait_for(
             self._connection.channel(publisher_confirms=False), self._settings.connect_timeout
         )
-        await channel.set_qos(prefetch_count=self._prefetch)
+        await channel.set_qos(prefetch_count=self._prefetch + self._reserve)
         await declare_topology(channel, self._settings, self._archive)
         async with refusals_explained(self._settings):
             # passive: with declaration off, a missing queue is a clear error at start
@@ -91,6 +96,16 @@ class Subscriber:
         except SETTLE_ERRORS as error:
             # the channel is gone: the broker will deliver these again, and the sink's ranges
             # recognise them as written
+            log.warning("ack_failed", extra={"error": type(error).__name__})
+            return False
+        return True
+
+    async def ack_each(self, messages: list[AbstractIncomingMessage]) -> bool:
+        """Acknowledge these deliveries one by one (others before them are still held)."""
+        try:
+            for message in messages:
+                await message.ack()
+        except SETTLE_ERRORS as error:
             log.warning("ack_failed", extra={"error": type(error).__name__})
             return False
         return True
@@ -158,6 +173,7 @@ class Subscriber:
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=message.message_id,
                 content_type=message.content_type,
+                content_encoding=message.content_encoding,
                 type=message.type,
             ),
             routing_key=self._settings.routing_key,

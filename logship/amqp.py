@@ -16,11 +16,16 @@ from typing import Any
 import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from yarl import URL
 
 from logship.config import AmqpSettings, ArchiveSettings, QueueType
 from logship.connection_metrics import ConnectionMetrics
+from logship.nodes import Node, NodeRing
 
 log = logging.getLogger("logship.amqp")
+
+# how long a node that refused or dropped us is skipped while other nodes remain
+NODE_HOLD = 30.0
 
 FATAL_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.ProbableAuthenticationError,
@@ -56,6 +61,80 @@ class JitteredRobustConnection(aio_pika.RobustConnection):
     @reconnect_interval.setter
     def reconnect_interval(self, value: float) -> None:
         self._base_interval = value
+
+
+class ClusterConnection(JitteredRobustConnection):
+    """A robust connection to one node of a cluster at a time: every connection attempt goes to
+    the node the ring chooses next, and a node that refused the attempt or dropped the
+    connection is held down in the ring. `node` is the node connected to (or being tried).
+
+    aio-pika reconnects by calling `Connection.connect`, which reads `self.url`, after setting
+    `self.transport = None`; that assignment is the one hook it gives per attempt, so `transport`
+    and `url` are properties here (aio-pika is pinned; tests/integration/test_nodes.py fails
+    loudly if a new version stops rotating)."""
+
+    def __init__(
+        self, url: str, *args: Any, ring: NodeRing, urls: dict[Node, str], **kwargs: Any
+    ) -> None:
+        self._ring = ring
+        self._urls = urls
+        self._node: Node | None = None
+        self._pending = False  # an attempt to self._node has not connected yet
+        self._transport: Any = None
+        super().__init__(url, *args, **kwargs)
+
+    @property
+    def node(self) -> Node | None:
+        return self._node
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        return self._ring.nodes
+
+    @property
+    def url(self) -> URL:
+        node = self._node if self._node is not None else self._ring.nodes[0]
+        return URL(self._urls[node])
+
+    @url.setter
+    def url(self, value: URL) -> None:
+        # Connection.__init__ and update_secret set it; the node URLs are ours
+        pass
+
+    @property
+    def transport(self) -> Any:
+        return self._transport
+
+    @transport.setter
+    def transport(self, value: Any) -> None:
+        self._transport = value
+        if value is not None:
+            if self._node is not None:
+                self._ring.up(self._node)
+            self._pending = False
+            return
+        connected = getattr(self, "connected", None)
+        if connected is None or connected.is_set() or getattr(self, "_close_in_progress", False):
+            return  # Connection.__init__, or close(): not an attempt
+        if self._node is not None and self._pending:
+            self._ring.down(self._node)
+            log.warning("amqp_node_unreachable", extra={"node": str(self._node)})
+        self._node = self._ring.next()
+        self._pending = True
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        if not self._close_called and self._node is not None and not self._pending:
+            # a connection that was up is gone (an attempt that failed is the setter's to count)
+            self._ring.down(self._node)
+            log.warning("amqp_node_lost", extra={"node": str(self._node)})
+        await super()._on_connection_close(closing)
+
+    async def _on_connected(self) -> None:
+        await super()._on_connected()
+        # the first connection at debug: a refused topology's one-line error must come alone,
+        # and the programs' started lines name the node
+        level = logging.INFO if self.connection_attempt > 1 else logging.DEBUG
+        log.log(level, "amqp_node_connected", extra={"node": str(self._node)})
 
 
 class FatalConnectError(RuntimeError):
@@ -95,6 +174,7 @@ def _queue_hint(arg: str, current: str | None) -> str:
         "x-queue-type": "--amqp.queue-type",
         "x-delivery-limit": "--amqp.delivery-limit",
         "x-dead-letter-exchange": "--amqp.dead-letter-exchange",
+        "x-quorum-initial-group-size": "--amqp.quorum-initial-group-size",
         "x-max-age": "--archive.max-age",
         "x-max-length-bytes": "--archive.max-bytes",
         "x-stream-max-segment-size-bytes": "--archive.segment-bytes",
@@ -209,6 +289,17 @@ def describe_connect_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+async def _attempt(connection: ClusterConnection, seconds: float) -> None:
+    """One connection attempt; a failed one is closed here, not left to its __del__ (which may
+    run in another thread's garbage collection, where it cannot close anything)."""
+    try:
+        await connection.connect(timeout=seconds)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await connection.close()
+        raise
+
+
 async def connect(
     settings: AmqpSettings,
     name: str,
@@ -220,17 +311,20 @@ async def connect(
     in Kubernetes). Raise FatalConnectError at once when retrying cannot help, and
     asyncio.CancelledError when `stop` is set while waiting to retry."""
     delays = backoff_delays(cap=settings.reconnect_max_delay)
+    nodes = settings.nodes
+    ring = NodeRing(nodes, hold=NODE_HOLD)
+    urls = {node: settings.connection_url(node) for node in nodes}
     while True:
+        connection = ClusterConnection(
+            urls[nodes[0]],
+            ring=ring,
+            urls=urls,
+            reconnect_interval=0.25,
+            client_properties={"connection_name": name},
+        )
+        connection.max_delay = settings.reconnect_max_delay
         try:
-            connection = await aio_pika.connect_robust(
-                settings.connection_url(),
-                timeout=settings.connect_timeout,
-                reconnect_interval=0.25,
-                client_properties={"connection_name": name},
-                connection_class=JitteredRobustConnection,
-            )
-            if isinstance(connection, JitteredRobustConnection):
-                connection.max_delay = settings.reconnect_max_delay
+            await _attempt(connection, settings.connect_timeout)
         except FATAL_CONNECT_ERRORS as error:
             raise FatalConnectError(describe_connect_error(error)) from None
         except aiormq.exceptions.InvalidFrameError as error:
@@ -249,11 +343,15 @@ async def connect(
                 raise FatalConnectError(
                     f"TLS handshake with the broker failed ({tls_error})"
                 ) from None
-            delay = next(delays)
+            if connection.node is not None:
+                ring.down(connection.node)
+            # the next node straight away; the backoff once every node failed in a row
+            delay = next(delays) if ring.all_down() else 0.0
             log.warning(
                 "amqp_connect_failed",
                 extra={
                     "url": settings.redacted_url(),
+                    "node": str(connection.node),
                     "error": describe_connect_error(error),
                     "retry_in": round(delay, 2),
                 },
@@ -271,7 +369,14 @@ async def connect(
             continue
         # debug: the topology may still be refused, and then its one-line error must come
         # alone; the programs' started lines say where they connected
-        log.debug("amqp_connected", extra={"url": settings.redacted_url(), "connection": name})
+        log.debug(
+            "amqp_connected",
+            extra={
+                "url": settings.redacted_url(),
+                "node": str(connection.node),
+                "connection": name,
+            },
+        )
         return connection
 
 
@@ -282,7 +387,16 @@ def queue_arguments(settings: AmqpSettings) -> dict[str, Any]:
     }
     if settings.queue_type is QueueType.quorum:
         arguments["x-delivery-limit"] = settings.delivery_limit
+        arguments.update(replica_arguments(settings))
     return arguments
+
+
+def replica_arguments(settings: AmqpSettings) -> dict[str, Any]:
+    """How many nodes hold a new quorum queue; absent, the broker puts a replica on every
+    cluster node (up to its own limit), which is what survives a node loss."""
+    if settings.queue_type is not QueueType.quorum or settings.quorum_initial_group_size is None:
+        return {}
+    return {"x-quorum-initial-group-size": settings.quorum_initial_group_size}
 
 
 async def declare_topology(
@@ -319,7 +433,7 @@ async def _declare(channel: AbstractChannel, settings: AmqpSettings) -> None:
     dead_queue = await channel.declare_queue(
         settings.dead_letter_queue,
         durable=True,
-        arguments={"x-queue-type": settings.queue_type.value},
+        arguments={"x-queue-type": settings.queue_type.value, **replica_arguments(settings)},
     )
     await dead_queue.bind(dead_exchange, routing_key="#")
     exchange = await channel.declare_exchange(

@@ -9,7 +9,7 @@ import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, TypeVar
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from pydantic import (
     BaseModel,
@@ -28,6 +28,7 @@ from logship.cli import (
     describe_cli_error,
     describe_validation_error,
 )
+from logship.nodes import BrokerUrl, Node, parse_broker_url
 
 EXIT_BAD_SETTINGS = 2
 
@@ -43,7 +44,11 @@ class AmqpSettings(BaseModel):
 
     url: SecretStr = Field(
         default=SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
-        description="broker URL, amqp:// or amqps:// (TLS); user and password may come separately",
+        description=(
+            "broker URL, amqp:// or amqps:// (TLS); a cluster's nodes comma-separated, sharing "
+            "credentials, vhost and options: amqp://user:pass@host1:5672,host2,host3:5673/vhost; "
+            "user and password may come separately"
+        ),
         json_schema_extra={"metavar": "URL"},
     )
     username: str | None = Field(
@@ -118,6 +123,14 @@ class AmqpSettings(BaseModel):
     delivery_limit: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=20, description="deliveries before a quorum queue dead-letters a message"
     )
+    quorum_initial_group_size: Annotated[int, Field(ge=1, le=99)] | None = Field(
+        default=None,
+        description=(
+            "replicas of a new quorum queue and its dead-letter queue (x-quorum-initial-group-"
+            "size); on a cluster, an odd number keeps a majority through a node loss"
+        ),
+        json_schema_extra={"metavar": "N", "unset": "the broker's: every cluster node"},
+    )
     declare: bool = Field(
         default=True, description="declare the topology (switch off for locked-down brokers)"
     )
@@ -128,17 +141,7 @@ class AmqpSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _url_is_amqp(cls, value: SecretStr) -> SecretStr:
-        parts = urlsplit(value.get_secret_value())
-        if parts.scheme not in ("amqp", "amqps"):
-            raise ValueError(
-                f"must start with amqp:// or amqps:// (got {parts.scheme or 'none'}://)"
-            )
-        if not parts.hostname:
-            raise ValueError("has no host")
-        try:
-            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
-        except ValueError as error:
-            raise ValueError("has a port that is not a number") from error
+        parse_broker_url(value.get_secret_value())  # raises ValueError with the reason
         return value
 
     @model_validator(mode="after")
@@ -149,21 +152,26 @@ class AmqpSettings(BaseModel):
                 raise SettingProblem(name, f"{path} is not a readable file")
         return self
 
-    def connection_url(self) -> str:
-        """The URL to connect with: credentials merged in, heartbeat and TLS as query options."""
-        parts = urlsplit(self.url.get_secret_value())
-        user = self.username if self.username is not None else unquote(parts.username or "guest")
+    def broker(self) -> BrokerUrl:
+        """The URL's parts: scheme, credentials, vhost, options and every node."""
+        return parse_broker_url(self.url.get_secret_value())
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        """Every broker node the URL names, in the order given."""
+        return self.broker().nodes
+
+    def connection_url(self, node: Node | None = None) -> str:
+        """The URL to connect to `node` (default: the first one) with: credentials merged in,
+        heartbeat and TLS as query options."""
+        broker = self.broker()
+        user = self.username if self.username is not None else (broker.username or "guest")
         password = (
             self.password.get_secret_value()
             if self.password is not None
-            else unquote(parts.password or "guest")
+            else (broker.password if broker.password is not None else "guest")
         )
-        host = parts.hostname or "localhost"
-        if ":" in host:
-            host = f"[{host}]"
-        port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
-        netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}"
-        query = [q for q in parts.query.split("&") if q and not q.startswith("heartbeat=")]
+        query = [q for q in broker.query.split("&") if q and not q.startswith("heartbeat=")]
         query.append(f"heartbeat={self.heartbeat}")
         if self.ca_file is not None:
             query.append(f"cafile={quote(str(self.ca_file))}")
@@ -171,15 +179,16 @@ class AmqpSettings(BaseModel):
             query.append(f"certfile={quote(str(self.cert_file))}")
         if self.key_file is not None:
             query.append(f"keyfile={quote(str(self.key_file))}")
-        return urlunsplit((parts.scheme, netloc, parts.path or "/", "&".join(query), ""))
+        single = BrokerUrl(broker.scheme, None, None, broker.nodes, broker.path, "&".join(query))
+        userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
+        return single.node_url(node or broker.nodes[0], userinfo)
 
     def redacted_url(self) -> str:
-        """The URL as logs may show it: no password, ever."""
-        parts = urlsplit(self.url.get_secret_value())
-        user = self.username if self.username is not None else (parts.username or "guest")
-        host = parts.hostname or "localhost"
-        port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
-        return f"{parts.scheme}://{user}:***@{host}:{port}{parts.path or '/'}"
+        """The URL as logs may show it, every node: no password, ever."""
+        broker = self.broker()
+        user = self.username if self.username is not None else (broker.username or "guest")
+        hosts = ",".join(str(n) for n in broker.nodes)
+        return f"{broker.scheme}://{user}:***@{hosts}{broker.path or '/'}"
 
 
 MAX_AGE = re.compile(r"^[1-9][0-9]{0,8}(Y|M|D|h|m|s)$")

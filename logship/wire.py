@@ -9,8 +9,10 @@ Headers of a logship message (AMQP table, all required):
     x-logship-end      int   offset just past the body's last byte (end - start == len(body))
     x-logship-lines    int   newlines in the body
     x-logship-ts       int   when the producer read the bytes, ns since the epoch
-message_id is "<source>:<start>-<end>". A message without x-logship-version is a plain message:
-its body is appended, with a newline unless it ends with one.
+message_id is "<source>:<start>-<end>". The body may be compressed: content_encoding "zstd" (the
+producer's --compression); start, end and lines always count the uncompressed bytes. A message
+without x-logship-version is a plain message: its body is appended, with a newline unless it ends
+with one.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
+
+import zstandard
 
 from logship.lenient_decode import undecodable
 
@@ -30,6 +34,7 @@ H_END = "x-logship-end"
 H_LINES = "x-logship-lines"
 H_TS = "x-logship-ts"
 H_DEATH_REASON = "x-logship-dead-reason"
+ZSTD = "zstd"  # the one content_encoding a logship body may have
 MAX_SOURCE_LEN = 200
 NEWLINE = b"\n"
 _SAMPLE = 4096
@@ -113,8 +118,26 @@ def _int_header(headers: dict[str, Any], name: str) -> int:
     return value
 
 
-def decode(headers: dict[str, Any] | None, body: bytes) -> Delivered:
-    """Turn a received message into what the sink writes, or raise PoisonMessage."""
+def decompress(body: bytes, encoding: str | None, size: int) -> bytes:
+    """The body as the producer read it. `size` (end - start) bounds the output, so a corrupt or
+    hostile body cannot expand without limit."""
+    if not encoding:
+        return body
+    if encoding != ZSTD:
+        raise PoisonMessage(f"unsupported content_encoding {encoding!r}", "bad_encoding")
+    try:
+        declared = zstandard.frame_content_size(body)
+        if declared > size:  # checked first: decompress() would allocate what the frame says
+            raise PoisonMessage(f"zstd body holds {declared} bytes, its range {size}", "bad_range")
+        plain = zstandard.ZstdDecompressor().decompress(body, max_output_size=size)
+    except zstandard.ZstdError as error:
+        raise PoisonMessage(f"zstd body does not decompress: {error}", "bad_encoding") from None
+    return bytes(plain)
+
+
+def decode(headers: dict[str, Any] | None, body: bytes, encoding: str | None = None) -> Delivered:
+    """Turn a received message into what the sink writes, or raise PoisonMessage. `encoding`:
+    the message's content_encoding."""
     mark = undecodable(headers)
     if mark is not None:  # the AMQP properties themselves did not decode (lenient_decode)
         raise PoisonMessage(f"undecodable properties: {mark.describe()}", UNDECODABLE)
@@ -132,6 +155,7 @@ def decode(headers: dict[str, Any] | None, body: bytes) -> Delivered:
         raise PoisonMessage(f"header {H_SOURCE} must be a non-empty string")
     start = _int_header(headers, H_START)
     end = _int_header(headers, H_END)
+    body = decompress(body, encoding, max(0, end - start))
     if end - start != len(body):
         raise PoisonMessage(
             f"byte range [{start}, {end}) does not fit a {len(body)}-byte body", "bad_range"

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import aio_pika
 import aiormq.exceptions
+from yarl import URL
 
 from consumer.sink import SavedState, parse_state
 from consumer.statefile import StateFileError, read_record
 from logship.amqp import describe_connect_error
 from logship.config import AmqpSettings
+from logship.nodes import Node
 from ops.model import (
     BrokerStatus,
     FileSeen,
@@ -168,16 +170,32 @@ def _connect_error(error: BaseException) -> str:
     return describe_connect_error(error)
 
 
+async def _open(settings: AmqpSettings, node: Node) -> aio_pika.abc.AbstractConnection:
+    """Connect to one node; a failed attempt is closed here, not left to the connection's
+    __del__, which a garbage collection in another thread turns into a never-awaited close."""
+    connection = aio_pika.Connection(URL(settings.connection_url(node)))
+    try:
+        await asyncio.wait_for(
+            connection.connect(timeout=settings.connect_timeout), settings.connect_timeout + 1
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await connection.close()
+        raise
+    return connection
+
+
 async def ask_broker(settings: AmqpSettings) -> BrokerStatus:
     """Queue and dead-letter depth; an unreachable broker is a status, not a failure."""
     url = settings.redacted_url()
-    try:
-        connection = await asyncio.wait_for(
-            aio_pika.connect(settings.connection_url(), timeout=settings.connect_timeout),
-            settings.connect_timeout + 1,
-        )
-    except (TimeoutError, OSError, ssl.SSLError, aiormq.exceptions.AMQPError) as error:
-        return BrokerStatus(url, False, _connect_error(error))
+    nodes = settings.nodes
+    for node in nodes:  # a cluster: the first node that answers
+        try:
+            connection = await _open(settings, node)
+            break
+        except (TimeoutError, OSError, ssl.SSLError, aiormq.exceptions.AMQPError) as error:
+            if node == nodes[-1]:
+                return BrokerStatus(url, False, _connect_error(error))
     try:
         return await asyncio.wait_for(_queues(connection, settings), settings.connect_timeout)
     except (TimeoutError, aiormq.exceptions.AMQPError) as error:

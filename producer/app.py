@@ -22,7 +22,7 @@ from producer.follow import TailOptions
 from producer.ledger import AckLedger
 from producer.metrics import ProducerMetrics
 from producer.publisher import Publisher
-from producer.settings import ProducerSettings
+from producer.settings import Compression, ProducerSettings
 
 log = logging.getLogger("logship.producer")
 
@@ -154,6 +154,7 @@ class ProducerApp:
             self.settings.amqp,
             self.metrics,
             publish_timeout=self.settings.publish_timeout,
+            compress=self.settings.compression is Compression.zstd,
             archive=self.settings.archive,
         )
         await self.publisher.start()
@@ -163,6 +164,7 @@ class ProducerApp:
             extra={
                 "input": self.settings.input,
                 "amqp": self.settings.amqp.redacted_url(),
+                "node": str(getattr(connection, "node", None)),
                 "exchange": self.settings.amqp.exchange,
                 "queue_type": self.settings.amqp.queue_type.value,
                 "http": service.telemetry.address,

@@ -12,12 +12,13 @@ from collections import OrderedDict
 
 import aio_pika
 import aiormq.exceptions
+import zstandard
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.exceptions import ChannelInvalidStateError
 
 from logship.amqp import backoff_delays, declare_topology, refusals_explained
 from logship.config import AmqpSettings, ArchiveSettings
-from logship.wire import Batch
+from logship.wire import ZSTD, Batch
 from producer.metrics import ProducerMetrics
 
 log = logging.getLogger("logship.producer.publisher")
@@ -29,6 +30,12 @@ RETRYABLE = (
     OSError,
     TimeoutError,
 )
+
+
+# A refused (nacked) batch is retried within a second at most: the broker is there, and a quorum
+# queue refuses only while it elects a new leader, which takes a second or two after a node loss
+# (a longer pause would only add to the failover gap: tests/fault/test_cluster.py).
+REFUSAL_RETRY_CAP = 1.0
 
 
 class _Pending:
@@ -55,10 +62,13 @@ class Publisher:
         metrics: ProducerMetrics,
         *,
         publish_timeout: float,
+        compress: bool = False,
         archive: ArchiveSettings | None = None,
     ) -> None:
         self._connection = connection
         self._settings = settings
+        # level 1: the fast end (see bench/README.md for what it costs and saves)
+        self._compressor = zstandard.ZstdCompressor(level=1) if compress else None
         self._metrics = metrics
         self._timeout = publish_timeout
         self._archive = archive
@@ -69,6 +79,7 @@ class Publisher:
         self._epoch = 0
         self._resend_task: asyncio.Task[None] | None = None
         self._delays = backoff_delays(first=0.1, cap=settings.reconnect_max_delay)
+        self._refusal_delays = backoff_delays(first=0.1, cap=REFUSAL_RETRY_CAP)
 
     async def start(self) -> None:
         channel = await asyncio.wait_for(
@@ -99,12 +110,14 @@ class Publisher:
         """Send a batch now (frames leave in submit order); the future completes on its confirm.
         A re-send may put a batch on the wire twice: the consumer's byte ranges absorb that."""
         assert self._exchange is not None, "start() first"
+        body = bytes(batch.body)
         message = aio_pika.Message(
-            bytes(batch.body),
+            self._compressor.compress(body) if self._compressor is not None else body,
             headers=batch.headers(),
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=batch.message_id,
             content_type="application/octet-stream",
+            content_encoding=ZSTD if self._compressor is not None else None,
             type="logship.batch",
         )
         pending = _Pending(batch, message, asyncio.get_running_loop().create_future())
@@ -149,6 +162,7 @@ class Publisher:
         self._metrics.confirms.inc()
         self._metrics.lines_confirmed.inc(pending.batch.lines)
         self._delays = backoff_delays(first=0.1, cap=self._settings.reconnect_max_delay)
+        self._refusal_delays = backoff_delays(first=0.1, cap=REFUSAL_RETRY_CAP)
         pending.confirmed.set_result(None)
 
     def _failed(self, epoch: int, batch: Batch, reason: str) -> None:
@@ -164,10 +178,11 @@ class Publisher:
         for pending in self._pending.values():
             if pending.attempt is not None and not pending.attempt.done():
                 pending.attempt.cancel()
-        self._resend_task = asyncio.create_task(self._resend())
+        delays = self._refusal_delays if reason.startswith("refused") else self._delays
+        self._resend_task = asyncio.create_task(self._resend(next(delays)))
 
-    async def _resend(self) -> None:
-        await asyncio.sleep(next(self._delays))
+    async def _resend(self, delay: float) -> None:
+        await asyncio.sleep(delay)
         with contextlib.suppress(TimeoutError):  # not back yet: this round fails, another follows
             await asyncio.wait_for(self._connection.connected.wait(), self._timeout)
         self._resend_task = None

@@ -29,6 +29,11 @@ class ReadFrom(StrEnum):
     end = "end"
 
 
+class Compression(StrEnum):
+    none = "none"
+    zstd = "zstd"  # level 1; the consumer decompresses by content_encoding, whatever it is told
+
+
 class ProducerSettings(BaseSettings):
     """Tail INPUT (a path or a glob) and ship every complete line through RabbitMQ."""
 
@@ -72,6 +77,11 @@ class ProducerSettings(BaseSettings):
     )
     publish_timeout: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=30.0, description="seconds to wait for a confirm before sending again"
+    )
+    compression: Compression = Field(
+        default=Compression.none,
+        description="none, or zstd: batch bodies compressed on the wire (fewer broker bytes, "
+        "more producer CPU; see bench/README.md)",
     )
     checkpoint_interval: Annotated[float, Field(ge=0, le=60)] = Field(
         default=0.2, description="seconds between checkpoint writes (group commit)"

@@ -5,10 +5,12 @@
 #   scripts/k3d.sh all [OVERLAY]       # up + build + monitoring + the overlay's backend + apply
 #   scripts/k3d.sh up | build | monitoring | keda | adapter | apply [OVERLAY] | drain | status | down
 #   scripts/k3d.sh demo [LINES] | demo-check RUN | pause | resume     # the autoscaling demo
+#   scripts/k3d.sh operators && scripts/k3d.sh apply k3d-ha   # a three-node RabbitMQ cluster
 #
 # OVERLAY is a folder under k8s/overlays (default k3d: one consumer writing ./data/output.txt;
-# k3d-keda or k3d-hpa: autoscaled consumers writing ./data/output/<pod>.txt). A cluster has one
-# external-metrics backend: KEDA for k3d-keda, prometheus-adapter for k3d-hpa. See k8s/README.md.
+# k3d-keda or k3d-hpa: autoscaled consumers writing ./data/output/<pod>.txt; k3d-ha: the broker
+# as three nodes run by the RabbitMQ operators). A cluster has one external-metrics backend: KEDA
+# for k3d-keda, prometheus-adapter for k3d-hpa. See k8s/README.md.
 # Needs docker, k3d, kubectl and helm on PATH (the demo also awk, sort and cmp).
 set -euo pipefail
 
@@ -21,6 +23,10 @@ NAMESPACE=logship
 KPS_VERSION=${KPS_VERSION:-}
 KEDA_VERSION=${KEDA_VERSION:-}
 ADAPTER_VERSION=${ADAPTER_VERSION:-}
+CERT_MANAGER_VERSION=${CERT_MANAGER_VERSION:-}
+# Release tags of the RabbitMQ operators (e.g. v2.16.0, v1.17.4): empty means the latest release.
+CLUSTER_OPERATOR_VERSION=${CLUSTER_OPERATOR_VERSION:-}
+TOPOLOGY_OPERATOR_VERSION=${TOPOLOGY_OPERATOR_VERSION:-}
 # The autoscaling demo: DEMO_LINES lines of DEMO_LINE_BYTES bytes = 512 MiB = 512 full batches
 # of 1 MiB (8192 lines each), i.e. 512 ready messages, over 250 (5 consumers x 50 messages):
 # 6 consumers. tests/unit/test_k8s_rules.py computes that from the manifests.
@@ -116,6 +122,7 @@ helm_repos() {
     helm repo add prometheus-community https://prometheus-community.github.io/helm-charts \
         --force-update >/dev/null
     helm repo add kedacore https://kedacore.github.io/charts --force-update >/dev/null
+    helm repo add jetstack https://charts.jetstack.io --force-update >/dev/null
     helm repo update >/dev/null
 }
 
@@ -150,6 +157,38 @@ cmd_adapter() {
         --values "$ROOT/k8s/helm/prometheus-adapter.yaml" --wait --timeout 10m
 }
 
+# The URL of a file in a GitHub release: the latest one, or the tag given.
+release_file() {
+    local repo=$1 tag=$2 file=$3
+    if [[ -n $tag ]]; then
+        printf 'https://github.com/%s/releases/download/%s/%s\n' "$repo" "$tag" "$file"
+    else
+        printf 'https://github.com/%s/releases/latest/download/%s\n' "$repo" "$file"
+    fi
+}
+
+# For k8s/overlays/k3d-ha: the RabbitMQ Cluster Operator (RabbitmqCluster) and the Messaging
+# Topology Operator (Queue, Exchange, Binding, User, Permission, Vhost, Policy), which needs
+# cert-manager for its admission webhooks. All three land in their own namespaces.
+cmd_operators() {
+    need helm kubectl
+    helm_repos
+    log "installing cert-manager into namespace cert-manager"
+    helm upgrade --install cert-manager jetstack/cert-manager --namespace cert-manager \
+        --create-namespace ${CERT_MANAGER_VERSION:+--version "$CERT_MANAGER_VERSION"} \
+        --values "$ROOT/k8s/helm/cert-manager.yaml" --wait --timeout 10m
+    log "installing the RabbitMQ Cluster Operator into namespace rabbitmq-system"
+    kubectl apply --filename \
+        "$(release_file rabbitmq/cluster-operator "$CLUSTER_OPERATOR_VERSION" cluster-operator.yml)"
+    kubectl --namespace rabbitmq-system rollout status deployment/rabbitmq-cluster-operator \
+        --timeout 5m
+    log "installing the RabbitMQ Messaging Topology Operator into namespace rabbitmq-system"
+    kubectl apply --filename "$(release_file rabbitmq/messaging-topology-operator \
+        "$TOPOLOGY_OPERATOR_VERSION" messaging-topology-operator-with-certmanager.yaml)"
+    kubectl --namespace rabbitmq-system rollout status deployment/messaging-topology-operator \
+        --timeout 5m
+}
+
 cmd_apply() {
     need kubectl
     local overlay=${1:-k3d} dir backend owner
@@ -164,7 +203,13 @@ cmd_apply() {
     prepare_data_dir
     log "applying k8s/overlays/$overlay"
     kubectl apply --kustomize "$dir"
-    kubectl --namespace "$NAMESPACE" rollout status statefulset/rabbitmq --timeout 5m
+    if [[ $overlay == k3d-ha ]]; then
+        # the operator creates the nodes' StatefulSet (rabbitmq-server) itself
+        kubectl --namespace "$NAMESPACE" wait --for=condition=AllReplicasReady \
+            rabbitmqcluster/rabbitmq --timeout 10m
+    else
+        kubectl --namespace "$NAMESPACE" rollout status statefulset/rabbitmq --timeout 5m
+    fi
     kubectl --namespace "$NAMESPACE" rollout status deployment/logship-producer --timeout 5m
     kubectl --namespace "$NAMESPACE" rollout status statefulset/logship-consumer --timeout 5m
     log "ready: echo hello >> $DATA_DIR/input.txt"
@@ -329,13 +374,13 @@ main() {
     local command=${1:-}
     [[ $# -gt 0 ]] && shift
     case $command in
-        up | build | monitoring | keda | adapter | apply | drain | status | down | all | \
-            demo | pause | resume)
+        up | build | monitoring | keda | adapter | operators | apply | drain | status | down | \
+            all | demo | pause | resume)
             "cmd_$command" "$@"
             ;;
         demo-check) cmd_demo_check "$@" ;;
         *)
-            sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             [[ -z $command || $command == help || $command == -h ]] || exit 2
             ;;
     esac

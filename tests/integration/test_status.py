@@ -107,3 +107,11 @@ def test_status_shows_offsets_and_lag_of_a_running_pipeline(pipe: Pipeline) -> N
     [row] = [line.split() for line in plain.stdout.splitlines() if line.startswith(str(pipe.input))]
     assert row[:6] == [str(pipe.input), *map(str, (total, total, total, len(data), len(more)))]
     assert f"'{pipe.topology.queue}'" in plain.stdout
+
+
+def test_status_asks_the_first_node_of_a_cluster_that_answers(pipe: Pipeline) -> None:
+    live = pipe.topology.url.removeprefix("amqp://").split("@", 1)[1].split("/", 1)[0]
+    pipe.consumer().ready()
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()},{live}/"
+    broker = status_json(pipe, "--amqp.url", url, "--producer-url=", "--consumer-url=")["broker"]
+    assert broker["connected"] is True and broker["queue"]["consumers"] == 1

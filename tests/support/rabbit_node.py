@@ -133,12 +133,15 @@ class RabbitNode:
         name: str | None = None,
         tls: bool = False,
         prometheus: bool = False,
+        cookie: str | None = None,
         extra_config: Sequence[str] = (),
         extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self._name = name or f"logship-{uuid.uuid4().hex[:8]}"
         self._tls = tls
         self._prometheus = prometheus
+        # nodes of one cluster share a cookie; a lone node gets its own
+        self._cookie = cookie or uuid.uuid4().hex.upper()
         # rabbitmq.conf lines appended to the node's own, e.g. a deployment's memory settings
         self._extra_config = tuple(extra_config)
         # environment of the server and the CLI on top of the node's own, e.g. RABBITMQ_LOG_BASE
@@ -266,6 +269,10 @@ class RabbitNode:
             os.kill(pid, signal.SIGKILL)
         self._wait_gone(pid, timeout=10)
         self._reap_server()
+
+    def force_down(self) -> None:
+        """Stop cleanly if possible, else SIGKILL; nothing to do for a node already down."""
+        self._force_down()
 
     def is_running(self) -> bool:
         pid = self._os_pid()
@@ -466,7 +473,7 @@ class RabbitNode:
             (self._dir / sub).mkdir(parents=True)
         # Our own cookie, written before the server and the CLI could race to create it.
         cookie = self._dir / "home" / ".erlang.cookie"
-        cookie.write_text(uuid.uuid4().hex.upper())
+        cookie.write_text(self._cookie)
         cookie.chmod(0o400)
         (self._dir / "rabbitmq-env.conf").write_text("")
         (self._dir / "advanced.config").write_text("[].\n")

@@ -98,3 +98,20 @@ def test_summary_table_and_verdict() -> None:
     assert verdict["p99 <= 10 ms @1,000/s"]["met"] is False
     assert verdict["p50 <= 5 ms @1,000/s"]["met"] is True
     assert verdict["consumer <= 0.25 CPU-s per million lines"]["met"] is False
+
+
+def test_the_cluster_row_and_its_cost_in_words() -> None:
+    results = _results()
+    cluster = [
+        dict(r, pipeline="logship-cluster", lines_per_s=500) for r in results["runs"]["logship"]
+    ]
+    for r in cluster:
+        r["cpu_s_per_million_lines"] = {"producer": 0.2, "consumer": 0.3, "broker": 3.0}
+    results["runs"]["logship-cluster"] = cluster
+    results["throughput"]["logship-cluster"] = report.summarise(cluster)
+    results["failover"] = {"rate": 20000, "failover_gap_s": 0.7, "verified": True}
+    assert "| logship-cluster | 1,000 | 500 |" in report.table(results)
+    words = report.cluster_lines(results)
+    assert "500 vs 1,000 lines/s (50%)" in words and "broker nodes together 3.000" in words
+    assert "failover gap when the queue leader is killed at 20,000 lines/s: 0.7 s" in words
+    assert report.cluster_lines(_results()) == ""

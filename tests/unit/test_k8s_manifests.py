@@ -32,6 +32,12 @@ CRD_FILES = {
     "PrometheusRule": "monitoring.coreos.com_prometheusrules.yaml",
     "ScaledObject": "keda.sh_scaledobjects.yaml",
     "TriggerAuthentication": "keda.sh_triggerauthentications.yaml",
+    "RabbitmqCluster": "rabbitmq.com_rabbitmqclusters.yaml",
+    **{
+        kind: f"rabbitmq.com_{kind.lower()}s.yaml"
+        for kind in ("Queue", "Exchange", "Binding", "User", "Permission", "Vhost")
+    },
+    "Policy": "rabbitmq.com_policies.yaml",
 }
 
 Manifest = dict[str, Any]
@@ -277,7 +283,7 @@ def test_every_overlay_and_job_is_covered() -> None:
     """A kustomization added later is picked up by the tests above without being listed."""
     names = {kustomization_id(d) for d in kustomizations()}
     expected = {"base", "overlays/k3d", "overlays/k3d-keda", "overlays/k3d-hpa"}
-    expected |= {"jobs/drain-backlog", "overlays/k3d-drain"}
+    expected |= {"jobs/drain-backlog", "overlays/k3d-drain", "overlays/k3d-ha"}
     assert expected <= names
 
 

@@ -53,6 +53,7 @@ def test_k3d_script_installs_the_charts_with_the_values_in_the_repo() -> None:
         "kube-prometheus-stack": "kube-prometheus-stack",
         "keda": "keda",
         "prometheus-adapter": "prometheus-adapter",
+        "cert-manager": "cert-manager",
     }
     for chart in releases.values():
         assert f"k8s/helm/{chart}.yaml" in text

@@ -24,6 +24,14 @@ PRECONDITION = aiormq.exceptions.ChannelPreconditionFailed
             "wanted): delete it or set --amqp.delivery-limit 5",
         ),
         (
+            # the reply RabbitMQ 3.10.8 sent for a queue declared with a replica count of 1
+            "PRECONDITION_FAILED - inequivalent arg 'x-quorum-initial-group-size' for queue "
+            "'logs' in vhost '/': received none but current is the value '1' of type "
+            "'signedint'",
+            "queue 'logs' exists with different arguments (x-quorum-initial-group-size: '1' "
+            "there, none wanted): delete it or set --amqp.quorum-initial-group-size 1",
+        ),
+        (
             "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'logs' in vhost '/': "
             "received 'true' but current is 'false'",
             "queue 'logs' exists with different arguments (durable: 'false' there, 'true' "

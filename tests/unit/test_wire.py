@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logship.wire import Batch, PoisonMessage, count_newlines, decode
+from logship.wire import ZSTD, Batch, PoisonMessage, count_newlines, decode
 
 
 def batch_headers(body: bytes, start: int = 0) -> dict[str, Any]:
@@ -108,3 +109,30 @@ def test_count_newlines_matches_bytes_count(data: bytes) -> None:
     assert count_newlines(data) == data.count(b"\n")
     for end in (0, 1, len(data) // 3, len(data) - 1, len(data) + 5):
         assert count_newlines(data, end) == data.count(b"\n", 0, max(0, end))
+
+
+def test_a_zstd_body_decodes_to_the_bytes_its_range_names() -> None:
+    body = b"first line\nsecond line\n" * 50
+    batch = Batch("src", "/in", 100, 100 + len(body), body.count(b"\n"), 1, body)
+    packed = zstandard.ZstdCompressor(level=1).compress(body)
+    delivered = decode(batch.headers(), packed, ZSTD)
+    assert (delivered.body, delivered.start, delivered.lines) == (body, 100, 100)
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "kind"),
+    [
+        (zstandard.ZstdCompressor(level=1).compress(b"x\n" * 10)[:-4], ZSTD, "bad_encoding"),
+        (b"\x00not zstd", ZSTD, "bad_encoding"),
+        (b"x\n" * 10, "gzip", "bad_encoding"),
+        # a frame claiming more than its range is refused before anything is allocated
+        (zstandard.ZstdCompressor(level=1).compress(b"x\n" * 1_000_000), ZSTD, "bad_range"),
+    ],
+)
+def test_a_body_that_does_not_decompress_to_its_range_is_poison(
+    body: bytes, encoding: str, kind: str
+) -> None:
+    batch = Batch("src", "/in", 0, 20, 10, 1, b"x\n" * 10)
+    with pytest.raises(PoisonMessage) as caught:
+        decode(batch.headers(), body, encoding)
+    assert caught.value.kind == kind
