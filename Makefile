@@ -65,8 +65,10 @@ bench-quick: install broker
 ## The long fault soak: 50+ kills and 5+ broker restarts over 1,000,000 lines, then
 ## MODEL_SCENARIOS random model scenarios (tests/fault/test_model.py; each failure prints its seed).
 MODEL_SCENARIOS ?= 500
+## Then the other soaks (`@pytest.mark.soak`: the longer cluster faults), deselected by make test.
 chaos: install broker
 	LOGSHIP_CHAOS=1 LOGSHIP_MODEL_SCENARIOS=$(MODEL_SCENARIOS) $(PY) -m pytest -q -s tests/fault -k chaos
+	LOGSHIP_CHAOS=1 $(PY) -m pytest -q -s tests/fault -m soak -k "not chaos"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .demo

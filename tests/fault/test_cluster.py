@@ -223,6 +223,7 @@ def test_the_node_each_program_is_connected_to_stops_and_both_fail_over(
     stream(pipe, 25, stop_their_nodes, producer_args=("--compression", "zstd"))
 
 
+@pytest.mark.soak  # make chaos; make test keeps the leader kill and the failover
 def test_a_rolling_restart_of_every_node_loses_nothing(
     cluster_pipe: Pipeline, cluster: RabbitCluster
 ) -> None:
@@ -235,6 +236,7 @@ def test_a_rolling_restart_of_every_node_loses_nothing(
     stream(cluster_pipe, 120, rolling_restart, until_faults_end=True)
 
 
+@pytest.mark.soak  # make chaos; make test keeps the leader kill and the failover
 def test_a_majority_lost_stops_the_stream_and_it_resumes_when_it_returns(
     cluster_pipe: Pipeline, cluster: RabbitCluster
 ) -> None:
@@ -268,6 +270,7 @@ def test_a_majority_lost_stops_the_stream_and_it_resumes_when_it_returns(
     )
 
 
+@pytest.mark.soak  # make chaos; make test keeps the leader kill and the failover
 def test_a_node_cut_off_from_the_others_and_the_clients_pauses_and_rejoins(
     tmp_path: Path, cluster: RabbitCluster
 ) -> None:
