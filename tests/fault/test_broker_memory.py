@@ -197,6 +197,7 @@ async def _exercise(node: RabbitNode, pipe: Pipeline) -> None:
     )
 
 
+@pytest.mark.soak  # make chaos: minutes on a busy 2-core machine (timed out at 300 s in CI)
 def test_a_flood_past_the_watermark_blocks_publishers_and_the_node_lives(
     tmp_path: Path, k8s_memory_node: RabbitNode
 ) -> None:
