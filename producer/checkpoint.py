@@ -451,8 +451,7 @@ class Checkpoint:
 
     def mark_rotated(self, entry: SourceEntry) -> None:
         """Its file is a rotated one now (see SourceEntry.rotated)."""
-        if not entry.rotated:
-            entry.rotated = True
+        entry.rotated = True
         self.dirty = True
 
     def read_up_to(self, entry: SourceEntry, end: int, before: bytes) -> None:

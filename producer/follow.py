@@ -175,13 +175,13 @@ class FileTail:
         *,
         at_startup: bool,
         claimed: Callable[[], set[tuple[int, int]]],
-        held: Callable[[], dict[str, int]] | None = None,
+        held: Callable[[], dict[str, int]],
     ) -> None:
         self.path = path
         # every file identity any tail of the set holds: one descriptor per file, copies included
         self._claimed = claimed
         # source → the descriptor of its file, for every file any tail of the set holds
-        self._held = held or (lambda: {f.source.id: f.fd for f in (*self.files, *self.late)})
+        self._held = held
         self._checkpoint = checkpoint
         self._options = options
         self._metrics = metrics
