@@ -750,17 +750,20 @@ def glued_lines(gens: list[Generation], match: Match, expected: list[bytes]) -> 
         found = None
         for i in sorted(missing):
             whole = expected[i]
-            k = 0
-            while k < min(len(whole), len(line)) and whole[k] == line[k]:
-                k += 1
-            rest, after = whole[k:], line[k:]
-            j = next((j for j in missing if j != i and expected[j] == after), None)
-            if (
-                0 < k < len(whole)
-                and j is not None
-                and any(g.lost_by is not None and g.data.startswith(rest) for g in gens)
-            ):
-                found = (i, j)
+            common = 0
+            while common < min(len(whole), len(line)) and whole[common] == line[common]:
+                common += 1
+            # the cut is at or before the common prefix's end: the next line may begin with the
+            # very bytes the lost rest began with (seed 520001145: both go on with "s<seed> ")
+            for k in range(min(common, len(whole) - 1), 0, -1):
+                rest, after = whole[k:], line[k:]
+                j = next((j for j in missing if j != i and expected[j] == after), None)
+                if j is not None and any(
+                    g.lost_by is not None and g.data.startswith(rest) for g in gens
+                ):
+                    found = (i, j)
+                    break
+            if found is not None:
                 break
         if found is None:
             left.append((at, line))

@@ -122,6 +122,15 @@ def test_a_half_line_whose_rest_was_lost_runs_on_into_the_next_line() -> None:
     assert "never written" in " ".join(problems(gens, b"".join([*A[:3], b"xx" + B[1], B[2]])))
 
 
+def test_a_half_line_runs_on_into_a_line_that_begins_like_its_lost_rest() -> None:
+    """Model seed 520001145: the lost rest and the next line both begin with "s<seed> ", so the
+    longest common prefix of the whole line and the joined one overshoots the cut by a byte."""
+    whole, after = b"s1 g5 n64 sihh\n", b"s1 END\n"
+    gens = [gen(1, *B, whole[:10]), gen(2, whole[10:], lost_by="truncate"), gen(3, after)]
+    found = assess(gens, b"".join(B) + whole[:10] + after, [], "suffix")
+    assert found.problems == [] and "runs on" in found.notes[0]
+
+
 def test_rewrites_in_a_row_keeping_what_was_read_ship_those_lines_once() -> None:
     """Model seed 70001: read the first line, then rewritten twice while the producer was down,
     each time with the same first line: shipped once, as the first file's."""
