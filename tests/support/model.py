@@ -828,38 +828,50 @@ class LossJudge:
     def shared_prefixes(self, missing: dict[int, list[int]]) -> dict[int, list[int]]:
         """A rewrite whose new content starts with every line the producer had read of the old
         one looks, byte for byte, like the old file grown: those lines are shipped once, as the
-        old file's, and the old file's unread rest is gone without anyone being able to tell."""
+        old file's, and the old file's unread rest is gone without anyone being able to tell.
+        What the rewrite lost later (a suffix, seed 501464445) is judged as any loss."""
         for gen in self.gens:
             gone = missing.get(gen.id, [])
             if gen.rewrite_of is None or not gone:
                 continue
-            mine, k = self.lines_of(gen.id), len(gone)
-            if gone != mine[:k]:
-                continue
-            # rewritten several times while nobody looked (each keeping those lines): what was
-            # read is that of the nearest one any of whose lines arrived
-            ancestor: int | None = gen.rewrite_of
-            while ancestor is not None:
-                old = self.lines_of(ancestor)
-                old_gone = missing.get(ancestor, [])
-                same = len(old) >= k and all(
-                    self.expected[a] == self.expected[b]
-                    for a, b in zip(mine[:k], old[:k], strict=True)
-                )
-                if not same:
+            mine = self.lines_of(gen.id)
+            leading = 0
+            while leading < min(len(gone), len(mine)) and gone[leading] == mine[leading]:
+                leading += 1
+            for k in range(leading, 0, -1):
+                if self._shared_with_ancestor(gen, k, missing):
+                    if gone[k:]:
+                        missing[gen.id] = gone[k:]
+                    else:
+                        del missing[gen.id]
                     break
-                if old_gone == old[k:]:
-                    del missing[gen.id]
-                    self.unknowable.add(ancestor)
-                    self.notes.append(
-                        f"g{gen.id}: its first {k} lines equal what was read of g{ancestor}: "
-                        "shipped once, as the old file's"
-                    )
-                    break
-                if old_gone != old:
-                    break
-                ancestor = self.gens[ancestor - 1].rewrite_of
         return missing
+
+    def _shared_with_ancestor(self, gen: Generation, k: int, missing: dict[int, list[int]]) -> bool:
+        """Whether the first k lines of `gen` equal all that was read of the generation it
+        rewrote (rewritten several times while nobody looked, each keeping those lines: what was
+        read is that of the nearest one any of whose lines arrived)."""
+        mine = self.lines_of(gen.id)
+        ancestor: int | None = gen.rewrite_of
+        while ancestor is not None:
+            old = self.lines_of(ancestor)
+            old_gone = missing.get(ancestor, [])
+            same = len(old) >= k and all(
+                self.expected[a] == self.expected[b] for a, b in zip(mine[:k], old[:k], strict=True)
+            )
+            if not same:
+                return False
+            if old_gone == old[k:]:
+                self.unknowable.add(ancestor)
+                self.notes.append(
+                    f"g{gen.id}: its first {k} lines equal what was read of g{ancestor}: "
+                    "shipped once, as the old file's"
+                )
+                return True
+            if old_gone != old:
+                return False
+            ancestor = self.gens[ancestor - 1].rewrite_of
+        return False
 
     def missing(self, gen_id: int, indices: list[int]) -> None:
         gen = self.gens[gen_id - 1]

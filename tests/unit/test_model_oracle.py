@@ -76,6 +76,18 @@ def test_a_rewrite_keeping_what_was_read_ships_those_lines_once() -> None:
     assert "nothing could have lost it" in problems([old, new], b"".join([A[0], A[1], *B]))[0]
 
 
+def test_a_rewrite_keeping_what_was_read_then_cut_is_judged_for_its_cut_alone() -> None:
+    """Model seed 501464445: the rewrite's first line is the old file's (shipped once, as the
+    old file's) and its last line went with a truncate: a reported suffix, not a hole."""
+    old = gen(1, A[0], lost_by="rewrite")
+    new = gen(2, A[0], *B, rewrite_of=1, lost_by="truncate")
+    output = b"".join([A[0], *B[:2]])
+    cut = len(A[0] + B[0] + B[1])
+    event: dict[str, object] = {"path": "/x/input.txt", "start": cut, "end": 99, "bytes": 3}
+    assert assess([old, new], output, [event], "reported").problems == []
+    assert "not reported" in assess([old, new], output, [], "reported").problems[0]
+
+
 def test_op_kinds_from_the_environment() -> None:
     default = ("append", "rename")
     assert parse_kinds(None, default) == {"append", "rename"}
