@@ -88,6 +88,22 @@ def test_a_rewrite_keeping_what_was_read_then_cut_is_judged_for_its_cut_alone() 
     assert "not reported" in assess([old, new], output, [], "reported").problems[0]
 
 
+def test_a_half_line_refilled_with_its_own_first_bytes_is_an_unreportable_loss() -> None:
+    """Model seed 501464203 (the README's first limit): the producer saw only "s1 g" of a line,
+    went down, the file was cut and refilled with lines that begin with "s1 g": it looks grown,
+    so the half line's loss cannot be reported. With the producer watching it must be."""
+    gens = [
+        gen(1, *A),
+        gen(2, b"s1 g", lost_by="delete", producer_up_at_loss=False),
+        gen(3, b"2 rest\n", lost_by="delete", unseen=True),
+        gen(4, b"s1 g4 x\n"),
+    ]
+    output = b"".join([*A, b"s1 g4 x\n"])
+    assert assess(gens, output, [], "reported").problems == []
+    gens[1].producer_up_at_loss = True
+    assert "not reported" in assess(gens, output, [], "reported").problems[0]
+
+
 def test_op_kinds_from_the_environment() -> None:
     default = ("append", "rename")
     assert parse_kinds(None, default) == {"append", "rename"}
