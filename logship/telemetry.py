@@ -113,6 +113,7 @@ class TelemetryServer:
             self.application(),
             access_log=None,
             handle_signals=False,
+            shutdown_timeout=3,  # requests in hand get this long at stop (within stop's 5 s)
             keepalive_timeout=KEEPALIVE_S,
             max_line_size=MAX_LINE_BYTES,
             max_field_size=MAX_HEADER_BYTES,

@@ -19,6 +19,7 @@ from logship.wire import Batch
 from producer.checkpoint import Checkpoint
 from producer.discover import TailSet
 from producer.follow import TailOptions
+from producer.ingest import Batching, IngestApi
 from producer.ledger import AckLedger
 from producer.metrics import ProducerMetrics
 from producer.publisher import Publisher
@@ -93,6 +94,17 @@ class ProducerApp:
         self.publisher: Publisher | None = None
         self._waker: Waker | None = None
         self._announced: set[str] = set()  # input paths we said we wait for
+        # the HTTP ingest API (POST /v1/lines), when switched on: see producer/ingest.py
+        self.ingest = (
+            IngestApi(
+                settings.ingest,
+                Batching(settings.batch_max_bytes, settings.batch_max_lines),
+                metrics.registry,
+                stop=self.stop,
+            )
+            if settings.ingest.enabled
+            else None
+        )
         self.ledger = AckLedger(
             self.checkpoint,
             max_batches=settings.max_in_flight,
@@ -140,6 +152,7 @@ class ProducerApp:
             connection_metrics=self.metrics.connection,
             status=self.status,
             detail=self.readiness_detail,
+            routes=self.ingest.routes() if self.ingest is not None else (),
         )
 
     async def run(self, early: EarlySignals | None = None, *, signals: bool = True) -> int:
@@ -158,6 +171,9 @@ class ProducerApp:
             archive=self.settings.archive,
         )
         await self.publisher.start()
+        if self.ingest is not None:
+            publisher = self.publisher
+            self.ingest.attach(publisher.submit, lambda: publisher.ready)
         # after the topology is declared: a refused one is the only line printed
         log.info(
             "producer_started",
@@ -168,6 +184,7 @@ class ProducerApp:
                 "exchange": self.settings.amqp.exchange,
                 "queue_type": self.settings.amqp.queue_type.value,
                 "http": service.telemetry.address,
+                "ingest_source": self.ingest.source if self.ingest is not None else None,
             },
         )
         self._waker = Waker(
@@ -289,6 +306,8 @@ class ProducerApp:
         """Ship what deleted files still hold, wait for the confirms, abandon the rest: within
         shutdown_timeout (keep Kubernetes' terminationGracePeriodSeconds above it)."""
         deadline = time.monotonic() + self.settings.shutdown_timeout
+        if self.ingest is not None:
+            self.ingest.close()  # POSTs get 503 from now; waiters answer with what they have
         if self.publisher is not None and not refused:
             await with_deadline(
                 "ship what deleted files still hold",
