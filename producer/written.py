@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 
 import aio_pika
+import aiormq.exceptions
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -16,6 +17,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aio_pika.exceptions import ChannelInvalidStateError
 
 from logship.receipts import WrittenReceipt, decode, receipts_exchange
 
@@ -28,6 +30,8 @@ Listener = Callable[[WrittenReceipt], None]
 QUEUE_EXPIRES_MS = 10 * 60 * 1000
 # a producer that stopped reading keeps at most this many receipts (the oldest go first)
 QUEUE_MAX_LENGTH = 100_000
+PREFETCH = 256
+SETTLE_ERRORS = (aiormq.exceptions.AMQPError, ChannelInvalidStateError, ConnectionError)
 
 
 def queue_name(exchange: str, producer_id: str) -> str:
@@ -73,7 +77,9 @@ class WrittenFeed:
         return queue_name(self._exchange, self.producer_id)
 
     def add_listener(self, listener: Listener) -> None:
-        """Another callback for every receipt (called in the order added, on the event loop)."""
+        """Another callback for every receipt (called in the order added, on the event loop).
+        A receipt may come twice (one delivered again after a lost connection): listeners must
+        take repeats."""
         self._listeners.append(listener)
 
     async def start(self, connection: AbstractRobustConnection) -> None:
@@ -101,7 +107,10 @@ class WrittenFeed:
                 timeout=self._timeout,
             )
             await queue.bind(exchange, routing_key=self.producer_id, timeout=self._timeout)
-            self._tag = await queue.consume(self._on_message, no_ack=True, timeout=self._timeout)
+            # acknowledged after the listeners ran, not on delivery (no_ack): a receipt sent
+            # into a connection that is already dead comes again on the next one
+            await channel.set_qos(prefetch_count=PREFETCH, timeout=self._timeout)
+            self._tag = await queue.consume(self._on_message, timeout=self._timeout)
         except BaseException:
             with contextlib.suppress(Exception):
                 await channel.close()
@@ -123,12 +132,18 @@ class WrittenFeed:
             await asyncio.wait_for(channel.close(), self._timeout)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._handle(message.body)
+        # a lost ack only means the receipt comes again: listeners take repeats
+        with contextlib.suppress(*SETTLE_ERRORS):
+            await message.ack()
+
+    def _handle(self, body: bytes) -> None:
         try:
-            receipt = decode(message.body)
+            receipt = decode(body)
         except ValueError as error:
             log.warning(
                 "receipt_malformed",
-                extra={"queue": self.queue, "error": str(error), "bytes": len(message.body)},
+                extra={"queue": self.queue, "error": str(error), "bytes": len(body)},
             )
             if self._on_malformed is not None:
                 self._on_malformed()
