@@ -44,12 +44,14 @@ class WrittenFeed:
     exchange with routing key = producer id, declared on a robust channel, so the queue, its
     binding and the consumer are declared again after a reconnect (aio-pika restores them).
 
-    The queue is durable, not exclusive nor auto-delete, with an expiry instead: an exclusive or
+    The queue is neither exclusive nor auto-delete, but expires once unused: an exclusive or
     auto-delete queue goes with the connection, and every receipt published before the
-    reconnect would be lost (and with it the end of a gap the producer waits for); re-declaring
-    an exclusive queue whose old connection the broker has not seen closed yet is refused
-    (RESOURCE_LOCKED). So producer ids must be unique: two producers with one id share (and
-    split) one queue."""
+    reconnect would be lost (and with it the end of a gap the producer waits for), and
+    re-declaring an exclusive queue whose old connection the broker has not seen closed yet is
+    refused (RESOURCE_LOCKED). It is not durable: a classic queue lives on one node, and a
+    durable one whose node is down cannot be declared again elsewhere, while a transient one goes
+    with its node and is declared again on the next (receipts in it are lost then: they are
+    advice). Producer ids must be unique: two producers with one id split one queue."""
 
     def __init__(
         self,
@@ -97,7 +99,7 @@ class WrittenFeed:
                 exchange = await channel.get_exchange(name, ensure=True)
             queue = await channel.declare_queue(
                 self.queue,
-                durable=True,
+                durable=False,
                 arguments={
                     "x-queue-type": "classic",
                     "x-expires": QUEUE_EXPIRES_MS,
