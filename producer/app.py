@@ -197,7 +197,11 @@ class ProducerApp:
             },
         )
         if self.receipts is not None:
-            service.spawn(self._receive_receipts(self.receipts, connection), "receipts")
+            # before the first batch: a receipt that comes before the queue is bound is lost
+            settled = asyncio.Event()
+            service.spawn(self._receive_receipts(self.receipts, connection, settled), "receipts")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(settled.wait(), self.settings.amqp.connect_timeout)
         self._waker = Waker(
             self.tails.directory, self.settings.input, poll=self.settings.poll, stop=self.stop
         )
@@ -258,7 +262,7 @@ class ProducerApp:
         return True
 
     async def _receive_receipts(
-        self, feed: WrittenFeed, connection: AbstractRobustConnection
+        self, feed: WrittenFeed, connection: AbstractRobustConnection, settled: asyncio.Event
     ) -> None:
         """Start the feed (retried while the broker refuses it: receipts are advice, never a
         reason to stop shipping), keep it until shutdown; the robust channel re-declares its
@@ -269,12 +273,14 @@ class ProducerApp:
                 await feed.start(connection)
                 break
             except FEED_ERRORS as error:
+                settled.set()  # shipping goes on without receipts meanwhile
                 delay = next(delays)
                 log.warning(
                     "receipts_feed_failed",
                     extra={"queue": feed.queue, "error": str(error), "retry_in": round(delay, 2)},
                 )
                 await asyncio.sleep(delay)
+        settled.set()
         try:
             await asyncio.Event().wait()  # until cancelled at shutdown
         finally:
