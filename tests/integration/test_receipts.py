@@ -16,6 +16,7 @@ import pytest
 
 from logship.receipts import WrittenReceipt, decode, receipts_exchange
 from tests.support.pipeline import Pipeline, free_port, wait_until
+from tests.support.tcp_proxy import TcpProxy
 
 
 def lines(n: int, tag: str) -> bytes:
@@ -157,3 +158,42 @@ def test_a_consumer_whose_receipts_fail_still_writes_and_acknowledges_everything
     assert channel.queue_declare(pipe.topology.queue, passive=True).method.message_count == 0
     assert pipe.output.read_bytes() == data
     connection.close()
+
+
+def test_the_producer_keeps_getting_receipts_after_its_connection_was_cut(
+    pipe: Pipeline, producer_id: str
+) -> None:
+    """The producer's receipts queue, binding and consumer come back with its connection (cut
+    by a proxy in front of the shared broker; the consumer connects straight)."""
+    broker = pipe.topology.url.removeprefix("amqp://").split("@", 1)[1].split("/", 1)[0]
+    host, broker_port = broker.rsplit(":", 1)
+    port = free_port()
+    not_written = f'file="{pipe.input}"'
+    with TcpProxy(host, int(broker_port)) as proxy:
+        url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
+        pipe.consumer().ready()
+        producer = pipe.producer(
+            "--id",
+            producer_id,
+            "--http.port",
+            str(port),
+            "--amqp.heartbeat",
+            "2",
+            env={"LOGSHIP_AMQP__URL": url},
+        ).ready()
+        data = lines(100, "before-cut")
+        pipe.append(data)
+        assert pipe.wait_for_output(data) == data
+        assert wait_until(
+            lambda: metric(port, "logship_producer_bytes_not_written", not_written) == 0, 30
+        )
+        proxy.cut()
+        time.sleep(1)
+        proxy.restore()
+        producer.wait_for_event("amqp_reconnected", timeout=30)
+        more = lines(100, "after-cut")
+        pipe.append(more)
+        assert pipe.wait_for_output(data + more) == data + more
+        assert wait_until(
+            lambda: metric(port, "logship_producer_bytes_not_written", not_written) == 0, 30
+        )
