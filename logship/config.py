@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -299,6 +300,26 @@ class LogSettings(BaseModel):
             return value
         value = value.strip()
         return value.upper() if info.field_name == "level" else value.lower()
+
+
+MAX_ID_LEN = 200  # an id is a routing key (255 bytes at most) and part of a queue name
+
+
+def default_id() -> str:
+    """A program's id when none is set: hostname:pid, unique on a host and in a Kubernetes pod
+    (whose hostname is the pod's name)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def id_field(program: str, why: str) -> Any:
+    """The `id` setting of a program (receipts name producers and consumers by it)."""
+    return Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_ID_LEN,
+        description=f"this {program}'s id, {why}",
+        json_schema_extra={"metavar": "NAME", "unset": "hostname:pid"},
+    )
 
 
 def probe_path(field: str, path: Path) -> None:
