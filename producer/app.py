@@ -109,6 +109,7 @@ class ProducerApp:
                 Batching(settings.batch_max_bytes, settings.batch_max_lines),
                 metrics.registry,
                 stop=self.stop,
+                receipts=settings.receipts,
             )
             if settings.ingest.enabled
             else None
@@ -134,6 +135,8 @@ class ProducerApp:
                 on_malformed=metrics.receipts.labels("malformed").inc,
                 timeout=settings.amqp.connect_timeout,
             )
+            if self.ingest is not None:
+                self.receipts.add_listener(self.ingest.on_written)
 
     def ready(self) -> bool:
         """Connected and able to ship: also while the input file does not exist yet. Readiness

@@ -19,13 +19,15 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from logship.receipts import WrittenReceipt
 from logship.wire import Batch, count_newlines, now_ns
 from producer.batcher import Cut, cut_batch
 from producer.ingest_settings import IngestSettings
 from producer.openapi import spec_json
-from producer.receipt_store import WRITTEN, Receipt, ReceiptStore
+from producer.receipt_store import WRITTEN, Piece, Receipt, ReceiptStore
 
 log = logging.getLogger("logship.producer.ingest")
 
@@ -105,8 +107,10 @@ class IngestApi:
         registry: CollectorRegistry,
         *,
         stop: asyncio.Event,
+        receipts: bool,
     ) -> None:
         self.settings = settings
+        self.receipts = receipts  # written receipts come back (--receipts): wait=written works
         self.batching = batching
         self.metrics = IngestMetrics(registry)
         self.stop = stop
@@ -128,6 +132,19 @@ class IngestApi:
             web.get("/v1/receipts/{id}", self._counted(self.get_receipt)),
             web.get("/v1/openapi.json", self.openapi),
         ]
+
+    def on_written(self, receipt: WrittenReceipt) -> None:
+        """A consumer's written receipt (producer/written.py's feed): the ranges of our ingest
+        source move their receipts to `written`. Repeats change nothing."""
+        who = (receipt.consumer, receipt.output)
+        for r in receipt.ranges:
+            if r.source == self.source:
+                piece = Piece(*who, r.start, r.end, r.output_start, r.output_end)
+                self.store.written(r.source, r.start, r.end, piece)
+        for d in receipt.duplicates:
+            if d.source == self.source:
+                unplaced = Piece(*who, d.start, d.end, None, None)
+                self.store.written(d.source, d.start, d.end, unplaced)
 
     def close(self) -> None:
         """Stopping: waiters answer now with what they have."""
@@ -200,6 +217,8 @@ class IngestApi:
         wait = request.query.get("wait")
         if wait not in (None, WRITTEN):
             raise Refusal(400, "wait may only be 'written'")
+        if wait == WRITTEN and not self.receipts:
+            raise Refusal(400, "wait=written needs written receipts (the producer's --receipts)")
         raw = request.query.get("timeout", str(self.settings.max_wait))
         try:
             timeout = float(raw)
@@ -229,7 +248,7 @@ class IngestApi:
         except TimeoutError:
             self._release(size)
             raise Refusal(408, "the body did not arrive within the read timeout") from None
-        except HttpProcessingError:
+        except (HttpProcessingError, RequestPayloadError):
             self._release(size)
             raise Refusal(400, "the body does not decode (Content-Encoding)") from None
         except BaseException:  # a refusal, the client gone away, a cancellation

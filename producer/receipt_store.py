@@ -19,14 +19,15 @@ PENDING, CONFIRMED, WRITTEN = "pending", "confirmed", "written"
 @dataclass(frozen=True, slots=True)
 class Piece:
     """Where bytes [start, end) of a receipt's source landed: which consumer, which output, and
-    the same bytes' place in that output."""
+    the same bytes' place in that output (None: they were there already, delivered before, and
+    the consumer no longer knows where)."""
 
     consumer: str
     output: str
     start: int
     end: int
-    output_start: int
-    output_end: int
+    output_start: int | None
+    output_end: int | None
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -82,7 +83,15 @@ class Receipt:
         return answer
 
     def add_piece(self, piece: Piece) -> None:
-        """A piece already covered (a duplicate receipt) adds nothing."""
+        """A piece already covered adds nothing; one with a place replaces those without."""
+        if piece.output_start is None and _covered([*self.pieces, piece]) == _covered(self.pieces):
+            return
+        if piece.output_start is not None:
+            self.pieces = [
+                p
+                for p in self.pieces
+                if p.output_start is not None or not piece.start <= p.start < p.end <= piece.end
+            ]
         covered = _covered(self.pieces)
         self.pieces.append(piece)
         self.pieces.sort(key=lambda p: p.start)
@@ -189,14 +198,18 @@ class ReceiptStore:
         receipts, head = entry
         first = bisect.bisect_right(receipts, start, lo=head[0], key=lambda r: r.start) - 1
         moved = 0
-        for receipt in receipts[max(first, head[0]) :]:
+        for index in range(max(first, head[0]), len(receipts)):
+            receipt = receipts[index]
             if receipt.start >= end:
                 break
             lo, hi = max(start, receipt.start), min(end, receipt.end)
             if lo >= hi:
                 continue
-            shift = piece.output_start - start
-            receipt.add_piece(Piece(piece.consumer, piece.output, lo, hi, lo + shift, hi + shift))
+            place: tuple[int | None, int | None] = (None, None)
+            if piece.output_start is not None:
+                shift = piece.output_start - start
+                place = (lo + shift, hi + shift)
+            receipt.add_piece(Piece(piece.consumer, piece.output, lo, hi, *place))
             moved += 1
         return moved
 
