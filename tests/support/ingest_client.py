@@ -72,5 +72,8 @@ class Ingest:
 def ingest_producer(pipe: Pipeline, *extra: str) -> tuple[Program, Ingest]:
     """The real producer with the ingest API on a free port, connected."""
     port = free_port()
-    producer = pipe.producer("--ingest.enabled", "--http.port", str(port), *extra).ready()
+    log = pipe.workdir / "producer.log"
+    seen = len(log.read_text(errors="replace")) if log.exists() else 0  # a restart: same log
+    producer = pipe.producer("--ingest.enabled", "--http.port", str(port), *extra)
+    producer.wait_for_event("producer_watching", after=seen)
     return producer, Ingest(f"http://127.0.0.1:{port}")
