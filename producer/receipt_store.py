@@ -83,19 +83,20 @@ class Receipt:
         return answer
 
     def add_piece(self, piece: Piece) -> None:
-        """A piece already covered adds nothing; one with a place replaces those without."""
-        if piece.output_start is None and _covered([*self.pieces, piece]) == _covered(self.pieces):
-            return
+        """A piece that covers nothing new (a repeated receipt) is dropped, unless it has a
+        place and replaces pieces without one."""
+        covered = _covered(self.pieces)
+        kept = self.pieces
         if piece.output_start is not None:
-            self.pieces = [
+            kept = [
                 p
                 for p in self.pieces
                 if p.output_start is not None or not piece.start <= p.start < p.end <= piece.end
             ]
-        covered = _covered(self.pieces)
-        self.pieces.append(piece)
-        self.pieces.sort(key=lambda p: p.start)
-        self.written_bytes += _covered(self.pieces) - covered
+        if len(kept) == len(self.pieces) and _covered([*kept, piece]) == covered:
+            return
+        self.pieces = sorted([*kept, piece], key=lambda p: p.start)
+        self.written_bytes = _covered(self.pieces)
         self.changed.set()
 
 

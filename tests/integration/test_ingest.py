@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -152,3 +155,23 @@ def test_limits_and_the_token(pipe: Pipeline, tmp_path: Path) -> None:
     assert served.status == 200 and served.body == spec_json()
     assert (REPO / "docs" / "openapi.json").read_bytes() == spec_json()
     assert wait_until(lambda: b'code="413"' in request(f"{api.base}/metrics").body, 5)
+
+
+def test_logship_send_posts_stdin_in_chunks_and_prints_the_receipt_ids(pipe: Pipeline) -> None:
+    pipe.consumer().ready()
+    _, api = ingest_producer(pipe)
+    data = lines("send", 3000) + b"last line without its newline"
+    sent = subprocess.run(
+        [sys.executable, "-m", "logship.send", "--url", api.base, "--chunk-bytes", "20000", "-"],
+        input=data,
+        capture_output=True,
+        check=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    ids = sent.stdout.decode().split()
+    assert len(ids) > 3  # several chunks, one id each
+    expected = data + b"\n"  # the last line was completed
+    assert pipe.wait_for_output(expected, timeout=30) == expected
+    assert all(api.receipt(i).json()["state"] in ("confirmed", "written") for i in ids)
