@@ -15,7 +15,6 @@ import secrets
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -289,7 +288,7 @@ class IngestApi:
             fingerprint=_fingerprint(body),
         )
         view = memoryview(body)
-        confirms: list[asyncio.Future[None]] = []
+        confirms = _PostConfirms(self, receipt)
         position = 0
         while position < len(body):
             cut = self._cut(body, position, receipt.lines if position == 0 else None)
@@ -304,12 +303,8 @@ class IngestApi:
                 piece,
             )
             self._reserve(cut.length)
-            confirmed = self._submit(batch)
-            confirmed.add_done_callback(self._batch_settled(cut.length))
-            confirms.append(confirmed)
+            confirms.add(self._submit(batch), cut.length)
             position += cut.length
-        gathered = asyncio.gather(*confirms, return_exceptions=True)
-        gathered.add_done_callback(self._post_settled(receipt, confirms))
         return receipt
 
     def _cut(self, body: bytes, position: int, lines: int | None) -> Cut:
@@ -321,34 +316,21 @@ class IngestApi:
         chunk = body[position : position + limits.max_bytes]
         return cut_batch(chunk, max_bytes=limits.max_bytes, max_lines=limits.max_lines)
 
-    def _batch_settled(self, size: int) -> Callable[[asyncio.Future[None]], None]:
-        def settled(_future: asyncio.Future[None]) -> None:
-            self._release(size)
-
-        return settled
-
-    def _post_settled(
-        self, receipt: Receipt, confirms: list[asyncio.Future[None]]
-    ) -> Callable[[asyncio.Future[Any]], None]:
-        def settled(_gathered: asyncio.Future[Any]) -> None:
-            if all(not c.cancelled() and c.exception() is None for c in confirms):
-                self.store.confirmed(receipt)
-                self.metrics.bytes.inc(receipt.end - receipt.start)
-                self.metrics.lines.inc(receipt.lines)
-            else:  # abandoned at shutdown: never answered with an id
-                self.store.failed(receipt)
-
-        return settled
+    def settle(self, receipt: Receipt, *, confirmed: bool) -> None:
+        """Every batch of a POST settled: confirmed, or (abandoned at shutdown) never."""
+        if confirmed:
+            self.store.confirmed(receipt)
+            self.metrics.bytes.inc(receipt.end - receipt.start)
+            self.metrics.lines.inc(receipt.lines)
+        else:  # never answered with an id
+            self.store.failed(receipt)
 
     async def _settled(self, receipt: Receipt) -> bool:
         """Wait for the broker's confirm of every batch of the POST, at most confirm_timeout."""
         assert receipt.settled is not None
-        try:
-            return await asyncio.wait_for(
-                asyncio.shield(receipt.settled), self.settings.confirm_timeout
-            )
-        except TimeoutError:
-            return False
+        # asyncio.wait leaves the future alone at the timeout (a retry may wait for it again)
+        await asyncio.wait({receipt.settled}, timeout=self.settings.confirm_timeout)
+        return receipt.settled.done() and receipt.settled.result()
 
     def _reserve(self, size: int) -> None:
         self.in_flight += size
@@ -368,6 +350,32 @@ class IngestApi:
         if wait and not self.stop.is_set():
             await self.store.wait_written(receipt, timeout)
         return web.json_response(receipt.as_json(), dumps=_dumps)
+
+
+class _PostConfirms:
+    """The confirms of one POST's batches: each frees its bytes of the window as it settles; the
+    last settles the receipt (no gather: one callback per batch, most POSTs are one batch)."""
+
+    __slots__ = ("_api", "_left", "_ok", "_receipt")
+
+    def __init__(self, api: IngestApi, receipt: Receipt) -> None:
+        self._api = api
+        self._receipt = receipt
+        self._left = 0
+        self._ok = True
+
+    def add(self, confirmed: asyncio.Future[None], size: int) -> None:
+        self._left += 1
+
+        def settled(future: asyncio.Future[None]) -> None:
+            self._api._release(size)
+            self._ok = self._ok and not future.cancelled() and future.exception() is None
+            self._left -= 1
+            if self._left == 0:
+                self._api.settle(self._receipt, confirmed=self._ok)
+
+        # done callbacks run from the loop, never inside add(): every batch is counted first
+        confirmed.add_done_callback(settled)
 
 
 def _fingerprint(body: bytes) -> tuple[int, int]:
