@@ -265,12 +265,12 @@ class HttpSettings(BaseModel):
     tls_cert: Path | None = Field(
         default=None,
         description="PEM certificate (chain) to serve HTTPS with; needs --http.tls-key",
-        json_schema_extra={"metavar": "FILE", "unset": "plain HTTP"},
+        json_schema_extra={"metavar": "PATH", "unset": "plain HTTP"},
     )
     tls_key: Path | None = Field(
         default=None,
         description="PEM private key of --http.tls-cert",
-        json_schema_extra={"metavar": "FILE"},
+        json_schema_extra={"metavar": "PATH", "unset": "plain HTTP"},
     )
 
     @model_validator(mode="after")

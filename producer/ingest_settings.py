@@ -50,12 +50,12 @@ class IngestSettings(BaseModel):
         default=None,
         description="bearer token the API requires (better: LOGSHIP_INGEST__TOKEN or "
         "--ingest.token-file; flags show in ps)",
-        json_schema_extra={"metavar": "TOKEN", "unset": "no authentication"},
+        json_schema_extra={"metavar": "KEY", "unset": "no authentication"},
     )
     token_file: Path | None = Field(
         default=None,
         description="file holding the bearer token (a mounted Secret), read at start",
-        json_schema_extra={"metavar": "FILE", "unset": "no authentication"},
+        json_schema_extra={"metavar": "PATH", "unset": "no authentication"},
     )
 
     @model_validator(mode="after")

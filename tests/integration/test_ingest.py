@@ -7,8 +7,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import ssl
 import subprocess
 import sys
+import urllib.request
 import zlib
 from pathlib import Path
 
@@ -175,3 +177,29 @@ def test_logship_send_posts_stdin_in_chunks_and_prints_the_receipt_ids(pipe: Pip
     expected = data + b"\n"  # the last line was completed
     assert pipe.wait_for_output(expected, timeout=30) == expected
     assert all(api.receipt(i).json()["state"] in ("confirmed", "written") for i in ids)
+
+
+def test_the_api_over_https(pipe: Pipeline, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    pipe.consumer().ready()
+    _, api = ingest_producer(pipe, "--http.tls-cert", str(cert), "--http.tls-key", str(key))
+    secure = api.base.replace("http://", "https://")
+    context = ssl.create_default_context(cafile=str(cert))
+    body = lines("tls", 10)
+    req = urllib.request.Request(
+        f"{secure}/v1/lines?wait=written&timeout=20",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "text/plain"},
+    )
+    with urllib.request.urlopen(req, timeout=30, context=context) as answer:
+        assert json.loads(answer.read())["state"] == "written"
+    with urllib.request.urlopen(f"{secure}/livez", timeout=10, context=context) as answer:
+        assert answer.status == 200
+    assert pipe.output.read_bytes() == body
