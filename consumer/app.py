@@ -90,11 +90,6 @@ class ConsumerApp:
         service.spawn(self._follow_output(), "follow-output")
 
     async def start(self, connection: AbstractRobustConnection, service: Service) -> None:
-        # receipts have a connection of their own; a backlog waiting since the last run gets its
-        # receipts too, so it is ready (or known unavailable) before consuming starts
-        service.spawn(self.receipts.run(self.stop), "receipts")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.receipts.settled.wait(), self.settings.amqp.connect_timeout)
         self.subscriber = Subscriber(
             connection,
             self.settings.amqp,
@@ -104,7 +99,13 @@ class ConsumerApp:
             reserve=self.settings.prefetch if self.settings.reorder_wait else 0,
             archive=self.settings.archive,
         )
-        await self.subscriber.start()
+        await self.subscriber.start()  # a refused topology is said here, in one line, alone
+        # receipts have a connection of their own; a backlog waiting since the last run gets its
+        # receipts too, so it is ready (or known unavailable) before the first write (deliveries
+        # wait in the inbox until main_loop)
+        service.spawn(self.receipts.run(self.stop), "receipts")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.receipts.settled.wait(), self.settings.amqp.connect_timeout)
         log.info(
             "consumer_consuming",
             extra={
