@@ -23,7 +23,8 @@ from logship.wire import Batch
 from producer.checkpoint import Checkpoint
 from producer.discover import TailSet
 from producer.follow import TailOptions
-from producer.ingest import Batching, IngestApi
+from producer.ingest import IngestApi
+from producer.ingest_batcher import Batching
 from producer.ledger import AckLedger
 from producer.metrics import ProducerMetrics
 from producer.notwritten import NotWritten
@@ -106,7 +107,7 @@ class ProducerApp:
         self.ingest = (
             IngestApi(
                 settings.ingest,
-                Batching(settings.batch_max_bytes, settings.batch_max_lines),
+                Batching(settings.batch_max_bytes, settings.batch_max_lines, settings.batch_linger),
                 metrics.registry,
                 stop=self.stop,
                 receipts=settings.receipts,

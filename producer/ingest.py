@@ -14,7 +14,6 @@ import logging
 import secrets
 import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -22,8 +21,8 @@ from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from logship.receipts import WrittenReceipt
-from logship.wire import Batch, count_newlines, now_ns
-from producer.batcher import Cut, cut_batch
+from logship.wire import count_newlines
+from producer.ingest_batcher import Batching, Confirms, IngestBatcher, Submit
 from producer.ingest_settings import IngestSettings
 from producer.openapi import spec_json
 from producer.receipt_store import WRITTEN, Piece, Receipt, ReceiptStore
@@ -33,11 +32,7 @@ log = logging.getLogger("logship.producer.ingest")
 ACCEPTED_TYPES = ("application/octet-stream", "text/plain")
 ACCEPTED_ENCODINGS = ("", "identity", "gzip", "x-gzip")
 MAX_KEY_LEN = 200
-INGEST_PATH = "http:/v1/lines"  # x-logship-path of ingest batches (informational)
 RETRY_AFTER_S = "1"
-
-# what a POST's bytes are handed to: the producer's Publisher.submit (a future per batch)
-Submit = Callable[[Batch], "asyncio.Future[None]"]
 
 
 class IngestMetrics:
@@ -87,14 +82,6 @@ def busy(text: str, status: int = 503) -> Refusal:
     return Refusal(status, text, {"Retry-After": RETRY_AFTER_S})
 
 
-@dataclass(frozen=True, slots=True)
-class Batching:
-    """The file path's batch limits, applied to a POSTed body the same way."""
-
-    max_bytes: int
-    max_lines: int
-
-
 class IngestApi:
     """The handlers, the ingest source's next offset and the confirm window. `attach` gives it
     the publisher once connected; until then (and while stopping) POSTs get 503."""
@@ -118,11 +105,11 @@ class IngestApi:
         self.in_flight = 0  # bytes reserved: being read, or sent and not yet confirmed
         self.store = ReceiptStore(max_receipts=settings.receipts_max, ttl=settings.receipts_ttl)
         self._token = settings.bearer_token()
-        self._submit: Submit | None = None
+        self._batcher: IngestBatcher | None = None
         self._ready: Callable[[], bool] = lambda: False
 
     def attach(self, submit: Submit, ready: Callable[[], bool]) -> None:
-        self._submit = submit
+        self._batcher = IngestBatcher(self.source, self.batching, submit, self._release)
         self._ready = ready
 
     def routes(self) -> list[web.RouteDef]:
@@ -146,7 +133,10 @@ class IngestApi:
                 self.store.written(d.source, d.start, d.end, unplaced)
 
     def close(self) -> None:
-        """Stopping: waiters answer now with what they have."""
+        """Stopping: what is queued goes to the publisher now (its drain waits for the
+        confirms); waiters answer now with what they have."""
+        if self._batcher is not None:
+            self._batcher.flush()
         self.store.close()
 
     def _counted(
@@ -182,7 +172,7 @@ class IngestApi:
 
     async def post_lines(self, request: web.Request) -> web.Response:
         self._check_headers(request)
-        if self.stop.is_set() or self._submit is None or not self._ready():
+        if self.stop.is_set() or self._batcher is None or not self._ready():
             raise busy("not connected to the broker")
         if self.in_flight >= self.settings.max_in_flight_bytes:
             raise busy("too many bytes await the broker's confirm", 429)
@@ -274,47 +264,22 @@ class IngestApi:
         return receipt
 
     def _ship(self, body: bytes, key: str | None) -> Receipt:
-        """Give the body its byte range and send its batches, in one step with no await, so
-        batches go out in offset order."""
-        assert self._submit is not None
+        """Give the body its byte range and queue it for its batch, in one step with no await,
+        so batches go out in offset order."""
+        assert self._batcher is not None
         start = self.offset
         self.offset += len(body)
+        lines = count_newlines(body)
         receipt = self.store.new(
-            self.source,
-            start,
-            self.offset,
-            count_newlines(body),
-            key=key,
-            fingerprint=_fingerprint(body),
+            self.source, start, self.offset, lines, key=key, fingerprint=_fingerprint(body)
         )
-        view = memoryview(body)
-        confirms = _PostConfirms(self, receipt)
-        position = 0
-        while position < len(body):
-            cut = self._cut(body, position, receipt.lines if position == 0 else None)
-            piece = view[position : position + cut.length]
-            batch = Batch(
-                self.source,
-                INGEST_PATH,
-                start + position,
-                start + position + cut.length,
-                cut.lines,
-                now_ns(),
-                piece,
-            )
-            self._reserve(cut.length)
-            confirms.add(self._submit(batch), cut.length)
-            position += cut.length
-        return receipt
+        self._reserve(len(body))  # released batch by batch as they settle
 
-    def _cut(self, body: bytes, position: int, lines: int | None) -> Cut:
-        """The next batch of the body from `position`: the whole body when it fits the limits
-        (the common case, no copy), else cut as the file path cuts a chunk."""
-        limits = self.batching
-        if lines is not None and len(body) <= limits.max_bytes and lines <= limits.max_lines:
-            return Cut(len(body), lines, oversized=False)
-        chunk = body[position : position + limits.max_bytes]
-        return cut_batch(chunk, max_bytes=limits.max_bytes, max_lines=limits.max_lines)
+        def settle(confirmed: bool) -> None:
+            self.settle(receipt, confirmed=confirmed)
+
+        self._batcher.add(body, start, lines, Confirms(settle))
+        return receipt
 
     def settle(self, receipt: Receipt, *, confirmed: bool) -> None:
         """Every batch of a POST settled: confirmed, or (abandoned at shutdown) never."""
@@ -350,32 +315,6 @@ class IngestApi:
         if wait and not self.stop.is_set():
             await self.store.wait_written(receipt, timeout)
         return web.json_response(receipt.as_json(), dumps=_dumps)
-
-
-class _PostConfirms:
-    """The confirms of one POST's batches: each frees its bytes of the window as it settles; the
-    last settles the receipt (no gather: one callback per batch, most POSTs are one batch)."""
-
-    __slots__ = ("_api", "_left", "_ok", "_receipt")
-
-    def __init__(self, api: IngestApi, receipt: Receipt) -> None:
-        self._api = api
-        self._receipt = receipt
-        self._left = 0
-        self._ok = True
-
-    def add(self, confirmed: asyncio.Future[None], size: int) -> None:
-        self._left += 1
-
-        def settled(future: asyncio.Future[None]) -> None:
-            self._api._release(size)
-            self._ok = self._ok and not future.cancelled() and future.exception() is None
-            self._left -= 1
-            if self._left == 0:
-                self._api.settle(self._receipt, confirmed=self._ok)
-
-        # done callbacks run from the loop, never inside add(): every batch is counted first
-        confirmed.add_done_callback(settled)
 
 
 def _fingerprint(body: bytes) -> tuple[int, int]:
