@@ -1,13 +1,15 @@
 """HTTP ingest: lines/s through POSTs of 1,000 lines, and p50/p99 of POST→confirmed and
 POST→written at a steady request rate, for logship's producer (`--ingest.enabled`, its consumer
 running) beside the reference (bench/http_reference.py: an aiohttp handler publishing each body
-with a confirm through aio-pika) in the same run, through the same aiohttp client.
+with a confirm through aio-pika; the raw chunk consumer drains its queue) in the same run, through
+the same aiohttp client.
 
 POST→confirmed is the answer time of a plain POST (logship answers after the broker's confirm of
 every batch of the body; the reference after the confirm of its one message). POST→written is the
 answer time of `POST ?wait=written` (after the consumer's fsync and state write, reported back as
-a written receipt): the reference has no consumer, so it has no such column. Latencies are taken
-from each request's scheduled time (open loop), so a stall counts for every request it delays."""
+a written receipt): the reference does not say when its consumer wrote, so it has no such column.
+Latencies are taken from each request's scheduled time (open loop), so a stall counts for every
+request it delays."""
 
 from __future__ import annotations
 
@@ -106,17 +108,34 @@ async def steady(url: str, body: bytes, rate: float, seconds: float) -> dict[str
     }
 
 
-def _start_reference(workdir: Path, url: str) -> tuple[Proc, Topology, int]:
+def _start_reference(workdir: Path, url: str) -> tuple[list[Proc], Topology, int]:
+    """The reference server, and the raw chunk pipeline's consumer draining its queue (so the
+    machine carries a consumer in both runs, as it does for logship)."""
     topology = Topology(url=url)
     port = free_port()
+    consume = ["consume", "--output", str(workdir / "reference-output.txt")]
+    consumer = python_proc("http-reference-consumer", "bench.raw",
+                           [*consume, *topology.ref_args()], workdir, stdout_pipe=True)  # fmt: skip
     args = ["--url", url, "--name", topology.name, "--port", str(port)]
-    proc = python_proc("http-reference", "bench.http_reference", args, workdir, stdout_pipe=True)
-    proc.start()
+    server = python_proc("http-reference", "bench.http_reference", args, workdir, stdout_pipe=True)
+    procs = [consumer.start()]
+    try:
+        _ready_line(consumer)
+        procs.append(server.start())
+        _ready_line(server)
+    except BaseException:
+        for proc in procs:
+            proc.stop()
+        topology.delete()
+        raise
+    return procs, topology, port
+
+
+def _ready_line(proc: Proc) -> None:
     assert proc.popen is not None and proc.popen.stdout is not None
     if proc.popen.stdout.readline().strip() != b"ready":
         proc.check()
-        raise RuntimeError("the HTTP reference did not start")
-    return proc, topology, port
+        raise RuntimeError(f"{proc.name} did not start")
 
 
 def _verified(run: pipelines.Running, expected: bytes, timeout: float = 60) -> bool:
@@ -179,14 +198,15 @@ def run(
     kinds = {LOGSHIP_HTTP: pipelines.LOGSHIP, NO_ARCHIVE: pipelines.LOGSHIP_NO_ARCHIVE}
     for name, kind in kinds.items():
         out[name] = _logship(kind, workdir / name, url, big, small, requests, rate, seconds)
-    proc, topology, port = _start_reference(workdir, url)
+    procs, topology, port = _start_reference(workdir, url)
     try:
         base = f"http://127.0.0.1:{port}/v1/lines"
         result = asyncio.run(throughput(base, big, requests))
         result["confirmed"] = asyncio.run(steady(base, small, rate, seconds))
         out[REFERENCE] = result
     finally:
-        proc.stop()
+        for proc in procs:
+            proc.stop()
         topology.delete()
     return out
 
