@@ -181,6 +181,9 @@ class IngestApi:
         if key is not None and not 0 < len(key) <= MAX_KEY_LEN:
             raise Refusal(400, f"Idempotency-Key must have 1 to {MAX_KEY_LEN} characters")
         body = await self._read_body(request)
+        if self.stop.is_set():  # stopped while the body came: the publisher takes no more
+            self._release(len(body))
+            raise busy("stopping")
         try:
             receipt = self._known(key, body) or self._ship(body, key)
         finally:

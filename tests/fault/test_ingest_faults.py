@@ -4,9 +4,12 @@ nothing it answered with an id."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 from tests.fault.conftest import rss_bytes
 from tests.support.ingest_client import Answer, Ingest, ingest_producer
@@ -57,11 +60,17 @@ def test_a_blocked_broker_gets_429_with_retry_after_and_flat_memory(
     assert wait_until(lambda: api.post(body_of(99_999)).status == 200, 60)
 
 
-def test_sigkill_mid_request_loses_nothing_answered_with_an_id(fault_pipe: Pipeline) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
+def test_a_stop_mid_request_loses_nothing_answered_with_an_id(
+    fault_pipe: Pipeline, signum: int
+) -> None:
+    """SIGKILL: what was answered with an id was confirmed, so it is in the output. SIGTERM: the
+    same, and every request in hand gets an answer (200 once confirmed, or 503), none a 500."""
     pipe = fault_pipe
     pipe.consumer().ready()
     producer, api = ingest_producer(pipe)
     answered: list[bytes] = []
+    codes: set[int] = set()
     stop = threading.Event()
 
     def client(worker: int) -> None:
@@ -73,6 +82,7 @@ def test_sigkill_mid_request_loses_nothing_answered_with_an_id(fault_pipe: Pipel
                 answer = api.post(body, timeout=10)
             except OSError:
                 continue  # the producer is gone: this POST got no id
+            codes.add(answer.status)
             if answer.status == 200 and answer.json().get("id"):
                 answered.append(body)
 
@@ -80,12 +90,17 @@ def test_sigkill_mid_request_loses_nothing_answered_with_an_id(fault_pipe: Pipel
     for thread in threads:
         thread.start()
     assert wait_until(lambda: len(answered) > 50, 30)
-    producer.kill()  # SIGKILL with requests in hand
+    producer.signal(signum)  # with requests in hand
+    if signum == signal.SIGTERM:
+        assert producer.wait(30) == 0
+    else:
+        producer.wait(10)
     time.sleep(0.5)
     stop.set()
     for thread in threads:
         thread.join(15)
     assert answered
+    assert codes <= {200, 503}, codes
     # every answered body is in the output, whole (confirmed by the broker before its answer)
     expected_size = sum(len(body) for body in answered)
     pipe.wait_for_output(expected_size, timeout=60)
