@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -203,3 +204,18 @@ def test_the_api_over_https(pipe: Pipeline, tmp_path: Path) -> None:
     with urllib.request.urlopen(f"{secure}/livez", timeout=10, context=context) as answer:
         assert answer.status == 200
     assert pipe.output.read_bytes() == body
+
+
+def test_a_slow_body_gets_408_and_frees_its_room(pipe: Pipeline) -> None:
+    _, api = ingest_producer(pipe, "--ingest.read-timeout", "1")
+    host, port = api.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as slow:
+        slow.sendall(
+            b"POST /v1/lines HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 1000\r\n\r\n" + b"only part of it\n"
+        )
+        answer = slow.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    metrics = request(f"{api.base}/metrics").body
+    assert b"logship_producer_ingest_in_flight_bytes 0.0" in metrics
+    assert api.post(lines("after", 2)).status == 200
