@@ -14,12 +14,14 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from consumer.archive import oldest_age
 from consumer.metrics import ConsumerMetrics
+from consumer.receipts import ReceiptSender, receipts_of
 from consumer.reorder import ReorderHold
 from consumer.settings import ConsumerSettings, FsyncPolicy
 from consumer.sink import Plan, Sink
 from consumer.subscriber import Subscriber
 from logship.amqp import backoff_delays
 from logship.lifecycle import EarlySignals, with_deadline
+from logship.receipts import receipts_to
 from logship.service import Service
 from logship.wire import Delivered, PoisonMessage, decode, now_ns
 
@@ -55,6 +57,12 @@ class ConsumerApp:
         # acknowledged (a multiple ack of a later delivery would cover the unwritten one)
         self._left_unwritten = False
         self._created: list[Path] = []  # files this run created (removed after a refusal)
+        self.consumer_id = settings.consumer_id
+        self.receipts = ReceiptSender(
+            settings.amqp,
+            name="logship-consumer-receipts",
+            count=lambda outcome: metrics.receipts.labels(outcome).inc(),
+        )
 
     def ready(self) -> bool:
         return self.subscriber is not None and self.subscriber.consuming
@@ -91,7 +99,13 @@ class ConsumerApp:
             reserve=self.settings.prefetch if self.settings.reorder_wait else 0,
             archive=self.settings.archive,
         )
-        await self.subscriber.start()
+        await self.subscriber.start()  # a refused topology is said here, in one line, alone
+        # receipts have a connection of their own; a backlog waiting since the last run gets its
+        # receipts too, so it is ready (or known unavailable) before the first write (deliveries
+        # wait in the inbox until main_loop)
+        service.spawn(self.receipts.run(self.stop), "receipts")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.receipts.settled.wait(), self.settings.amqp.connect_timeout)
         log.info(
             "consumer_consuming",
             extra={
@@ -102,6 +116,8 @@ class ConsumerApp:
                 "prefetch": self.settings.prefetch,
                 "fsync": self.settings.fsync.value,
                 "http": service.telemetry.address,
+                "id": self.consumer_id,
+                "receipts": self.receipts.ready.is_set(),
             },
         )
         service.spawn(self._watch_queue(), "queue-depth")
@@ -178,10 +194,17 @@ class ConsumerApp:
             if not good:
                 completed = True
                 return
-            if not await self._write(good):
+            plan = await self._write(good)
+            if plan is None:
                 return  # stopping while the disk refuses
             if await self._acknowledge(subscriber, good):
                 self.metrics.ack_latency.observe(time.monotonic() - delivered_at)
+            if plan.spans is not None:  # durable and recorded: now the producers may know
+                self.receipts.send(
+                    receipts_of(
+                        plan, self.sink.written_at(plan), self.consumer_id, str(self.sink.path)
+                    )
+                )
             finished_ns = now_ns()
             for _, item in good:
                 if item.read_ns is not None and item.read_ns <= finished_ns:
@@ -217,12 +240,15 @@ class ConsumerApp:
         self.metrics.dead_lettered.labels(error.kind).inc()
         await subscriber.dead_letter(message, str(error))
 
-    async def _write(self, good: list[tuple[AbstractIncomingMessage, Delivered]]) -> bool:
+    async def _write(self, good: list[tuple[AbstractIncomingMessage, Delivered]]) -> Plan | None:
         """Write until it works; a failing disk pauses the consumer, it never acknowledges what is
-        not written. False only when asked to stop while still failing."""
+        not written. The plan written; None only when asked to stop while still failing."""
         delays = backoff_delays(first=0.2, cap=self.settings.retry_max_delay)
+        # receipts are wanted only by batches that name a producer (one header read per message)
+        wanted = [receipts_to(message.headers) for message, _ in good]
+        wants = wanted if any(wanted) else None
         while True:
-            plan = self.sink.plan([item for _, item in good])
+            plan = self.sink.plan([item for _, item in good], wants)
             started = time.monotonic()
             try:
                 fsync_s = self.sink.commit(plan)
@@ -239,12 +265,12 @@ class ConsumerApp:
                     },
                 )
                 if self.stop.is_set():
-                    return False
+                    return None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), delay)
                 continue
             self._count(plan, len(good), time.monotonic() - started - fsync_s, fsync_s)
-            return True
+            return plan
 
     def _count(self, plan: Plan, messages: int, write_s: float, fsync_s: float) -> None:
         m = self.metrics

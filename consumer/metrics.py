@@ -11,6 +11,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from consumer.receipts import OUTCOMES as RECEIPT_OUTCOMES
 from consumer.sink import LOSS_REASONS, ROTATION_REASONS
 from logship.connection_metrics import ConnectionMetrics
 
@@ -41,6 +42,15 @@ class ConsumerMetrics:
         PlatformCollector(registry=self.registry)
         r = self.registry
         self.connection = ConnectionMetrics("consumer", r)
+        self.receipts = Counter(
+            "logship_consumer_receipts_total",
+            "Written receipts sent to producers, by outcome (sent, unroutable: no such producer, "
+            "failed, dropped: too many in flight or receipts unavailable)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in RECEIPT_OUTCOMES:
+            self.receipts.labels(outcome)
         self.messages_written = Counter(
             "logship_consumer_messages_written_total",
             "Messages appended to the output",

@@ -17,6 +17,8 @@ from logship.config import (
     HttpSettings,
     LogSettings,
     check_file_path,
+    default_id,
+    id_field,
     settings_config,
 )
 
@@ -64,10 +66,16 @@ class ConsumerSettings(BaseSettings):
         "(a broker failover) waits for them, while this is the queue's only consumer (0 = write "
         "at once)",
     )
+    id: str | None = id_field("consumer", "named in the written receipts it sends")
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     http: HttpSettings = Field(default_factory=lambda: HttpSettings(port=9102))
     log: LogSettings = Field(default_factory=LogSettings)
+
+    @property
+    def consumer_id(self) -> str:
+        """The id receipts name this consumer by: `id`, else hostname:pid."""
+        return self.id if self.id is not None else default_id()
 
     @model_validator(mode="after")
     def _output_writable(self) -> ConsumerSettings:

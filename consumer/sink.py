@@ -49,6 +49,13 @@ class Plan:
     duplicate_bytes: int = 0
     out_of_order: int = 0
     touched: dict[str, list[tuple[int, int]] | None] = field(default_factory=dict)
+    # for written receipts, only when asked (see `plan`): per piece written, (receipts-to id,
+    # source, start, end, offset of its first byte in the plan); per range already written
+    # (receipts-to id, source, start, end)
+    spans: list[tuple[str, str, int, int, int]] | None = None
+    repeats: list[tuple[str, str, int, int]] | None = None
+    # leading bytes of the plan a copytruncate's copy took while it was written (`commit`)
+    skipped: int = 0
 
 
 def recorded_size(output: Path) -> int:
@@ -422,11 +429,17 @@ class Sink:
         ranges = self.sources.get(source)
         return ranges is not None and not ranges.missing(offset, offset + 1)
 
-    def plan(self, messages: Sequence[Delivered]) -> Plan:
+    def plan(
+        self, messages: Sequence[Delivered], receipts_to: Sequence[str | None] | None = None
+    ) -> Plan:
         """Decide which bytes of these messages are new. Ranges are updated at once (so a group
-        that holds one batch twice writes it once); `rollback` undoes that if the write fails."""
+        that holds one batch twice writes it once); `rollback` undoes that if the write fails.
+        `receipts_to`: per message, the producer id that wants a written receipt (or None); the
+        plan's spans and repeats then say which bytes went where (see `written_at`)."""
         plan = Plan()
-        for message in messages:
+        if receipts_to is not None:
+            plan.spans, plan.repeats = [], []
+        for index, message in enumerate(messages):
             if message.source is None:
                 plan.pieces.append(memoryview(message.body))
                 plan.bytes += len(message.body)
@@ -442,6 +455,9 @@ class Sink:
             gaps = ranges.missing(message.start, message.end)
             written = 0
             view = memoryview(message.body)
+            to = receipts_to[index] if receipts_to is not None else None
+            if to is not None:
+                self._note_receipt(plan, to, message, gaps)
             for start, end in gaps:
                 piece = view[start - message.start : end - message.start]
                 plan.pieces.append(piece)
@@ -454,6 +470,26 @@ class Sink:
                 plan.duplicates += 1
                 plan.duplicate_bytes += message.end - message.start - written
         return plan
+
+    @staticmethod
+    def _note_receipt(plan: Plan, to: str, message: Delivered, gaps: list[tuple[int, int]]) -> None:
+        """Where the message's new bytes go in the plan, and which were written before."""
+        assert plan.spans is not None and plan.repeats is not None and message.source is not None
+        offset, position = plan.bytes, message.start
+        for start, end in gaps:
+            if start > position:
+                plan.repeats.append((to, message.source, position, start))
+            plan.spans.append((to, message.source, start, end, offset))
+            offset += end - start
+            position = end
+        if position < message.end:
+            plan.repeats.append((to, message.source, position, message.end))
+
+    def written_at(self, plan: Plan) -> int:
+        """After a successful `commit`: where the plan's first byte is in the output now (a
+        negative or small value when a copytruncate's copy took its first `plan.skipped`
+        bytes)."""
+        return self.size - plan.bytes
 
     def rollback(self, plan: Plan) -> None:
         """Forget the ranges a failed write claimed; cut whatever part of it reached the file;
@@ -513,6 +549,7 @@ class Sink:
                 self.archive_position = previous  # a rollback records the old place
                 raise
             self.size += plan.bytes - skip
+            plan.skipped = skip
             for piece in _drop(plan.pieces, skip):
                 self._tail.append(piece)
             fsync_s += time.monotonic() - started

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -261,6 +262,23 @@ class HttpSettings(BaseModel):
     port: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=9100, description="port of the metrics and health server (0 = off)"
     )
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) to serve HTTPS with; needs --http.tls-key",
+        json_schema_extra={"metavar": "PATH", "unset": "plain HTTP"},
+    )
+    tls_key: Path | None = Field(
+        default=None,
+        description="PEM private key of --http.tls-cert",
+        json_schema_extra={"metavar": "PATH", "unset": "plain HTTP"},
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            missing = "tls_key" if self.tls_key is None else "tls_cert"
+            raise SettingProblem(missing, "HTTPS needs both --http.tls-cert and --http.tls-key")
+        return self
 
 
 class LogSettings(BaseModel):
@@ -282,6 +300,26 @@ class LogSettings(BaseModel):
             return value
         value = value.strip()
         return value.upper() if info.field_name == "level" else value.lower()
+
+
+MAX_ID_LEN = 200  # an id is a routing key (255 bytes at most) and part of a queue name
+
+
+def default_id() -> str:
+    """A program's id when none is set: hostname:pid, unique on a host and in a Kubernetes pod
+    (whose hostname is the pod's name)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def id_field(program: str, why: str) -> Any:
+    """The `id` setting of a program (receipts name producers and consumers by it)."""
+    return Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_ID_LEN,
+        description=f"this {program}'s id, {why}",
+        json_schema_extra={"metavar": "NAME", "unset": "hostname:pid"},
+    )
 
 
 def probe_path(field: str, path: Path) -> None:

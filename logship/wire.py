@@ -9,10 +9,11 @@ Headers of a logship message (AMQP table, all required):
     x-logship-end      int   offset just past the body's last byte (end - start == len(body))
     x-logship-lines    int   newlines in the body
     x-logship-ts       int   when the producer read the bytes, ns since the epoch
-message_id is "<source>:<start>-<end>". The body may be compressed: content_encoding "zstd" (the
-producer's --compression); start, end and lines always count the uncompressed bytes. A message
-without x-logship-version is a plain message: its body is appended, with a newline unless it ends
-with one.
+Optional: x-logship-receipts-to (str), the id of the producer that wants a written receipt
+(logship/receipts.py). message_id is "<source>:<start>-<end>". The body may be compressed:
+content_encoding "zstd" (the producer's --compression); start, end and lines always count the
+uncompressed bytes. A message without x-logship-version is a plain message: its body is appended,
+with a newline unless it ends with one.
 """
 
 from __future__ import annotations

@@ -10,19 +10,27 @@ import logging
 import time
 from pathlib import Path
 
+import aiormq.exceptions
 import watchfiles
 from aio_pika.abc import AbstractRobustConnection
+from aio_pika.exceptions import ChannelInvalidStateError
 
+from logship.amqp import backoff_delays
 from logship.lifecycle import EarlySignals, with_deadline
+from logship.receipts import WrittenReceipt
 from logship.service import Service
 from logship.wire import Batch
 from producer.checkpoint import Checkpoint
 from producer.discover import TailSet
 from producer.follow import TailOptions
+from producer.ingest import IngestApi
+from producer.ingest_batcher import Batching
 from producer.ledger import AckLedger
 from producer.metrics import ProducerMetrics
+from producer.notwritten import NotWritten
 from producer.publisher import Publisher
 from producer.settings import Compression, ProducerSettings
+from producer.written import WrittenFeed
 
 log = logging.getLogger("logship.producer")
 
@@ -30,6 +38,8 @@ log = logging.getLogger("logship.producer")
 ACTIVE_WINDOW_S = 1.0
 # while the input path names no file, stat it this often: inotify may not be watching yet
 MISSING_FILE_POLL_S = 0.02
+# what may go wrong while the receipts feed starts: retried, never fatal (receipts are advice)
+FEED_ERRORS = (aiormq.exceptions.AMQPError, ChannelInvalidStateError, ConnectionError, TimeoutError)
 
 
 def waiting_text(path: str) -> str:
@@ -93,12 +103,41 @@ class ProducerApp:
         self.publisher: Publisher | None = None
         self._waker: Waker | None = None
         self._announced: set[str] = set()  # input paths we said we wait for
+        # the HTTP ingest API (POST /v1/lines), when switched on: see producer/ingest.py
+        self.ingest = (
+            IngestApi(
+                settings.ingest,
+                Batching(settings.batch_max_bytes, settings.batch_max_lines, settings.batch_linger),
+                metrics.registry,
+                stop=self.stop,
+                receipts=settings.receipts,
+            )
+            if settings.ingest.enabled
+            else None
+        )
         self.ledger = AckLedger(
             self.checkpoint,
             max_batches=settings.max_in_flight,
             max_bytes=settings.max_in_flight_bytes,
             gauge=metrics.in_flight,
         )
+        self.producer_id = settings.producer_id
+        # written receipts: the feed (others may add listeners before start) and what they say
+        # of the files (None with receipts off)
+        self.receipts: WrittenFeed | None = None
+        self.not_written: NotWritten | None = None
+        if settings.receipts:
+            self.not_written = NotWritten()
+            self.receipts = WrittenFeed(
+                exchange=settings.amqp.exchange,
+                producer_id=self.producer_id,
+                on_written=self._on_written,
+                declare=settings.amqp.declare,
+                on_malformed=metrics.receipts.labels("malformed").inc,
+                timeout=settings.amqp.connect_timeout,
+            )
+            if self.ingest is not None:
+                self.receipts.add_listener(self.ingest.on_written)
 
     def ready(self) -> bool:
         """Connected and able to ship: also while the input file does not exist yet. Readiness
@@ -140,6 +179,7 @@ class ProducerApp:
             connection_metrics=self.metrics.connection,
             status=self.status,
             detail=self.readiness_detail,
+            routes=self.ingest.routes() if self.ingest is not None else (),
         )
 
     async def run(self, early: EarlySignals | None = None, *, signals: bool = True) -> int:
@@ -156,8 +196,12 @@ class ProducerApp:
             publish_timeout=self.settings.publish_timeout,
             compress=self.settings.compression is Compression.zstd,
             archive=self.settings.archive,
+            receipts_to=self.producer_id if self.receipts is not None else None,
         )
         await self.publisher.start()
+        if self.ingest is not None:
+            publisher = self.publisher
+            self.ingest.attach(publisher.submit, lambda: publisher.ready)
         # after the topology is declared: a refused one is the only line printed
         log.info(
             "producer_started",
@@ -168,8 +212,17 @@ class ProducerApp:
                 "exchange": self.settings.amqp.exchange,
                 "queue_type": self.settings.amqp.queue_type.value,
                 "http": service.telemetry.address,
+                "id": self.producer_id,
+                "receipts": self.receipts is not None,
+                "ingest_source": self.ingest.source if self.ingest is not None else None,
             },
         )
+        if self.receipts is not None:
+            # before the first batch: a receipt that comes before the queue is bound is lost
+            settled = asyncio.Event()
+            service.spawn(self._receive_receipts(self.receipts, connection, settled), "receipts")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(settled.wait(), self.settings.amqp.connect_timeout)
         self._waker = Waker(
             self.tails.directory, self.settings.input, poll=self.settings.poll, stop=self.stop
         )
@@ -229,8 +282,43 @@ class ProducerApp:
                 return False
         return True
 
+    async def _receive_receipts(
+        self, feed: WrittenFeed, connection: AbstractRobustConnection, settled: asyncio.Event
+    ) -> None:
+        """Start the feed (retried while the broker refuses it: receipts are advice, never a
+        reason to stop shipping), keep it until shutdown; the robust channel re-declares its
+        queue after reconnects."""
+        delays = backoff_delays(first=1.0, cap=30.0)
+        while True:
+            try:
+                await feed.start(connection)
+                break
+            except FEED_ERRORS as error:
+                settled.set()  # shipping goes on without receipts meanwhile
+                delay = next(delays)
+                log.warning(
+                    "receipts_feed_failed",
+                    extra={"queue": feed.queue, "error": str(error), "retry_in": round(delay, 2)},
+                )
+                await asyncio.sleep(delay)
+        settled.set()
+        try:
+            await asyncio.Event().wait()  # until cancelled at shutdown
+        finally:
+            await feed.stop()
+
+    def _on_written(self, receipt: WrittenReceipt) -> None:
+        self.metrics.receipts.labels("received").inc()
+        if self.not_written is None:
+            return
+        for path in self.not_written.written(receipt):
+            self.metrics.bytes_not_written.labels(path).set(self.not_written.value(path))
+
     def _send(self, batch: Batch) -> None:
         assert self.publisher is not None
+        if self.not_written is not None:
+            path = self.not_written.sent(batch.source, batch.path, batch.start, batch.end)
+            self.metrics.bytes_not_written.labels(path).set(self.not_written.value(path))
         entry = self.ledger.sent(batch)
         self.metrics.batches_published.inc()
         confirmed = self.publisher.submit(batch)
@@ -289,6 +377,8 @@ class ProducerApp:
         """Ship what deleted files still hold, wait for the confirms, abandon the rest: within
         shutdown_timeout (keep Kubernetes' terminationGracePeriodSeconds above it)."""
         deadline = time.monotonic() + self.settings.shutdown_timeout
+        if self.ingest is not None:
+            self.ingest.close()  # POSTs get 503 from now; waiters answer with what they have
         if self.publisher is not None and not refused:
             await with_deadline(
                 "ship what deleted files still hold",

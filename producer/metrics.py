@@ -16,6 +16,7 @@ from logship.connection_metrics import ConnectionMetrics
 # why bytes could not be read: cut before they were read, the copy compressed or gone at restart,
 # a rotated file deleted while the producer was down
 LOSS_REASONS = ("truncated", "copy_compressed", "copy_missing", "deleted")
+RECEIPT_OUTCOMES = ("received", "malformed")
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -61,6 +62,21 @@ class ProducerMetrics:
             ["file"],
             registry=r,
         )
+        self.bytes_not_written = Gauge(
+            "logship_producer_bytes_not_written",
+            "Bytes this run read and sent that no consumer has reported written yet (by written "
+            "receipts); absent with receipts off",
+            ["file"],
+            registry=r,
+        )
+        self.receipts = Counter(
+            "logship_producer_receipts_total",
+            "Written receipts received from consumers, by outcome (received, malformed)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in RECEIPT_OUTCOMES:
+            self.receipts.labels(outcome)
         self.rotations = Counter(
             "logship_producer_rotations_total", "Files replaced by rename or delete", registry=r
         )

@@ -18,6 +18,7 @@ from aio_pika.exceptions import ChannelInvalidStateError
 
 from logship.amqp import backoff_delays, declare_topology, refusals_explained
 from logship.config import AmqpSettings, ArchiveSettings
+from logship.receipts import H_RECEIPTS_TO
 from logship.wire import ZSTD, Batch
 from producer.metrics import ProducerMetrics
 
@@ -64,8 +65,12 @@ class Publisher:
         publish_timeout: float,
         compress: bool = False,
         archive: ArchiveSettings | None = None,
+        receipts_to: str | None = None,
     ) -> None:
+        """`receipts_to`: the producer id consumers send written receipts to (None: ask for
+        none); it goes on every message as H_RECEIPTS_TO."""
         self._connection = connection
+        self._receipts_to = receipts_to
         self._settings = settings
         # level 1: the fast end (see bench/README.md for what it costs and saves)
         self._compressor = zstandard.ZstdCompressor(level=1) if compress else None
@@ -111,9 +116,12 @@ class Publisher:
         A re-send may put a batch on the wire twice: the consumer's byte ranges absorb that."""
         assert self._exchange is not None, "start() first"
         body = bytes(batch.body)
+        headers = batch.headers()
+        if self._receipts_to is not None:
+            headers[H_RECEIPTS_TO] = self._receipts_to
         message = aio_pika.Message(
             self._compressor.compress(body) if self._compressor is not None else body,
-            headers=batch.headers(),
+            headers=headers,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=batch.message_id,
             content_type="application/octet-stream",

@@ -18,10 +18,13 @@ from logship.config import (
     HttpSettings,
     LogSettings,
     check_file_path,
+    default_id,
+    id_field,
     probe_path,
     settings_config,
 )
 from producer.identity import file_kind
+from producer.ingest_settings import IngestSettings
 
 
 class ReadFrom(StrEnum):
@@ -95,10 +98,24 @@ class ProducerSettings(BaseSettings):
         description="seconds to wait for outstanding confirms at stop (keep it under the "
         "orchestrator's grace period)",
     )
+    id: str | None = id_field(
+        "producer", "to which consumers send written receipts (unique among producers)"
+    )
+    receipts: bool = Field(
+        default=True,
+        description="ask consumers for written receipts (bytes-not-written, the written state of "
+        "what was sent)",
+    )
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     http: HttpSettings = Field(default_factory=lambda: HttpSettings(port=9101))
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+
+    @property
+    def producer_id(self) -> str:
+        """The id receipts are addressed to: `id`, else hostname:pid."""
+        return self.id if self.id is not None else default_id()
 
     @model_validator(mode="after")
     def _paths_usable(self) -> ProducerSettings:

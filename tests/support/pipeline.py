@@ -87,7 +87,7 @@ class Topology:
             channel = connection.channel()
             for queue in (self.queue, self.dead_queue, self.archive):
                 channel.queue_delete(queue)
-            for exchange in (self.prefix, f"{self.prefix}.dead"):
+            for exchange in (self.prefix, f"{self.prefix}.dead", f"{self.prefix}.receipts"):
                 channel.exchange_delete(exchange)
         finally:
             connection.close()

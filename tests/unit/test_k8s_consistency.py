@@ -25,6 +25,7 @@ from consumer.metrics import ConsumerMetrics
 from consumer.settings import ConsumerSettings
 from logship.amqp import queue_arguments
 from logship.config import ArchiveSettings, load_settings
+from logship.receipts import receipts_exchange
 from logship.telemetry import TelemetryServer
 from producer.metrics import ProducerMetrics
 from producer.settings import ProducerSettings
@@ -442,6 +443,7 @@ def test_definitions_declare_the_topology_the_code_declares(
     assert queues[amqp.dead_letter_queue]["arguments"] == {"x-queue-type": amqp.queue_type.value}
     assert exchanges[amqp.exchange]["type"] == "direct"
     assert exchanges[amqp.dead_letter_exchange]["type"] == "fanout"
+    assert exchanges[receipts_exchange(amqp.exchange)]["type"] == "direct"
     assert all(q["durable"] and not q["auto_delete"] for q in queues.values())
     assert all(e["durable"] and not e["auto_delete"] for e in exchanges.values())
     bindings = {(b["source"], b["destination"], b["routing_key"]) for b in defs["bindings"]}
@@ -458,9 +460,19 @@ def test_each_program_has_only_the_permissions_it_needs() -> None:
     users = {u["name"]: u for u in defs["users"]}
     permissions = {p["user"]: p for p in defs["permissions"]}
     expected = {
-        "logship-producer": {"configure": "", "write": "^logs$", "read": ""},
-        # the archive too: the consumer watches its oldest entry's age (alerts), reads no more
-        "logship-consumer": {"configure": "", "write": "", "read": "^logs(\\.archive)?$"},
+        # and its own receipts queue, logs.receipts.<id>: declared, bound, consumed
+        "logship-producer": {
+            "configure": "^logs\\.receipts\\..+$",
+            "write": "^logs$|^logs\\.receipts\\..+$",
+            "read": "^logs\\.receipts(\\..+)?$",
+        },
+        # the archive too: the consumer watches its oldest entry's age (alerts), reads no more;
+        # it publishes written receipts
+        "logship-consumer": {
+            "configure": "",
+            "write": "^logs\\.receipts$",
+            "read": "^logs(\\.archive)?$",
+        },
     }
     for program, wanted in expected.items():
         secret = _data(objects, "Secret", f"{program}-amqp")
@@ -473,6 +485,9 @@ def test_each_program_has_only_the_permissions_it_needs() -> None:
     assert re.search("^logs$", "logs") and not re.search("^logs$", "logs.dead")
     reads = "^logs(\\.archive)?$"
     assert re.search(reads, "logs.archive") and not re.search(reads, "logs.dead")
+    own = "^logs\\.receipts\\..+$"
+    assert re.search(own, "logs.receipts.host-1:1") and not re.search(own, "logs.receipts")
+    assert not re.search(own, "logs") and not re.search("^logs\\.receipts$", "logs.receiptsX")
 
 
 def test_keda_connects_as_the_consumer_to_the_configured_broker() -> None:

@@ -12,6 +12,7 @@ import yaml
 
 from logship.amqp import queue_arguments
 from logship.nodes import parse_broker_url
+from logship.receipts import receipts_exchange
 from tests.unit.test_k8s_consistency import (
     _data,
     container_env,
@@ -89,6 +90,7 @@ def test_topology_resources_declare_what_the_code_declares(
     assert queues[archive.queue]["arguments"] == stream
     assert exchanges[amqp.exchange]["type"] == "direct"
     assert exchanges[amqp.dead_letter_exchange]["type"] == "fanout"
+    assert exchanges[receipts_exchange(amqp.exchange)]["type"] == "direct"
     everything = [*queues.values(), *exchanges.values()]
     assert all(o["durable"] and not o["autoDelete"] for o in everything)
     bindings = {

@@ -1,0 +1,168 @@
+"""Sending written receipts: after a group is durable and recorded, one receipt per producer that
+asked, published on a connection of the consumer's own, never awaited by the write path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import aio_pika
+import aiormq.abc
+import aiormq.exceptions
+from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+from aio_pika.exceptions import ChannelInvalidStateError
+
+from consumer.sink import Plan
+from logship.amqp import FatalConnectError, connect, refusals_explained
+from logship.config import AmqpSettings
+from logship.receipts import (
+    CONTENT_TYPE,
+    MESSAGE_TYPE,
+    ReceiptCollector,
+    WrittenReceipt,
+    encode,
+    receipts_exchange,
+)
+
+log = logging.getLogger("logship.consumer.receipts")
+
+# outcome label values of logship_consumer_receipts_total
+SENT = "sent"  # confirmed by the broker and routed to the producer's queue
+UNROUTABLE = "unroutable"  # confirmed, but no queue for that producer id (it is gone)
+FAILED = "failed"  # refused, timed out, or the channel or connection went
+DROPPED = "dropped"  # not even tried: too many receipts already waiting for their confirm
+OUTCOMES = (SENT, UNROUTABLE, FAILED, DROPPED)
+
+# receipts in flight at most: past it a receipt is dropped (bounded memory while the broker is
+# away or blocks the receipts connection)
+MAX_PENDING = 1000
+PUBLISH_TIMEOUT = 30.0
+# at stop, how long receipts of the last groups get to leave
+FLUSH_TIMEOUT = 1.5
+PUBLISH_ERRORS = (
+    aiormq.exceptions.AMQPError,
+    aio_pika.exceptions.DeliveryError,
+    ChannelInvalidStateError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def receipts_of(plan: Plan, base: int, consumer: str, output: str) -> dict[str, WrittenReceipt]:
+    """One receipt per producer id for a committed plan whose first byte is at `base` in the
+    output. Bytes a copytruncate's copy took (the plan's first `skipped`) are durable, but not in
+    this file: they are reported as written before, without a place."""
+    collector = ReceiptCollector()
+    for to, source, start, end, offset in plan.spans or ():
+        if offset < plan.skipped:
+            cut = min(end, start + plan.skipped - offset)
+            collector.duplicate(to, source, start, cut)
+            offset += cut - start
+            start = cut
+        collector.written(to, source, start, end, base + offset)
+    for to, source, start, end in plan.repeats or ():
+        collector.duplicate(to, source, start, end)
+    return collector.receipts(consumer, output)
+
+
+class ReceiptSender:
+    """Owns the receipts connection (its own: a publishing connection that a broker alarm blocks
+    must not hold the consuming one's acknowledgements) and its confirm channel. `send` only
+    starts a publish; outcomes are counted by `count(outcome)` when the confirm comes."""
+
+    def __init__(
+        self,
+        settings: AmqpSettings,
+        *,
+        name: str,
+        count: Callable[[str], None],
+        max_pending: int = MAX_PENDING,
+        timeout: float = PUBLISH_TIMEOUT,
+    ) -> None:
+        self._settings = settings
+        self._name = name
+        self._count = count
+        self._max_pending = max_pending
+        self._timeout = timeout
+        self._connection: AbstractRobustConnection | None = None
+        self._exchange: AbstractExchange | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self._failing = False  # in a streak of failures: logged at its first
+        self.ready = asyncio.Event()  # the exchange is there: receipts can go
+        self.settled = asyncio.Event()  # ready, or known unavailable for this run
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect (retrying while the broker is away), declare or check the receipts exchange,
+        then keep the connection until cancelled at shutdown, when receipts still in flight get
+        FLUSH_TIMEOUT to leave. A broker that refuses the exchange leaves receipts off: the data
+        path does not depend on them."""
+        try:
+            try:
+                self._connection = await connect(self._settings, self._name, stop=stop)
+                self._exchange = await self._declare(self._connection)
+            except (FatalConnectError, *PUBLISH_ERRORS) as error:
+                log.warning("receipts_unavailable", extra={"error": str(error)})
+                self.settled.set()
+                await asyncio.Event().wait()
+            self.ready.set()
+            self.settled.set()
+            await asyncio.Event().wait()
+        finally:
+            if self._pending:
+                await asyncio.wait(set(self._pending), timeout=FLUSH_TIMEOUT)
+            if self._connection is not None:
+                with contextlib.suppress(Exception):  # closing is all we want here
+                    await asyncio.wait_for(self._connection.close(), 5)
+
+    async def _declare(self, connection: AbstractRobustConnection) -> AbstractExchange:
+        channel = await asyncio.wait_for(
+            connection.channel(publisher_confirms=True, on_return_raises=False),
+            self._settings.connect_timeout,
+        )
+        name = receipts_exchange(self._settings.exchange)
+        async with refusals_explained(self._settings):
+            if self._settings.declare:
+                return await channel.declare_exchange(
+                    name, aio_pika.ExchangeType.DIRECT, durable=True
+                )
+            return await channel.get_exchange(name, ensure=True)
+
+    def send(self, receipts: dict[str, WrittenReceipt]) -> None:
+        """Publish each receipt to its producer; returns at once."""
+        for to, receipt in receipts.items():
+            if self._exchange is None or len(self._pending) >= self._max_pending:
+                self._count(DROPPED)
+                continue
+            task = asyncio.create_task(self._publish(self._exchange, to, receipt))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _publish(self, exchange: AbstractExchange, to: str, receipt: WrittenReceipt) -> None:
+        message = aio_pika.Message(
+            encode(receipt),
+            content_type=CONTENT_TYPE,
+            type=MESSAGE_TYPE,
+            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+        )
+        try:
+            result = await exchange.publish(message, to, mandatory=True, timeout=self._timeout)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # aiormq cancels pending confirms when the connection goes: not our cancellation
+            self._failed(to, "confirm lost")
+            return
+        except PUBLISH_ERRORS as error:
+            self._failed(to, f"{type(error).__name__}: {error}")
+            return
+        self._failing = False
+        self._count(UNROUTABLE if isinstance(result, aiormq.abc.DeliveredMessage) else SENT)
+
+    def _failed(self, to: str, error: str) -> None:
+        self._count(FAILED)
+        if not self._failing:
+            self._failing = True
+            log.warning("receipt_publish_failed", extra={"producer": to, "error": error})
