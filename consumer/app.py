@@ -55,6 +55,8 @@ class ConsumerApp:
         # acknowledged (a multiple ack of a later delivery would cover the unwritten one)
         self._left_unwritten = False
         self._created: list[Path] = []  # files this run created (removed after a refusal)
+        # when the last commit had written, synced and recorded its group (monotonic)
+        self._committed = (0.0, 0.0, 0.0)
 
     def ready(self) -> bool:
         return self.subscriber is not None and self.subscriber.consuming
@@ -90,6 +92,7 @@ class ConsumerApp:
             # they wait for can still be delivered
             reserve=self.settings.prefetch if self.settings.reorder_wait else 0,
             archive=self.settings.archive,
+            observe_delivery=self.metrics.stage["publish_to_delivery"].observe,
         )
         await self.subscriber.start()
         log.info(
@@ -162,6 +165,7 @@ class ConsumerApp:
         completed = False
         try:
             delivered_at = time.monotonic()
+            oldest = subscriber.waiting_since if group else delivered_at
             good: list[tuple[AbstractIncomingMessage, Delivered]] = []
             for message in group:
                 try:
@@ -181,7 +185,9 @@ class ConsumerApp:
             if not await self._write(good):
                 return  # stopping while the disk refuses
             if await self._acknowledge(subscriber, good):
-                self.metrics.ack_latency.observe(time.monotonic() - delivered_at)
+                acked = time.monotonic()
+                self.metrics.ack_latency.observe(acked - delivered_at)
+                self._observe_stages(oldest, acked)
             finished_ns = now_ns()
             for _, item in good:
                 if item.read_ns is not None and item.read_ns <= finished_ns:
@@ -243,8 +249,19 @@ class ConsumerApp:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), delay)
                 continue
-            self._count(plan, len(good), time.monotonic() - started - fsync_s, fsync_s)
+            done = time.monotonic()
+            self._count(plan, len(good), done - started - fsync_s, fsync_s)
+            self._committed = (done - fsync_s, done - self.sink.last_record_s, done)
             return True
+
+    def _observe_stages(self, oldest: float, acked: float) -> None:
+        """One observation per stage for the group just acknowledged (logship/stages.py)."""
+        written, synced, recorded = self._committed
+        stage = self.metrics.stage
+        stage["delivery_to_written"].observe(max(0.0, written - oldest))
+        stage["written_to_synced"].observe(synced - written)
+        stage["synced_to_recorded"].observe(recorded - synced)
+        stage["recorded_to_acked"].observe(acked - recorded)
 
     def _count(self, plan: Plan, messages: int, write_s: float, fsync_s: float) -> None:
         m = self.metrics

@@ -13,6 +13,7 @@ from prometheus_client import (
 
 from consumer.sink import LOSS_REASONS, ROTATION_REASONS
 from logship.connection_metrics import ConnectionMetrics
+from logship.stages import CONSUMER_STAGES, stage_histogram
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -145,3 +146,4 @@ class ConsumerMetrics:
             "The archive's retention by age as configured (archive.max-age; 0: archive off)",
             registry=r,
         )
+        self.stage = stage_histogram("consumer", CONSUMER_STAGES, r)

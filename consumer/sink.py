@@ -175,6 +175,9 @@ class Sink:
         self._fd = -1
         self._ino = -1
         self._state = StateFile(self.state_path, durable=fsync)
+        # seconds the last commit spent writing its state record (the rest of its fsync time is
+        # the output's fdatasync): the consumer's synced_to_recorded stage
+        self.last_record_s = 0.0
         self.size = 0
         self.sources: dict[str, RangeSet] = {}
         self._touched_at: dict[str, float] = {}
@@ -476,7 +479,7 @@ class Sink:
         size and ranges (and `archive_position`, the rebuild's place in the archive, in the
         same write). Returns the seconds spent in fsync. Raises OSError (disk full, I/O
         error): call rollback then."""
-        fsync_s = 0.0
+        fsync_s = self.last_record_s = 0.0
         skip = 0  # leading bytes of the plan a copytruncate's copy took while it was written
         for attempt in range(MAX_REWRITES + 1):
             self._follow(plan)
@@ -515,7 +518,8 @@ class Sink:
             self.size += plan.bytes - skip
             for piece in _drop(plan.pieces, skip):
                 self._tail.append(piece)
-            fsync_s += time.monotonic() - started
+            self.last_record_s = time.monotonic() - started
+            fsync_s += self.last_record_s
         return fsync_s
 
     def _write_all(self, pieces: list[memoryview]) -> None:

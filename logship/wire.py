@@ -9,6 +9,8 @@ Headers of a logship message (AMQP table, all required):
     x-logship-end      int   offset just past the body's last byte (end - start == len(body))
     x-logship-lines    int   newlines in the body
     x-logship-ts       int   when the producer read the bytes, ns since the epoch
+Optional: x-logship-sent-ns (int), when the producer handed this copy to the connection (ns since
+the epoch; a re-send carries its own), for the consumer's publish_to_delivery stage.
 message_id is "<source>:<start>-<end>". The body may be compressed: content_encoding "zstd" (the
 producer's --compression); start, end and lines always count the uncompressed bytes. A message
 without x-logship-version is a plain message: its body is appended, with a newline unless it ends
@@ -33,6 +35,7 @@ H_START = "x-logship-start"
 H_END = "x-logship-end"
 H_LINES = "x-logship-lines"
 H_TS = "x-logship-ts"
+H_SENT = "x-logship-sent-ns"
 H_DEATH_REASON = "x-logship-dead-reason"
 ZSTD = "zstd"  # the one content_encoding a logship body may have
 MAX_SOURCE_LEN = 200

@@ -12,6 +12,7 @@ from prometheus_client import (
 )
 
 from logship.connection_metrics import ConnectionMetrics
+from logship.stages import PRODUCER_STAGES, stage_histogram
 
 # why bytes could not be read: cut before they were read, the copy compressed or gone at restart,
 # a rotated file deleted while the producer was down
@@ -87,3 +88,4 @@ class ProducerMetrics:
         self.checkpoint_writes = Counter(
             "logship_producer_checkpoint_writes_total", "Checkpoint files written", registry=r
         )
+        self.stage = stage_histogram("producer", PRODUCER_STAGES, r)
