@@ -27,6 +27,7 @@ from bench.common import (
 from logship.stages import STAGES, parse_histogram, quantile
 
 MIN_RATE_LINES_S = 2_000  # a pipeline slower than this on a run is reported as failed
+GC_KEYS = ("gc_full_collections_producer", "gc_full_collections_consumer")
 
 
 def _cpu_all(run: pipelines.Running, brokers: list[int]) -> dict[str, float]:
@@ -186,6 +187,9 @@ def stage_quantiles(run: pipelines.Running) -> dict[str, dict[str, float | None]
         url = f"http://127.0.0.1:{proc.http_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as reply:
             text = reply.read().decode()
+        for line in text.splitlines():  # how often the collector stopped the loop for long
+            if line.startswith('python_gc_collections_total{generation="2"}'):
+                found[f"gc_full_collections_{name}"] = {"count": float(line.split()[-1])}
         for stage, buckets in parse_histogram(text, f"logship_{name}_stage_seconds").items():
             p50, p99 = quantile(buckets, 0.5), quantile(buckets, 0.99)
             found[stage] = {
@@ -193,7 +197,7 @@ def stage_quantiles(run: pipelines.Running) -> dict[str, dict[str, float | None]
                 "p99_ms": None if p99 is None else round(p99 * 1e3, 2),
                 "count": buckets[-1][1],
             }
-    return {stage: found[stage] for stage in STAGES if stage in found}
+    return {stage: found[stage] for stage in (*STAGES, *GC_KEYS) if stage in found}
 
 
 def memory_alarm(data: Path, workdir: Path, *, grow_bytes: int, hold_s: float) -> dict[str, Any]:

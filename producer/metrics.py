@@ -6,6 +6,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -25,6 +26,7 @@ class ProducerMetrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)  # full collections stop the loop: see freeze_heap
         r = self.registry
         self.connection = ConnectionMetrics("producer", r)
         self.lines_read = Counter(
