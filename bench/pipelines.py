@@ -54,8 +54,13 @@ class Running:
     def is_logship(self) -> bool:
         return self.kind in LOGSHIPS
 
+    @property
+    def synced_file(self) -> Path | None:
+        """Where the raw pipeline's consumer records what its fsyncs made durable."""
+        return self.workdir / "out" / "synced" if self.kind == RAW else None
+
     def watcher(self) -> DurableWatcher:
-        return DurableWatcher(self.output, logship=self.is_logship)
+        return DurableWatcher(self.output, logship=self.is_logship, synced=self.synced_file)
 
     def procs(self) -> dict[str, Proc]:
         named = {"producer": self.producer, "consumer": self.consumer}
@@ -140,6 +145,8 @@ def _reference(run: Running, module: str, expect: int, newline: bool = False) ->
         consume += ["--expect-bytes", str(expect)]
     if newline:
         consume.append("--newline")
+    if run.synced_file is not None:
+        consume += ["--synced-file", str(run.synced_file)]
     run.consumer = python_proc("consumer", module, consume, run.workdir, stdout_pipe=True).start()
     _ready_line(run.consumer)
     if run.kind == SYSLOG_NG:

@@ -146,7 +146,7 @@ def steady_latency(
         )  # fmt: skip
         try:
             ms = latency.read(
-                run.output, expected, logship=run.is_logship, timeout=seconds + drain_s
+                run.output, expected, watcher=run.watcher(), timeout=seconds + drain_s
             )
         finally:
             writer.wait(seconds + 60)

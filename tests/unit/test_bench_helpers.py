@@ -59,6 +59,18 @@ def test_durable_size_follows_logship_state_not_the_output(tmp_path: Path) -> No
     assert DurableWatcher(output, logship=False).size() == 500
 
 
+def test_the_raw_pipeline_is_followed_by_what_its_fsyncs_made_durable(tmp_path: Path) -> None:
+    # its output grows at write(), before the fsync: following the file's size would leave the
+    # fsync out of its latency while logship's includes it
+    output = tmp_path / "output.txt"
+    output.write_bytes(b"x" * 500)
+    synced = tmp_path / "synced"
+    watcher = DurableWatcher(output, logship=False, synced=synced)
+    assert watcher.size() == 0
+    synced.write_bytes(b"%020d" % 396)
+    assert watcher.size() == 396
+
+
 def test_percentiles_and_medians() -> None:
     assert percentile([5, 1, 3], 50) == 3
     assert percentile(list(range(101)), 99) == 99
