@@ -197,3 +197,12 @@ def test_a_baseline_checkout_is_compared_round_by_round_and_listed_without_throu
     assert cell["p99_ratio_to_baseline"] == 0.9
     assert "p99_ratio_to_baseline" not in results["latency"]["logship-baseline"]["1000"]
     assert "| logship-baseline | - | - |" in report.table(results)
+
+
+def test_latency_rounds_interleave_and_alternate_their_order() -> None:
+    from bench import run
+
+    kinds = ["logship", "raw-chunk", "naive-pika", "logship-cluster"]
+    assert run._latency_kinds(kinds, 1000, 0) == ["logship", "raw-chunk", "naive-pika"]
+    assert run._latency_kinds(kinds, 1000, 1) == ["raw-chunk", "logship"]
+    assert run._latency_kinds(kinds, 10000, 2) == ["logship", "logship-cluster", "raw-chunk"]
