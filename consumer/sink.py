@@ -16,6 +16,7 @@ from typing import TypeGuard
 from consumer.outputcopy import TAIL_BYTES, Copy, Stream, Tail, find_copy
 from consumer.ranges import RangeSet
 from consumer.statefile import StateFile, read_record
+from consumer.staterecord import RecordEncoder
 from logship.wire import Delivered, count_newlines
 
 log = logging.getLogger("logship.consumer.sink")
@@ -175,6 +176,7 @@ class Sink:
         self._fd = -1
         self._ino = -1
         self._state = StateFile(self.state_path, durable=fsync)
+        self._encoder = RecordEncoder()
         # seconds the last commit spent writing its state record (the rest of its fsync time is
         # the output's fdatasync): the consumer's synced_to_recorded stage
         self.last_record_s = 0.0
@@ -532,30 +534,26 @@ class Sink:
                 pieces = [pieces[0][written:], *pieces[1:]]
 
     def _save_state(self, size: int | None = None, *, pending: Plan | None = None) -> None:
-        sources = {k: v.ranges() for k, v in self.sources.items()}
-        if pending is not None:
-            for source, before in pending.touched.items():
-                if before is None:
-                    sources.pop(source, None)
-                else:
-                    sources[source] = before
-        elif len(self.sources) > MAX_SOURCES:
+        """Record size, identity and every source's ranges; `pending`: a plan claimed in memory
+        but not written, whose sources are recorded as they were before it."""
+        if pending is None and len(self.sources) > MAX_SOURCES:
             oldest = sorted(self.sources, key=lambda s: self._touched_at.get(s, 0.0))
             for source in oldest[: len(self.sources) - MAX_SOURCES]:
                 del self.sources[source]
-                del sources[source]
                 self._touched_at.pop(source, None)
-        state = {
+        head = {
             "version": STATE_VERSION,
             "size": self.size if size is None else size,
             "ino": self._ino,
-            "sources": sources,
-            "touched": self._touched_at,
         }
+        tail = {}
         if self.archive_position is not None:
             stream, offset = self.archive_position
-            state["archive"] = {"stream": stream, "offset": offset}
-        self._state.write(json.dumps(state, separators=(",", ":")).encode())
+            tail["archive"] = {"stream": stream, "offset": offset}
+        instead = pending.touched if pending is not None else None
+        self._state.write(
+            self._encoder.encode(head, self.sources, self._touched_at, tail, instead=instead)
+        )
 
     def close(self) -> None:
         if self._fd >= 0:
