@@ -103,7 +103,15 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def median(values: Sequence[float]) -> float:
-    return percentile(values, 50)
+    """The middle value; of an even count, the mean of the two middle ones (the lower of them
+    alone would flatter two runs)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[middle])
+    return (ordered[middle - 1] + ordered[middle]) / 2
 
 
 # -- processes ------------------------------------------------------------------------------------
@@ -296,16 +304,24 @@ def logship_state_size(output: Path) -> int:
 class DurableWatcher:
     """How many bytes of an output are durable now: the size recorded in logship's state file
     (written in place after the data's fdatasync, before the ack; followed by a StateReader, which
-    reads two slot headers per call and a record only when a new one landed), else the file's
-    size."""
+    reads two slot headers per call and a record only when a new one landed); for the raw
+    pipeline the size its consumer writes to `synced` after each fsync, at the same point; else
+    (consumers that never fsync) the file's size."""
 
-    def __init__(self, output: Path, *, logship: bool) -> None:
+    def __init__(self, output: Path, *, logship: bool, synced: Path | None = None) -> None:
         self.output = output
         self.logship = logship
+        self.synced = synced
         self._reader = StateReader(output.with_name(output.name + ".state"))
         self._size = 0
 
     def size(self) -> int:
+        if self.synced is not None:
+            try:
+                with self.synced.open("rb") as handle:
+                    return int(handle.read(20) or 0)
+            except (FileNotFoundError, ValueError):
+                return 0  # not created yet, or caught while first written
         if not self.logship:
             try:
                 return os.stat(self.output).st_size

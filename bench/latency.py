@@ -51,10 +51,10 @@ def timestamps(data: bytes) -> np.ndarray:
     return (rows.astype(np.int64) - 48) @ POWERS
 
 
-def read(output: Path, expected: int, *, logship: bool, timeout: float) -> np.ndarray:
-    """Follow `output` until `expected` bytes are durable; return each line's latency in ms.
-    Raises TimeoutError with what arrived when the pipeline falls behind for good."""
-    watcher = DurableWatcher(output, logship=logship)
+def read(output: Path, expected: int, *, watcher: DurableWatcher, timeout: float) -> np.ndarray:
+    """Follow `output` until `watcher` says `expected` bytes are durable; return each line's
+    latency in ms. Raises TimeoutError with what arrived when the pipeline falls behind for
+    good."""
     position = 0
     found: list[np.ndarray] = []
     deadline = time.monotonic() + timeout

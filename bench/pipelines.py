@@ -20,7 +20,10 @@ LOGSHIP = "logship"
 LOGSHIP_CLASSIC = "logship-classic"
 LOGSHIP_CLUSTER = "logship-cluster"  # the same programs on a three-node cluster of this machine
 LOGSHIP_NO_ARCHIVE = "logship-no-archive"  # what the archive costs: the same run without it
-LOGSHIPS = (LOGSHIP, LOGSHIP_CLASSIC, LOGSHIP_NO_ARCHIVE, LOGSHIP_CLUSTER)
+# the same programs from another checkout (`bench.run --baseline DIR`): a change measured before
+# and after in the same run, rounds interleaved
+LOGSHIP_BASELINE = "logship-baseline"
+LOGSHIPS = (LOGSHIP, LOGSHIP_CLASSIC, LOGSHIP_NO_ARCHIVE, LOGSHIP_CLUSTER, LOGSHIP_BASELINE)
 RAW = "raw-chunk"
 NAIVE = "naive-pika"
 SYSLOG_NG = "syslog-ng"
@@ -51,8 +54,13 @@ class Running:
     def is_logship(self) -> bool:
         return self.kind in LOGSHIPS
 
+    @property
+    def synced_file(self) -> Path | None:
+        """Where the raw pipeline's consumer records what its fsyncs made durable."""
+        return self.workdir / "out" / "synced" if self.kind == RAW else None
+
     def watcher(self) -> DurableWatcher:
-        return DurableWatcher(self.output, logship=self.is_logship)
+        return DurableWatcher(self.output, logship=self.is_logship, synced=self.synced_file)
 
     def procs(self) -> dict[str, Proc]:
         named = {"producer": self.producer, "consumer": self.consumer}
@@ -94,22 +102,29 @@ class Running:
             self.topology.delete()
 
 
-def _logship(run: Running, extra_producer: list[str], extra_consumer: list[str]) -> None:
+def _logship(
+    run: Running, extra_producer: list[str], extra_consumer: list[str], code: Path | None = None
+) -> None:
+    """`code`: another checkout to run the programs from (the baseline)."""
     assert run.topology is not None
     amqp = run.topology.logship_args()
     cport, pport = free_port(), free_port()
     env = {"LOGSHIP_LOG__FORMAT": "json"}
+    where: dict[str, object] = {}
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
+        where["cwd"] = code
     run.consumer = python_proc(
         "consumer", "consumer",
         ["--output", str(run.output), "--http.port", str(cport), *amqp, *extra_consumer],
-        run.workdir, http_port=cport, env=env,
+        run.workdir, http_port=cport, env=env, **where,
     ).start()  # fmt: skip
     run.consumer.wait_ready()
     run.producer = python_proc(
         "producer", "producer",
         ["--input", str(run.input), "--checkpoint", str(run.workdir / "producer.checkpoint"),
          "--http.port", str(pport), *amqp, *extra_producer],
-        run.workdir, http_port=pport, env=env,
+        run.workdir, http_port=pport, env=env, **where,
     ).start()  # fmt: skip
     run.producer.wait_ready()
 
@@ -130,6 +145,8 @@ def _reference(run: Running, module: str, expect: int, newline: bool = False) ->
         consume += ["--expect-bytes", str(expect)]
     if newline:
         consume.append("--newline")
+    if run.synced_file is not None:
+        consume += ["--synced-file", str(run.synced_file)]
     run.consumer = python_proc("consumer", module, consume, run.workdir, stdout_pipe=True).start()
     _ready_line(run.consumer)
     if run.kind == SYSLOG_NG:
@@ -151,10 +168,12 @@ def start(
     expect: int = 0,
     producer_args: list[str] | None = None,
     consumer_args: list[str] | None = None,
+    baseline: Path | None = None,
 ) -> Running:
     """Start `kind` on an empty workdir/in/input.txt (created here), writing workdir/out/output.txt
     (apart: the producer watches its input directory; in production the output is elsewhere).
-    `expect` > 0 makes reference consumers exit once they wrote that many bytes."""
+    `expect` > 0 makes reference consumers exit once they wrote that many bytes. `baseline`: the
+    checkout logship-baseline runs from."""
     shutil.rmtree(workdir, ignore_errors=True)  # no state, checkpoint or output of a former run
     for sub in ("in", "out"):
         (workdir / sub).mkdir(parents=True)
@@ -165,7 +184,10 @@ def start(
     try:
         if run.is_logship:
             off = ["--no-archive.enabled"] if kind == LOGSHIP_NO_ARCHIVE else []
-            _logship(run, [*off, *(producer_args or [])], [*off, *(consumer_args or [])])
+            code = baseline if kind == LOGSHIP_BASELINE else None
+            if kind == LOGSHIP_BASELINE and code is None:
+                raise ValueError("logship-baseline needs a checkout to run (--baseline DIR)")
+            _logship(run, [*off, *(producer_args or [])], [*off, *(consumer_args or [])], code)
         elif kind == RAW:
             _reference(run, "bench.raw", expect)
         elif kind == NAIVE:

@@ -1,10 +1,12 @@
 """The raw chunk pipeline, the ceiling for Python through this broker: read up to 4 MiB, cut at the
 last newline, publish the chunk as one persistent message with confirms (window 16); the consumer
-(prefetch 32) appends every delivered body, fsyncs once per group and acks the group with one
-multiple-ack. No checkpoint, no state file, no exactly-once bookkeeping, no metrics.
+(prefetch 32) appends every delivered body, fsyncs once per group, records how many bytes that
+made durable in a side file when asked (--synced-file: what the latency benchmark follows, as it
+follows logship's state record) and acks the group with one multiple-ack. No checkpoint, no state
+file, no exactly-once bookkeeping, no metrics.
 
     python -m bench.raw produce --input F --url U --name N [--queue-type quorum]
-    python -m bench.raw consume --output F --url U --name N [--expect-bytes B]
+    python -m bench.raw consume --output F --url U --name N [--expect-bytes B] [--synced-file S]
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ async def consume(args: argparse.Namespace) -> None:
     await queue.consume(deliver)
     print("ready", flush=True)
     fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    synced = os.open(args.synced_file, os.O_WRONLY | os.O_CREAT, 0o644) if args.synced_file else -1
     written = 0
     stopping = asyncio.ensure_future(stop.wait())
     while not stop.is_set():
@@ -107,12 +110,16 @@ async def consume(args: argparse.Namespace) -> None:
             while view:
                 view = view[os.write(fd, view) :]
         os.fsync(fd)
-        await group[-1].ack(multiple=True)
         written += sum(len(b) for b in bodies)
+        if synced >= 0:  # where the benchmark sees what is durable, as logship's state record
+            os.pwrite(synced, b"%020d" % written, 0)
+        await group[-1].ack(multiple=True)
         if args.expect_bytes and written >= args.expect_bytes:
             print(f"done {time.time_ns()}", flush=True)
             break
     os.close(fd)
+    if synced >= 0:
+        os.close(synced)
     await connection.close()
 
 
@@ -125,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--queue-type", default="quorum")
     parser.add_argument("--expect-bytes", type=int, default=0)
+    parser.add_argument("--synced-file", default="",
+                        help="after each fsync, the output bytes it made durable are written "
+                        "here (20 digits, not fsynced)")  # fmt: skip
     args = parser.parse_args(argv)
     uvloop.run(produce(args) if args.role == "produce" else consume(args))
     return 0

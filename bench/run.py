@@ -30,6 +30,7 @@ THROUGHPUT_ORDER = [
 SLOW = (pipelines.NAIVE, pipelines.SYSLOG_NG)
 LATENCY_ORDER = [
     pipelines.LOGSHIP,
+    pipelines.LOGSHIP_BASELINE,
     pipelines.LOGSHIP_CLUSTER,
     pipelines.RAW,
     pipelines.NAIVE,
@@ -46,6 +47,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ref-lines", type=int, default=200_000,
                    help="lines for the per-line references (naive pika, syslog-ng)")  # fmt: skip
     p.add_argument("--latency-seconds", type=float, default=10.0)
+    p.add_argument("--latency-runs", type=int, default=None,
+                   help="latency runs per rate and pipeline, interleaved (median, spread); "
+                   "default 3, --quick 1")  # fmt: skip
     p.add_argument("--rates", default="1000,10000,100000")
     p.add_argument("--alarm-grow-mb", type=int, default=1024, help="input growth while blocked")
     p.add_argument("--alarm-hold", type=float, default=15.0, help="seconds the alarm is held")
@@ -64,6 +68,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--failover-seconds", type=float, default=15.0)
     p.add_argument("--pipelines", default=",".join(THROUGHPUT_ORDER))
     p.add_argument("--url", default=BROKER_URL)
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="a checkout of another commit (git worktree add DIR COMMIT): its "
+                   "programs run as logship-baseline in the latency rounds (before/after, one run)",
+                   )  # fmt: skip
     p.add_argument("--workdir", type=Path, default=HERE / "work")
     p.add_argument("--out", type=Path, default=HERE, help="where results.json/.png go")
     p.add_argument("--no-install", action="store_true", help="never apt-get install syslog-ng")
@@ -73,11 +81,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.lines = min(args.lines, 1_000_000)
         args.ref_lines = min(args.ref_lines, 20_000)
         args.latency_seconds = min(args.latency_seconds, 3.0)
+        args.latency_runs = args.latency_runs or 1
         args.alarm_grow_mb = min(args.alarm_grow_mb, 1024)
         args.alarm_hold = min(args.alarm_hold, 6.0)
         args.failover_seconds = min(args.failover_seconds, 9.0)
         args.http_requests = min(args.http_requests, 300)
         args.http_seconds = min(args.http_seconds, 3.0)
+    args.latency_runs = args.latency_runs or 3
     return args
 
 
@@ -123,6 +133,7 @@ def run_throughput(
 ) -> dict[str, list[dict[str, Any]]]:
     data = make_data(args.workdir / f"data-{args.lines}.txt", args.lines)
     ref = make_data(args.workdir / f"data-{args.ref_lines}.txt", args.ref_lines)
+    kinds = [k for k in kinds if k != pipelines.LOGSHIP_BASELINE]  # a latency comparison only
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
     for round_ in range(args.runs):
         for kind in kinds:  # interleaved, so drift in machine speed hits every pipeline alike
@@ -143,35 +154,57 @@ def run_throughput(
     return runs
 
 
+def _latency_kinds(kinds: list[str], rate: int, round_: int) -> list[str]:
+    """The pipelines measured at `rate` in this round: every other round in reverse order, so
+    neither logship nor the raw pipeline always runs just after the other; the per-line
+    references (naive pika, syslog-ng) in the first round only."""
+    order = [k for k in LATENCY_ORDER if k in kinds]
+    order = [k for k in order if k != pipelines.LOGSHIP_CLUSTER or rate == CLUSTER_RATE]
+    if round_:  # the per-line references are far from any target: once is enough
+        order = [k for k in order if k not in SLOW]
+    return order if round_ % 2 == 0 else order[::-1]
+
+
 def run_latency(
     args: argparse.Namespace, kinds: list[str], throughput: dict[str, Any], brokers: Brokers
 ) -> dict[str, dict[str, Any]]:
+    """At each rate, `--latency-runs` rounds of every pipeline, interleaved: the machine's drift
+    (other work on the two cores) hits logship and the raw pipeline alike within a round, and the
+    ratios are taken within a round (report.summarise_latency)."""
     rates = [int(r) for r in args.rates.split(",")]
-    out: dict[str, dict[str, Any]] = {}
+    cells: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    skipped: dict[str, dict[str, Any]] = {}
     for rate in rates:
-        for kind in [k for k in LATENCY_ORDER if k in kinds]:
-            if kind == pipelines.LOGSHIP_CLUSTER and rate != CLUSTER_RATE:
-                continue
-            best = throughput.get(kind, {}).get("lines_per_s")
-            # a pipeline that cannot reach half the rate would only measure its backlog
-            if best is not None and best < rate * 0.5:
-                out.setdefault(kind, {})[str(rate)] = {
-                    "skipped": f"its throughput ({best:,.0f} lines/s) cannot sustain {rate:,}/s"
-                }
-                continue
-            say(f"latency {kind} at {rate:,} lines/s for {args.latency_seconds:.0f} s")
-            try:
-                cell = scenarios.steady_latency(
-                    kind, rate, args.latency_seconds, args.workdir / f"lat-{kind}",
-                    url=brokers.url_for(kind),
-                    drain_s=30 + args.latency_seconds * rate / (best or rate),
-                )  # fmt: skip
-                say(f"  p50 {cell['p50_ms']} ms, p99 {cell['p99_ms']} ms, max {cell['max_ms']} "
-                    f"ms, verified={cell['verified']}")  # fmt: skip
-            except Exception as error:
-                traceback.print_exc()
-                cell = {"error": f"{type(error).__name__}: {error}"}
-            out.setdefault(kind, {})[str(rate)] = cell
+        for round_ in range(args.latency_runs):
+            for kind in _latency_kinds(kinds, rate, round_):
+                best = throughput.get(kind, {}).get("lines_per_s")
+                # a pipeline that cannot reach half the rate would only measure its backlog
+                if best is not None and best < rate * 0.5:
+                    skipped.setdefault(kind, {})[str(rate)] = {
+                        "skipped": f"its throughput ({best:,.0f} lines/s) cannot sustain {rate:,}/s"
+                    }
+                    continue
+                say(f"latency {kind} at {rate:,} lines/s for {args.latency_seconds:.0f} s, "
+                    f"run {round_ + 1}/{args.latency_runs}")  # fmt: skip
+                try:
+                    cell = scenarios.steady_latency(
+                        kind, rate, args.latency_seconds, args.workdir / f"lat-{kind}",
+                        url=brokers.url_for(kind),
+                        drain_s=30 + args.latency_seconds * rate / (best or rate),
+                        baseline=args.baseline,
+                    )  # fmt: skip
+                    say(f"  p50 {cell['p50_ms']} ms, p99 {cell['p99_ms']} ms, max "
+                        f"{cell['max_ms']} ms, verified={cell['verified']}"
+                        + report.p99_stage_words(cell))  # fmt: skip
+                except Exception as error:
+                    traceback.print_exc()
+                    cell = {"error": f"{type(error).__name__}: {error}"}
+                cell["round"] = round_
+                cells.setdefault(kind, {}).setdefault(str(rate), []).append(cell)
+    out = report.summarise_latency(cells)
+    for kind, by_rate in skipped.items():
+        for rate_key, cell in by_rate.items():
+            out.setdefault(kind, {})[rate_key] = cell
     return out
 
 
@@ -230,6 +263,27 @@ def run_http(args: argparse.Namespace) -> dict[str, Any]:
         return {"error": f"{type(error).__name__}: {error}"}
 
 
+def print_results(results: dict[str, Any]) -> None:
+    print(report.table(results))
+    stages = report.stage_table(results)
+    if stages:
+        print("\nwhere logship's p99 goes (median over runs of each stage's p99, ms):\n" + stages)
+    cluster = report.cluster_lines(results)
+    if cluster:
+        print("\n" + cluster)
+    alarm = results["memory_alarm"] or {}
+    if "rss_blocked_max_mb" in alarm:
+        print(
+            f"\nmemory alarm: input +{alarm['grow_bytes'] / 2**20:.0f} MiB while blocked "
+            f"{alarm['hold_s']:.0f} s; RSS MB before {alarm['rss_before_mb']}, blocked max "
+            f"{alarm['rss_blocked_max_mb']}, draining max {alarm['rss_draining_max_mb']}; "
+            f"drained in {alarm['drain_s']} s, verified={alarm['verified']}"
+        )
+    print(report.archive_lines(results))
+    print_http(results)
+    print("\ntargets:\n" + report.verdict_lines(results["targets"]))
+
+
 def _interrupted(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")  # unwinds through every run's stop()
 
@@ -240,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     args.workdir.mkdir(parents=True, exist_ok=True)
     kinds = [k for k in THROUGHPUT_ORDER if k in args.pipelines.split(",")]
+    if args.baseline is not None:
+        kinds.append(pipelines.LOGSHIP_BASELINE)
     sections = set(args.only.split(","))
     if pipelines.SYSLOG_NG in kinds:
         problem = "not installed (--no-install)" if args.no_install else syslogng.ensure_installed()
@@ -260,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             "ref_lines": args.ref_lines,
             "line_bytes": LINE_BYTES,
             "latency_seconds": args.latency_seconds,
+            "latency_runs": args.latency_runs,
             "rates": [int(r) for r in args.rates.split(",")],
             "alarm_grow_mb": args.alarm_grow_mb,
             "alarm_hold_s": args.alarm_hold,
@@ -304,21 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     if results["throughput"]:
         report.draw(results, args.out / "results.png")
-    print(report.table(results))
-    cluster = report.cluster_lines(results)
-    if cluster:
-        print("\n" + cluster)
-    alarm = results["memory_alarm"] or {}
-    if "rss_blocked_max_mb" in alarm:
-        print(
-            f"\nmemory alarm: input +{alarm['grow_bytes'] / 2**20:.0f} MiB while blocked "
-            f"{alarm['hold_s']:.0f} s; RSS MB before {alarm['rss_before_mb']}, blocked max "
-            f"{alarm['rss_blocked_max_mb']}, draining max {alarm['rss_draining_max_mb']}; "
-            f"drained in {alarm['drain_s']} s, verified={alarm['verified']}"
-        )
-    print(report.archive_lines(results))
-    print_http(results)
-    print("\ntargets:\n" + report.verdict_lines(results["targets"]))
+    print_results(results)
     out_dir = args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out
     print(f"\nwrote {out_dir}/results.json and results.png in {results['elapsed_s']:.0f} s")
     return exit_code(results)

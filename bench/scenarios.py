@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,10 @@ from bench.common import (
     files_equal,
     wait_until,
 )
+from logship.stages import STAGES, parse_histogram, quantile
 
 MIN_RATE_LINES_S = 2_000  # a pipeline slower than this on a run is reported as failed
+GC_KEYS = ("gc_full_collections_producer", "gc_full_collections_consumer")
 
 
 def _cpu_all(run: pipelines.Running, brokers: list[int]) -> dict[str, float]:
@@ -122,10 +125,17 @@ def _result(
 
 
 def steady_latency(
-    kind: str, rate: int, seconds: float, workdir: Path, *, url: str, drain_s: float = 30
+    kind: str,
+    rate: int,
+    seconds: float,
+    workdir: Path,
+    *,
+    url: str,
+    drain_s: float = 30,
+    baseline: Path | None = None,
 ) -> dict[str, Any]:
     """Append `rate` lines a second for `seconds`; each line's append→durable-output latency."""
-    run = pipelines.start(kind, workdir, url=url)
+    run = pipelines.start(kind, workdir, url=url, baseline=baseline)
     expected = int(rate * seconds) * LINE_BYTES
     try:
         cpu0 = {name: proc.cpu() for name, proc in run.procs().items()}
@@ -136,12 +146,14 @@ def steady_latency(
         )  # fmt: skip
         try:
             ms = latency.read(
-                run.output, expected, logship=run.is_logship, timeout=seconds + drain_s
+                run.output, expected, watcher=run.watcher(), timeout=seconds + drain_s
             )
         finally:
             writer.wait(seconds + 60)
         cpu = {name: proc.cpu() - cpu0[name] for name, proc in run.procs().items()}
         peak = {name: proc.memory()[1] for name, proc in run.procs().items()}
+        stages = stage_quantiles(run) if run.is_logship else None
+        stages = stages or None  # a baseline from before the stage histograms has none
         verified = files_equal(run.input, run.output)
     finally:
         run.stop()
@@ -162,7 +174,30 @@ def steady_latency(
         "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
         "peak_rss_mb": {k: round(v, 1) for k, v in peak.items()},
         "verified": verified,
+        **({"stages": stages} if stages is not None else {}),
     }
+
+
+def stage_quantiles(run: pipelines.Running) -> dict[str, dict[str, float | None]]:
+    """Each stage's p50 and p99 in ms and its count, from the programs' own stage histograms
+    (logship/stages.py), scraped at the end of the run: the run started on fresh programs, so
+    they hold this run's batches only."""
+    found: dict[str, dict[str, float | None]] = {}
+    for name, proc in run.procs().items():
+        url = f"http://127.0.0.1:{proc.http_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            text = reply.read().decode()
+        for line in text.splitlines():  # how often the collector stopped the loop for long
+            if line.startswith('python_gc_collections_total{generation="2"}'):
+                found[f"gc_full_collections_{name}"] = {"count": float(line.split()[-1])}
+        for stage, buckets in parse_histogram(text, f"logship_{name}_stage_seconds").items():
+            p50, p99 = quantile(buckets, 0.5), quantile(buckets, 0.99)
+            found[stage] = {
+                "p50_ms": None if p50 is None else round(p50 * 1e3, 2),
+                "p99_ms": None if p99 is None else round(p99 * 1e3, 2),
+                "count": buckets[-1][1],
+            }
+    return {stage: found[stage] for stage in (*STAGES, *GC_KEYS) if stage in found}
 
 
 def memory_alarm(data: Path, workdir: Path, *, grow_bytes: int, hold_s: float) -> dict[str, Any]:

@@ -63,6 +63,8 @@ class ConsumerApp:
             name="logship-consumer-receipts",
             count=lambda outcome: metrics.receipts.labels(outcome).inc(),
         )
+        # when the last commit had written, synced and recorded its group (monotonic)
+        self._committed = (0.0, 0.0, 0.0)
 
     def ready(self) -> bool:
         return self.subscriber is not None and self.subscriber.consuming
@@ -98,6 +100,7 @@ class ConsumerApp:
             # they wait for can still be delivered
             reserve=self.settings.prefetch if self.settings.reorder_wait else 0,
             archive=self.settings.archive,
+            observe_delivery=self.metrics.stage["publish_to_delivery"].observe,
         )
         await self.subscriber.start()  # a refused topology is said here, in one line, alone
         # receipts have a connection of their own; a backlog waiting since the last run gets its
@@ -178,6 +181,7 @@ class ConsumerApp:
         completed = False
         try:
             delivered_at = time.monotonic()
+            oldest = subscriber.waiting_since if group else delivered_at
             good: list[tuple[AbstractIncomingMessage, Delivered]] = []
             for message in group:
                 try:
@@ -198,7 +202,9 @@ class ConsumerApp:
             if plan is None:
                 return  # stopping while the disk refuses
             if await self._acknowledge(subscriber, good):
-                self.metrics.ack_latency.observe(time.monotonic() - delivered_at)
+                acked = time.monotonic()
+                self.metrics.ack_latency.observe(acked - delivered_at)
+                self._observe_stages(oldest, acked)
             if plan.spans is not None:  # durable and recorded: now the producers may know
                 self.receipts.send(
                     receipts_of(
@@ -269,8 +275,19 @@ class ConsumerApp:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), delay)
                 continue
-            self._count(plan, len(good), time.monotonic() - started - fsync_s, fsync_s)
+            done = time.monotonic()
+            self._count(plan, len(good), done - started - fsync_s, fsync_s)
+            self._committed = (done - fsync_s, done - self.sink.last_record_s, done)
             return plan
+
+    def _observe_stages(self, oldest: float, acked: float) -> None:
+        """One observation per stage for the group just acknowledged (logship/stages.py)."""
+        written, synced, recorded = self._committed
+        stage = self.metrics.stage
+        stage["delivery_to_written"].observe(max(0.0, written - oldest))
+        stage["written_to_synced"].observe(synced - written)
+        stage["synced_to_recorded"].observe(recorded - synced)
+        stage["recorded_to_acked"].observe(acked - recorded)
 
     def _count(self, plan: Plan, messages: int, write_s: float, fsync_s: float) -> None:
         m = self.metrics

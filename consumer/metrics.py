@@ -6,6 +6,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -14,6 +15,7 @@ from prometheus_client import (
 from consumer.receipts import OUTCOMES as RECEIPT_OUTCOMES
 from consumer.sink import LOSS_REASONS, ROTATION_REASONS
 from logship.connection_metrics import ConnectionMetrics
+from logship.stages import CONSUMER_STAGES, stage_histogram
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -40,6 +42,7 @@ class ConsumerMetrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)  # full collections stop the loop: see freeze_heap
         r = self.registry
         self.connection = ConnectionMetrics("consumer", r)
         self.receipts = Counter(
@@ -155,3 +158,4 @@ class ConsumerMetrics:
             "The archive's retention by age as configured (archive.max-age; 0: archive off)",
             registry=r,
         )
+        self.stage = stage_histogram("consumer", CONSUMER_STAGES, r)

@@ -11,11 +11,12 @@ MAX_RANGES_PER_SOURCE = 4096
 class RangeSet:
     """A sorted list of disjoint, non-touching [start, end) ranges."""
 
-    __slots__ = ("_ends", "_starts")
+    __slots__ = ("_ends", "_starts", "version")
 
     def __init__(self, ranges: list[tuple[int, int]] | None = None) -> None:
         self._starts: list[int] = []
         self._ends: list[int] = []
+        self.version = 0  # changes with every add: lets an encoding of it be kept until then
         for start, end in ranges or []:
             self.add(start, end)
 
@@ -54,6 +55,7 @@ class RangeSet:
         """Cover [start, end), merging with overlapping or touching ranges."""
         if start >= end:
             return
+        self.version += 1
         lo = bisect.bisect_left(self._ends, start)
         hi = bisect.bisect_right(self._starts, end)
         if lo < hi:

@@ -16,6 +16,7 @@ from typing import TypeGuard
 from consumer.outputcopy import TAIL_BYTES, Copy, Stream, Tail, find_copy
 from consumer.ranges import RangeSet
 from consumer.statefile import StateFile, read_record
+from consumer.staterecord import RecordEncoder
 from logship.wire import Delivered, count_newlines
 
 log = logging.getLogger("logship.consumer.sink")
@@ -182,6 +183,10 @@ class Sink:
         self._fd = -1
         self._ino = -1
         self._state = StateFile(self.state_path, durable=fsync)
+        self._encoder = RecordEncoder()
+        # seconds the last commit spent writing its state record (the rest of its fsync time is
+        # the output's fdatasync): the consumer's synced_to_recorded stage
+        self.last_record_s = 0.0
         self.size = 0
         self.sources: dict[str, RangeSet] = {}
         self._touched_at: dict[str, float] = {}
@@ -512,7 +517,7 @@ class Sink:
         size and ranges (and `archive_position`, the rebuild's place in the archive, in the
         same write). Returns the seconds spent in fsync. Raises OSError (disk full, I/O
         error): call rollback then."""
-        fsync_s = 0.0
+        fsync_s = self.last_record_s = 0.0
         skip = 0  # leading bytes of the plan a copytruncate's copy took while it was written
         for attempt in range(MAX_REWRITES + 1):
             self._follow(plan)
@@ -552,7 +557,8 @@ class Sink:
             plan.skipped = skip
             for piece in _drop(plan.pieces, skip):
                 self._tail.append(piece)
-            fsync_s += time.monotonic() - started
+            self.last_record_s = time.monotonic() - started
+            fsync_s += self.last_record_s
         return fsync_s
 
     def _write_all(self, pieces: list[memoryview]) -> None:
@@ -565,30 +571,26 @@ class Sink:
                 pieces = [pieces[0][written:], *pieces[1:]]
 
     def _save_state(self, size: int | None = None, *, pending: Plan | None = None) -> None:
-        sources = {k: v.ranges() for k, v in self.sources.items()}
-        if pending is not None:
-            for source, before in pending.touched.items():
-                if before is None:
-                    sources.pop(source, None)
-                else:
-                    sources[source] = before
-        elif len(self.sources) > MAX_SOURCES:
+        """Record size, identity and every source's ranges; `pending`: a plan claimed in memory
+        but not written, whose sources are recorded as they were before it."""
+        if pending is None and len(self.sources) > MAX_SOURCES:
             oldest = sorted(self.sources, key=lambda s: self._touched_at.get(s, 0.0))
             for source in oldest[: len(self.sources) - MAX_SOURCES]:
                 del self.sources[source]
-                del sources[source]
                 self._touched_at.pop(source, None)
-        state = {
+        head = {
             "version": STATE_VERSION,
             "size": self.size if size is None else size,
             "ino": self._ino,
-            "sources": sources,
-            "touched": self._touched_at,
         }
+        tail = {}
         if self.archive_position is not None:
             stream, offset = self.archive_position
-            state["archive"] = {"stream": stream, "offset": offset}
-        self._state.write(json.dumps(state, separators=(",", ":")).encode())
+            tail["archive"] = {"stream": stream, "offset": offset}
+        instead = pending.touched if pending is not None else None
+        self._state.write(
+            self._encoder.encode(head, self.sources, self._touched_at, tail, instead=instead)
+        )
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aio_pika
@@ -21,11 +23,20 @@ from aio_pika.exceptions import ChannelInvalidStateError
 from logship.amqp import declare_topology, refusals_explained
 from logship.config import AmqpSettings, ArchiveSettings
 from logship.lenient_decode import undecodable
-from logship.wire import H_DEATH_REASON
+from logship.wire import H_DEATH_REASON, H_SENT
 
 log = logging.getLogger("logship.consumer.subscriber")
 
 SETTLE_ERRORS = (aiormq.exceptions.AMQPError, ChannelInvalidStateError, ConnectionError)
+
+
+def since_published(headers: Mapping[str, object] | None, now_ns: int) -> float | None:
+    """Seconds from the producer's publish (x-logship-sent-ns) to `now_ns`; None for a message
+    without it (a plain message, an older producer)."""
+    sent = (headers or {}).get(H_SENT)
+    if not isinstance(sent, int) or isinstance(sent, bool):
+        return None
+    return max(0, now_ns - sent) / 1e9
 
 
 class Subscriber:
@@ -39,16 +50,22 @@ class Subscriber:
         prefetch: int,
         reserve: int = 0,
         archive: ArchiveSettings | None = None,
+        observe_delivery: Callable[[float], None] | None = None,
     ) -> None:
         """`reserve`: deliveries the broker may send beyond `prefetch`, for batches the consumer
         holds back while it waits for the ones before them (a prefetch change reaches only
-        consumers started after it, so the room is made at start)."""
+        consumers started after it, so the room is made at start). `observe_delivery` gets each
+        delivery's seconds since its producer published it, when the message says."""
         self._connection = connection
         self._settings = settings
         self._prefetch = prefetch
         self._reserve = reserve
         self._archive = archive
         self.inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        # when the oldest delivery now in the inbox arrived (monotonic): where a group's time
+        # in the consumer starts
+        self.waiting_since = 0.0
+        self._observe_delivery = observe_delivery
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
@@ -69,6 +86,12 @@ class Subscriber:
             self._consumer_tag = await self._queue.consume(self._deliver, no_ack=False)
 
     async def _deliver(self, message: AbstractIncomingMessage) -> None:
+        if self.inbox.empty():
+            self.waiting_since = time.monotonic()
+        if self._observe_delivery is not None:
+            waited = since_published(message.headers, time.time_ns())
+            if waited is not None:
+                self._observe_delivery(waited)
         self.inbox.put_nowait(message)
 
     @property

@@ -10,10 +10,12 @@ Headers of a logship message (AMQP table, all required):
     x-logship-lines    int   newlines in the body
     x-logship-ts       int   when the producer read the bytes, ns since the epoch
 Optional: x-logship-receipts-to (str), the id of the producer that wants a written receipt
-(logship/receipts.py). message_id is "<source>:<start>-<end>". The body may be compressed:
-content_encoding "zstd" (the producer's --compression); start, end and lines always count the
-uncompressed bytes. A message without x-logship-version is a plain message: its body is appended,
-with a newline unless it ends with one.
+(logship/receipts.py); x-logship-sent-ns (int), when the producer handed this copy to the
+connection (ns since the epoch; a re-send carries its own), for the consumer's publish_to_delivery
+stage. message_id is "<source>:<start>-<end>". The body may be compressed: content_encoding "zstd"
+(the producer's --compression); start, end and lines always count the uncompressed bytes. A message
+without x-logship-version is a plain message: its body is appended, with a newline unless it ends
+with one.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ H_START = "x-logship-start"
 H_END = "x-logship-end"
 H_LINES = "x-logship-lines"
 H_TS = "x-logship-ts"
+H_SENT = "x-logship-sent-ns"
 H_DEATH_REASON = "x-logship-dead-reason"
 ZSTD = "zstd"  # the one content_encoding a logship body may have
 MAX_SOURCE_LEN = 200

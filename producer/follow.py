@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from logship.stages import change_to_read
 from logship.wire import Batch, now_ns
 from producer.batcher import cut_batch
 from producer.checkpoint import Checkpoint, SourceEntry
@@ -63,6 +64,10 @@ class OpenFile:
     source_at_ns: int = 0
     # rewritten after it was rotated away: nothing more to read from it
     gone: bool = False
+    # the last read that reached the file's end (monotonic; 0: none yet), and whether it found
+    # bytes: when the bytes of the next batch can have appeared (logship/stages.py)
+    looked_at: float = 0.0
+    growing: bool = False
 
     @classmethod
     def at(
@@ -645,7 +650,11 @@ class FileTail:
     def _read_from(self, f: OpenFile, *, final: bool) -> Batch | None:
         if f.gone:
             return None
+        now = time.monotonic()
         data = os.pread(f.fd, self._options.max_bytes, f.read_offset)
+        previous, growing = f.looked_at, f.growing
+        if len(data) < self._options.max_bytes:
+            f.looked_at, f.growing = now, bool(data)
         if not data:
             return None
         if not f.intact():
@@ -663,7 +672,20 @@ class FileTail:
         )
         if not cut.length:
             return None
+        if previous:  # the first read of a file finds bytes of unknown age
+            self._observe_wait(f, now, previous, growing=growing)
         return self._batch(f, data, cut.length, cut.lines, cut.oversized)
+
+    def _observe_wait(self, f: OpenFile, now: float, previous: float, *, growing: bool) -> None:
+        """The change → read stage of this batch (one fstat only after a quiet look)."""
+        mtime_ns = now_file_ns = 0
+        if not growing:
+            mtime_ns, now_file_ns = os.fstat(f.fd).st_mtime_ns, file_clock_ns()
+        self._metrics.stage["change_to_read"].observe(
+            change_to_read(
+                now, previous, growing=growing, now_file_ns=now_file_ns, mtime_ns=mtime_ns
+            )
+        )
 
     def _rewritten(self, f: OpenFile) -> None:
         """Other bytes before the read offset than we read there: the file was rewritten in

@@ -6,12 +6,14 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     PlatformCollector,
     ProcessCollector,
 )
 
 from logship.connection_metrics import ConnectionMetrics
+from logship.stages import PRODUCER_STAGES, stage_histogram
 
 # why bytes could not be read: cut before they were read, the copy compressed or gone at restart,
 # a rotated file deleted while the producer was down
@@ -25,6 +27,7 @@ class ProducerMetrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)  # full collections stop the loop: see freeze_heap
         r = self.registry
         self.connection = ConnectionMetrics("producer", r)
         self.lines_read = Counter(
@@ -103,3 +106,4 @@ class ProducerMetrics:
         self.checkpoint_writes = Counter(
             "logship_producer_checkpoint_writes_total", "Checkpoint files written", registry=r
         )
+        self.stage = stage_histogram("producer", PRODUCER_STAGES, r)

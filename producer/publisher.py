@@ -19,7 +19,7 @@ from aio_pika.exceptions import ChannelInvalidStateError
 from logship.amqp import backoff_delays, declare_topology, refusals_explained
 from logship.config import AmqpSettings, ArchiveSettings
 from logship.receipts import H_RECEIPTS_TO
-from logship.wire import ZSTD, Batch
+from logship.wire import H_SENT, ZSTD, Batch
 from producer.metrics import ProducerMetrics
 
 log = logging.getLogger("logship.producer.publisher")
@@ -143,6 +143,10 @@ class Publisher:
     async def _attempt(self, key: int, pending: _Pending, epoch: int) -> None:
         assert self._exchange is not None
         batch = pending.batch
+        sent_ns = time.time_ns()
+        self._metrics.stage["read_to_publish"].observe(max(0, sent_ns - batch.read_ns) / 1e9)
+        pending.message.headers[H_SENT] = sent_ns  # the properties are encoded at publish
+        sent = time.monotonic()
         try:
             await self._exchange.publish(
                 pending.message, self._settings.routing_key, mandatory=True, timeout=self._timeout
@@ -161,6 +165,7 @@ class Publisher:
         except RETRYABLE as error:
             self._failed(epoch, batch, type(error).__name__)
             return
+        self._metrics.stage["publish_to_confirm"].observe(time.monotonic() - sent)
         self._confirmed(key, pending)
 
     def _confirmed(self, key: int, pending: _Pending) -> None:

@@ -59,10 +59,23 @@ def test_durable_size_follows_logship_state_not_the_output(tmp_path: Path) -> No
     assert DurableWatcher(output, logship=False).size() == 500
 
 
+def test_the_raw_pipeline_is_followed_by_what_its_fsyncs_made_durable(tmp_path: Path) -> None:
+    # its output grows at write(), before the fsync: following the file's size would leave the
+    # fsync out of its latency while logship's includes it
+    output = tmp_path / "output.txt"
+    output.write_bytes(b"x" * 500)
+    synced = tmp_path / "synced"
+    watcher = DurableWatcher(output, logship=False, synced=synced)
+    assert watcher.size() == 0
+    synced.write_bytes(b"%020d" % 396)
+    assert watcher.size() == 396
+
+
 def test_percentiles_and_medians() -> None:
     assert percentile([5, 1, 3], 50) == 3
     assert percentile(list(range(101)), 99) == 99
     assert common.median([4.0, 1.0, 2.0]) == 2.0
+    assert common.median([4.0, 1.0]) == 2.5
 
 
 def _results() -> dict[str, Any]:
@@ -115,3 +128,82 @@ def test_the_cluster_row_and_its_cost_in_words() -> None:
     assert "500 vs 1,000 lines/s (50%)" in words and "broker nodes together 3.000" in words
     assert "failover gap when the queue leader is killed at 20,000 lines/s: 0.7 s" in words
     assert report.cluster_lines(_results()) == ""
+
+
+def _lat_run(p99: float, round_: int, stages: dict[str, float] | None = None) -> dict[str, Any]:
+    cell: dict[str, Any] = {
+        "p50_ms": p99 / 3, "p99_ms": p99, "max_ms": p99 * 2, "lines": 1000, "round": round_,
+        "verified": True, "peak_rss_mb": {"producer": 50.0 + round_, "consumer": 40.0},
+    }  # fmt: skip
+    if stages is not None:
+        cell["stages"] = {
+            k: {"p50_ms": v / 2, "p99_ms": v, "count": 10.0} for k, v in stages.items()
+        }
+    return cell
+
+
+def test_latency_runs_give_medians_spread_same_round_ratios_and_the_p99_stage() -> None:
+    ours = [
+        _lat_run(9.0, 0, {"publish_to_confirm": 6.0, "written_to_synced": 1.0}),
+        _lat_run(30.0, 1, {"publish_to_confirm": 25.0, "written_to_synced": 2.0}),
+        _lat_run(8.0, 2, {"publish_to_confirm": 5.0, "written_to_synced": 7.0}),
+    ]
+    raw = [_lat_run(12.0, 0), _lat_run(20.0, 1), {"error": "boom", "round": 2}]
+    out = report.summarise_latency({"logship": {"1000": ours}, "raw-chunk": {"1000": raw}})
+    cell = out["logship"]["1000"]
+    assert cell["ok"] == 3 and cell["p99_ms"] == 9.0 and cell["p99_spread_ms"] == [8.0, 30.0]
+    assert cell["peak_rss_mb"] == {"producer": 52.0, "consumer": 40.0}
+    # a noisy round moves both pipelines: judged on each round's ratio, the failed round left out
+    assert cell["p99_ratios_to_raw"] == [0.75, 1.5]
+    assert cell["p99_ratio_to_raw"] == 1.125  # median of two: their mean
+    assert cell["stages"]["publish_to_confirm"]["p99_ms"] == 6.0
+    assert cell["stages"]["written_to_synced"]["p99_ms"] == 2.0
+    assert cell["p99_stage"] == "publish_to_confirm"
+    assert (
+        out["raw-chunk"]["1000"]["ok"] == 2 and "p99_ratio_to_raw" not in out["raw-chunk"]["1000"]
+    )
+    assert (
+        "error" in report.summarise_latency({"raw-chunk": {"1000": raw[2:]}})["raw-chunk"]["1000"]
+    )
+
+
+def test_latency_table_cells_stage_table_and_ratio_target() -> None:
+    results = _results()
+    ours = [_lat_run(p, i, {"publish_to_delivery": p / 2}) for i, p in enumerate((6.0, 7.0, 9.0))]
+    raw = [_lat_run(p, i) for i, p in enumerate((10.0, 9.0, 10.0))]
+    results["latency"] = report.summarise_latency(
+        {"logship": {"1000": ours}, "raw-chunk": {"1000": raw}}
+    )
+    assert "| 2.3 / 7.0 (6.0-9.0) / 14 |" in report.table(results)
+    stage_rows = report.stage_table(results).splitlines()
+    assert stage_rows[0].startswith("| rate lines/s | runs | p99 ms | p99 / raw | change_to_read")
+    assert stage_rows[2].startswith("| 1,000 | 3 | 7.0 | 0.78 | - |")
+    assert stage_rows[2].endswith("| publish_to_delivery |")
+    verdict = report.targets(results)
+    ratio = verdict["p99 <= 0.75x raw chunk pipeline's @1,000/s (median of same-run ratios)"]
+    assert ratio == {"value": 0.778, "met": False}
+    assert report.p99_stage_words(ours[2]) == ", p99 stage: publish_to_delivery 4.5 ms"
+    assert report.p99_stage_words(raw[0]) == ""
+
+
+def test_a_baseline_checkout_is_compared_round_by_round_and_listed_without_throughput() -> None:
+    ours = [_lat_run(p, i) for i, p in enumerate((6.0, 8.0, 9.0))]
+    base = [_lat_run(p, i) for i, p in enumerate((12.0, 8.0, 10.0))]
+    results = _results()
+    results["latency"] = report.summarise_latency(
+        {"logship": {"1000": ours}, "logship-baseline": {"1000": base}}
+    )
+    cell = results["latency"]["logship"]["1000"]
+    assert cell["p99_ratios_to_baseline"] == [0.5, 1.0, 0.9]
+    assert cell["p99_ratio_to_baseline"] == 0.9
+    assert "p99_ratio_to_baseline" not in results["latency"]["logship-baseline"]["1000"]
+    assert "| logship-baseline | - | - |" in report.table(results)
+
+
+def test_latency_rounds_interleave_and_alternate_their_order() -> None:
+    from bench import run
+
+    kinds = ["logship", "raw-chunk", "naive-pika", "logship-cluster"]
+    assert run._latency_kinds(kinds, 1000, 0) == ["logship", "raw-chunk", "naive-pika"]
+    assert run._latency_kinds(kinds, 1000, 1) == ["raw-chunk", "logship"]
+    assert run._latency_kinds(kinds, 10000, 2) == ["logship", "logship-cluster", "raw-chunk"]
