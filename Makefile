@@ -34,7 +34,7 @@ tools:
 
 ## The whole suite: unit (no broker), integration (real broker), fault (private nodes).
 test: install tools broker
-	$(PY) -m pytest -p no:cacheprovider -q $(PYTEST_ARGS) tests
+	$(PY) -m pytest -p no:cacheprovider -q --durations=20 $(PYTEST_ARGS) tests
 
 test-unit: install
 	$(PY) -m pytest -q tests/unit

@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import pipelines, report, scenarios, syslogng
+from bench import http_ingest, pipelines, report, scenarios, syslogng
 from bench.common import BROKER_URL, LINE_BYTES, REPO, make_data
 
 HERE = Path(__file__).resolve().parent
@@ -49,8 +49,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rates", default="1000,10000,100000")
     p.add_argument("--alarm-grow-mb", type=int, default=1024, help="input growth while blocked")
     p.add_argument("--alarm-hold", type=float, default=15.0, help="seconds the alarm is held")
-    p.add_argument("--only", default="throughput,latency,alarm,rebuild,failover",
-                   help="sections to run")  # fmt: skip
+    p.add_argument("--only", default="throughput,latency,alarm,rebuild,failover,http",
+                   help="sections to run (--only http: the HTTP ingest rows alone)")  # fmt: skip
+    p.add_argument("--http-requests", type=int, default=1000,
+                   help="POSTs in the HTTP ingest throughput run")  # fmt: skip
+    p.add_argument("--http-post-lines", type=int, default=1000, help="lines per POST there")
+    p.add_argument("--http-rate", type=float, default=1000.0,
+                   help="requests/s of the HTTP latency runs")  # fmt: skip
+    p.add_argument("--http-seconds", type=float, default=10.0, help="seconds of each of them")
+    p.add_argument("--http-latency-lines", type=int, default=10,
+                   help="lines per POST in the HTTP latency runs")  # fmt: skip
     p.add_argument("--failover-rate", type=int, default=20_000,
                    help="lines/s while the cluster's queue leader is killed")  # fmt: skip
     p.add_argument("--failover-seconds", type=float, default=15.0)
@@ -68,6 +76,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.alarm_grow_mb = min(args.alarm_grow_mb, 1024)
         args.alarm_hold = min(args.alarm_hold, 6.0)
         args.failover_seconds = min(args.failover_seconds, 9.0)
+        args.http_requests = min(args.http_requests, 300)
+        args.http_seconds = min(args.http_seconds, 3.0)
     return args
 
 
@@ -204,6 +214,22 @@ def run_rebuild(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def run_http(args: argparse.Namespace) -> dict[str, Any]:
+    say(
+        f"HTTP ingest: {args.http_requests:,} POSTs of {args.http_post_lines:,} lines, then "
+        f"{args.http_rate:,.0f} requests/s for {args.http_seconds:.0f} s, logship, reference"
+    )
+    try:
+        return http_ingest.run(
+            args.workdir / "http", url=args.url, post_lines=args.http_post_lines,
+            requests=args.http_requests, rate=args.http_rate, seconds=args.http_seconds,
+            latency_lines=args.http_latency_lines,
+        )  # fmt: skip
+    except Exception as error:
+        traceback.print_exc()
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
 def _interrupted(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")  # unwinds through every run's stop()
 
@@ -246,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory_alarm": None,
         "failover": None,
         "rebuild": None,
+        "http_ingest": None,
     }
     brokers = Brokers(args)
     try:
@@ -268,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(args.workdir / "alarm", ignore_errors=True)
     if "rebuild" in sections:
         results["rebuild"] = run_rebuild(args)
+    if "http" in sections:
+        results["http_ingest"] = run_http(args)
     results["load_after"] = report.load()
     results["targets"] = report.targets(results)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -288,16 +317,31 @@ def main(argv: list[str] | None = None) -> int:
             f"drained in {alarm['drain_s']} s, verified={alarm['verified']}"
         )
     print(report.archive_lines(results))
+    print_http(results)
     print("\ntargets:\n" + report.verdict_lines(results["targets"]))
     out_dir = args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out
     print(f"\nwrote {out_dir}/results.json and results.png in {results['elapsed_s']:.0f} s")
+    return exit_code(results)
+
+
+def print_http(results: dict[str, Any]) -> None:
+    http = results["http_ingest"] or {}
+    if "config" in http:
+        print("\n" + http_ingest.lines_of(http))
+
+
+def exit_code(results: dict[str, Any]) -> int:
+    """1 when a section failed or an output was not byte-identical."""
     failed = any("error" in r for v in results["runs"].values() for r in v)
     failed |= "error" in (results["failover"] or {})
     verified = all(r.get("verified", True) for v in results["runs"].values() for r in v)
     verified &= (results["failover"] or {}).get("verified", True)
     rebuilt = results["rebuild"] or {}
-    failed = failed or "error" in rebuilt
+    http = results["http_ingest"] or {}
+    failed = failed or "error" in rebuilt or "error" in http
     verified = verified and rebuilt.get("verified", True)
+    for name in (http_ingest.LOGSHIP_HTTP, http_ingest.NO_ARCHIVE):
+        verified = verified and http.get(name, {}).get("verified", True)
     return 1 if failed or not verified else 0
 
 

@@ -32,7 +32,7 @@ from consumer.settings import FsyncPolicy
 from consumer.sink import Sink
 from logship.amqp import FatalConnectError, TopologyError, connect, refusals_explained
 from logship.lifecycle import stop_tasks
-from logship.telemetry import TelemetryServer
+from logship.telemetry import TelemetryServer, tls_context
 from logship.wire import H_PATH, Delivered, PoisonMessage, decode
 
 log = logging.getLogger("logship.consumer.rebuild")
@@ -72,6 +72,7 @@ class Rebuild:
             lambda: self._reading,
             self.settings.http.host,
             self.settings.http.port,
+            tls=tls_context(self.settings.http.tls_cert, self.settings.http.tls_key),
         )
         if self.settings.http.port:
             await telemetry.start()

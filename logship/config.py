@@ -262,6 +262,23 @@ class HttpSettings(BaseModel):
     port: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=9100, description="port of the metrics and health server (0 = off)"
     )
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) to serve HTTPS with; needs --http.tls-key",
+        json_schema_extra={"metavar": "PATH", "unset": "plain HTTP"},
+    )
+    tls_key: Path | None = Field(
+        default=None,
+        description="PEM private key of --http.tls-cert",
+        json_schema_extra={"metavar": "PATH", "unset": "plain HTTP"},
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            missing = "tls_key" if self.tls_key is None else "tls_cert"
+            raise SettingProblem(missing, "HTTPS needs both --http.tls-cert and --http.tls-key")
+        return self
 
 
 class LogSettings(BaseModel):

@@ -6,17 +6,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from aio_pika.abc import AbstractRobustConnection
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from logship.amqp import BlockedWatchdog, FatalConnectError, TopologyError, connect
 from logship.config import EXIT_BAD_SETTINGS, AmqpSettings, HttpSettings
 from logship.connection_metrics import ConnectionMetrics
 from logship.lifecycle import EarlySignals, install_stop_signals, stop_tasks, with_deadline
-from logship.telemetry import TelemetryServer
+from logship.telemetry import TelemetryServer, tls_context
 
 log = logging.getLogger("logship.service")
 
@@ -82,6 +83,7 @@ class Service:
         connection_metrics: ConnectionMetrics,
         status: Callable[[], object] | None = None,
         detail: Callable[[], list[str]] | None = None,
+        routes: Sequence[web.RouteDef] = (),
     ) -> None:
         self.program = program
         self.name = name
@@ -89,7 +91,14 @@ class Service:
         self._serve_http = bool(http.port)
         self._connection_metrics = connection_metrics
         self.telemetry = TelemetryServer(
-            registry, program.ready, http.host, http.port, status=status, detail=detail
+            registry,
+            program.ready,
+            http.host,
+            http.port,
+            status=status,
+            detail=detail,
+            routes=routes,
+            tls=tls_context(http.tls_cert, http.tls_key) if http.port else None,
         )
         self.connection: AbstractRobustConnection | None = None
         self.started = False  # the program's start returned: what fails later is a crash

@@ -23,6 +23,8 @@ from logship.wire import Batch
 from producer.checkpoint import Checkpoint
 from producer.discover import TailSet
 from producer.follow import TailOptions
+from producer.ingest import IngestApi
+from producer.ingest_batcher import Batching
 from producer.ledger import AckLedger
 from producer.metrics import ProducerMetrics
 from producer.notwritten import NotWritten
@@ -101,6 +103,18 @@ class ProducerApp:
         self.publisher: Publisher | None = None
         self._waker: Waker | None = None
         self._announced: set[str] = set()  # input paths we said we wait for
+        # the HTTP ingest API (POST /v1/lines), when switched on: see producer/ingest.py
+        self.ingest = (
+            IngestApi(
+                settings.ingest,
+                Batching(settings.batch_max_bytes, settings.batch_max_lines, settings.batch_linger),
+                metrics.registry,
+                stop=self.stop,
+                receipts=settings.receipts,
+            )
+            if settings.ingest.enabled
+            else None
+        )
         self.ledger = AckLedger(
             self.checkpoint,
             max_batches=settings.max_in_flight,
@@ -122,6 +136,8 @@ class ProducerApp:
                 on_malformed=metrics.receipts.labels("malformed").inc,
                 timeout=settings.amqp.connect_timeout,
             )
+            if self.ingest is not None:
+                self.receipts.add_listener(self.ingest.on_written)
 
     def ready(self) -> bool:
         """Connected and able to ship: also while the input file does not exist yet. Readiness
@@ -163,6 +179,7 @@ class ProducerApp:
             connection_metrics=self.metrics.connection,
             status=self.status,
             detail=self.readiness_detail,
+            routes=self.ingest.routes() if self.ingest is not None else (),
         )
 
     async def run(self, early: EarlySignals | None = None, *, signals: bool = True) -> int:
@@ -182,6 +199,9 @@ class ProducerApp:
             receipts_to=self.producer_id if self.receipts is not None else None,
         )
         await self.publisher.start()
+        if self.ingest is not None:
+            publisher = self.publisher
+            self.ingest.attach(publisher.submit, lambda: publisher.ready)
         # after the topology is declared: a refused one is the only line printed
         log.info(
             "producer_started",
@@ -194,6 +214,7 @@ class ProducerApp:
                 "http": service.telemetry.address,
                 "id": self.producer_id,
                 "receipts": self.receipts is not None,
+                "ingest_source": self.ingest.source if self.ingest is not None else None,
             },
         )
         if self.receipts is not None:
@@ -356,6 +377,8 @@ class ProducerApp:
         """Ship what deleted files still hold, wait for the confirms, abandon the rest: within
         shutdown_timeout (keep Kubernetes' terminationGracePeriodSeconds above it)."""
         deadline = time.monotonic() + self.settings.shutdown_timeout
+        if self.ingest is not None:
+            self.ingest.close()  # POSTs get 503 from now; waiters answer with what they have
         if self.publisher is not None and not refused:
             await with_deadline(
                 "ship what deleted files still hold",

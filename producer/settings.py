@@ -24,6 +24,7 @@ from logship.config import (
     settings_config,
 )
 from producer.identity import file_kind
+from producer.ingest_settings import IngestSettings
 
 
 class ReadFrom(StrEnum):
@@ -108,6 +109,7 @@ class ProducerSettings(BaseSettings):
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     http: HttpSettings = Field(default_factory=lambda: HttpSettings(port=9101))
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @property

@@ -11,6 +11,8 @@ from typing import Any
 import pika
 
 from logship.wire import Batch
+from tests.support.amqp_client import drain, persistent
+from tests.support.amqp_client import publish as publish_all
 from tests.support.pipeline import REPO, Pipeline, Topology, declare_topology, wait_until
 
 
@@ -20,32 +22,11 @@ def publish(
     headers: dict[str, Any] | None = None,
     exchange: str | None = None,
 ) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(topology.url))
-    try:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        channel.basic_publish(
-            exchange=topology.prefix if exchange is None else exchange,
-            routing_key=topology.prefix,
-            body=body,
-            properties=pika.BasicProperties(headers=headers, delivery_mode=2),
-        )
-    finally:
-        connection.close()
+    publish_all(topology, [(body, persistent(headers))], exchange)
 
 
 def drain_queue(topology: Topology, queue: str) -> list[tuple[dict[str, Any], bytes]]:
-    connection = pika.BlockingConnection(pika.URLParameters(topology.url))
-    messages: list[tuple[dict[str, object], bytes]] = []
-    try:
-        channel = connection.channel()
-        while True:
-            method, properties, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return messages
-            messages.append((properties.headers or {}, body))
-    finally:
-        connection.close()
+    return [(properties.headers or {}, body) for properties, body in drain(topology, queue)]
 
 
 def ranged(source: str, start: int, body: bytes) -> dict[str, Any]:

@@ -16,44 +16,11 @@ import pika
 import pytest
 
 from logship.wire import Batch
+from tests.support.amqp_client import drain, publish
 from tests.support.pipeline import REPO, Pipeline, Topology, declare_topology, free_port, wait_until
 
 BAD_ID = b"\xff\xfe"
 HUGE_TS = 2**64 - 1
-
-
-def publish(
-    topology: Topology,
-    messages: list[tuple[bytes, pika.BasicProperties]],
-    exchange: str | None = None,
-) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(topology.url))
-    try:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        for body, properties in messages:
-            channel.basic_publish(
-                exchange=topology.prefix if exchange is None else exchange,
-                routing_key=topology.prefix,
-                body=body,
-                properties=properties,
-            )
-    finally:
-        connection.close()
-
-
-def drain(topology: Topology, queue: str) -> list[tuple[pika.BasicProperties, bytes]]:
-    connection = pika.BlockingConnection(pika.URLParameters(topology.url))
-    found: list[tuple[Any, bytes]] = []
-    try:
-        channel = connection.channel()
-        while True:
-            method, properties, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return found
-            found.append((properties, body))
-    finally:
-        connection.close()
 
 
 def depth(topology: Topology, queue: str) -> int:

@@ -76,6 +76,34 @@ def test_a_rewrite_keeping_what_was_read_ships_those_lines_once() -> None:
     assert "nothing could have lost it" in problems([old, new], b"".join([A[0], A[1], *B]))[0]
 
 
+def test_a_rewrite_keeping_what_was_read_then_cut_is_judged_for_its_cut_alone() -> None:
+    """Model seed 501464445: the rewrite's first line is the old file's (shipped once, as the
+    old file's) and its last line went with a truncate: a reported suffix, not a hole."""
+    old = gen(1, A[0], lost_by="rewrite")
+    new = gen(2, A[0], *B, rewrite_of=1, lost_by="truncate")
+    output = b"".join([A[0], *B[:2]])
+    cut = len(A[0] + B[0] + B[1])
+    event: dict[str, object] = {"path": "/x/input.txt", "start": cut, "end": 99, "bytes": 3}
+    assert assess([old, new], output, [event], "reported").problems == []
+    assert "not reported" in assess([old, new], output, [], "reported").problems[0]
+
+
+def test_a_half_line_refilled_with_its_own_first_bytes_is_an_unreportable_loss() -> None:
+    """Model seed 501464203 (the README's first limit): the producer saw only "s1 g" of a line,
+    went down, the file was cut and refilled with lines that begin with "s1 g": it looks grown,
+    so the half line's loss cannot be reported. With the producer watching it must be."""
+    gens = [
+        gen(1, *A),
+        gen(2, b"s1 g", lost_by="delete", producer_up_at_loss=False),
+        gen(3, b"2 rest\n", lost_by="delete", unseen=True),
+        gen(4, b"s1 g4 x\n"),
+    ]
+    output = b"".join([*A, b"s1 g4 x\n"])
+    assert assess(gens, output, [], "reported").problems == []
+    gens[1].producer_up_at_loss = True
+    assert "not reported" in assess(gens, output, [], "reported").problems[0]
+
+
 def test_op_kinds_from_the_environment() -> None:
     default = ("append", "rename")
     assert parse_kinds(None, default) == {"append", "rename"}
@@ -120,6 +148,15 @@ def test_a_half_line_whose_rest_was_lost_runs_on_into_the_next_line() -> None:
     found = assess(gens, output, [], "suffix")
     assert found.problems == [] and "runs on" in found.notes[0]
     assert "never written" in " ".join(problems(gens, b"".join([*A[:3], b"xx" + B[1], B[2]])))
+
+
+def test_a_half_line_runs_on_into_a_line_that_begins_like_its_lost_rest() -> None:
+    """Model seed 520001145: the lost rest and the next line both begin with "s<seed> ", so the
+    longest common prefix of the whole line and the joined one overshoots the cut by a byte."""
+    whole, after = b"s1 g5 n64 sihh\n", b"s1 END\n"
+    gens = [gen(1, *B, whole[:10]), gen(2, whole[10:], lost_by="truncate"), gen(3, after)]
+    found = assess(gens, b"".join(B) + whole[:10] + after, [], "suffix")
+    assert found.problems == [] and "runs on" in found.notes[0]
 
 
 def test_rewrites_in_a_row_keeping_what_was_read_ship_those_lines_once() -> None:
