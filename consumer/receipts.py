@@ -40,7 +40,9 @@ OUTCOMES = (SENT, UNROUTABLE, FAILED, DROPPED)
 MAX_PENDING = 1000
 PUBLISH_TIMEOUT = 30.0
 # at stop, how long receipts of the last groups get to leave
-FLUSH_TIMEOUT = 1.5
+FLUSH_TIMEOUT = 1.0
+# both within the 2 s a background task gets at shutdown (logship/lifecycle.py stop_tasks)
+CLOSE_TIMEOUT = 0.8
 PUBLISH_ERRORS = (
     aiormq.exceptions.AMQPError,
     aio_pika.exceptions.DeliveryError,
@@ -114,7 +116,7 @@ class ReceiptSender:
                 await asyncio.wait(set(self._pending), timeout=FLUSH_TIMEOUT)
             if self._connection is not None:
                 with contextlib.suppress(Exception):  # closing is all we want here
-                    await asyncio.wait_for(self._connection.close(), 5)
+                    await asyncio.wait_for(self._connection.close(), CLOSE_TIMEOUT)
 
     async def _declare(self, connection: AbstractRobustConnection) -> AbstractExchange:
         channel = await asyncio.wait_for(

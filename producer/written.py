@@ -31,6 +31,7 @@ QUEUE_EXPIRES_MS = 10 * 60 * 1000
 # a producer that stopped reading keeps at most this many receipts (the oldest go first)
 QUEUE_MAX_LENGTH = 100_000
 PREFETCH = 256
+STOP_TIMEOUT = 0.5
 SETTLE_ERRORS = (aiormq.exceptions.AMQPError, ChannelInvalidStateError, ConnectionError)
 
 
@@ -121,17 +122,18 @@ class WrittenFeed:
         log.debug("receipts_feed_started", extra={"queue": self.queue})
 
     async def stop(self) -> None:
-        """Stop consuming and close the channel. The queue stays until it expires: receipts
-        that come meanwhile wait for a producer that comes back with the same id."""
+        """Stop consuming and close the channel, within STOP_TIMEOUT (a shutdown step with the
+        broker away must not wait for it). The queue stays until it expires: receipts that come
+        meanwhile wait for a producer that comes back with the same id."""
         channel, queue, tag = self._channel, self._queue, self._tag
         self._channel = self._queue = self._tag = None
         if channel is None or channel.is_closed:
             return
         with contextlib.suppress(Exception):  # the broker may be gone: closing is all we want
             if queue is not None and tag is not None:
-                await queue.cancel(tag, timeout=self._timeout)
+                await queue.cancel(tag, timeout=STOP_TIMEOUT)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(channel.close(), self._timeout)
+            await asyncio.wait_for(channel.close(), STOP_TIMEOUT)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._handle(message.body)

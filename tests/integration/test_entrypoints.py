@@ -235,6 +235,7 @@ def test_manifest_entrypoints_ship_lines_through_the_shared_broker(
         "logs": topology.prefix,
         "logs.dead": f"{topology.prefix}.dead",
         "logs.archive": topology.archive,
+        "logs.receipts": f"{topology.prefix}.receipts",
     }
     declare_definitions_topology(topology.url, names)
     entries = entrypoints(OVERLAY)
