@@ -80,12 +80,16 @@ def test_a_receipt_comes_when_the_consumer_has_written_and_says_exactly_where(
     producer = pipe.producer("--id", producer_id, "--http.port", str(port)).ready()
     first = lines(300, "a")
     pipe.append(first)
-    # confirmed by the broker, and nobody has written it: no receipt, all of it not written
+    # shipped, and nobody has written it: no receipt, all of it not written. Waiting on
+    # bytes_behind alone raced: it reads 0 already before the producer saw the append
+    label = f'file="{pipe.input}"'
     assert wait_until(
-        lambda: metric(port, "logship_producer_bytes_behind", f'file="{pipe.input}"') == 0, 30
-    )
-    not_written = f'file="{pipe.input}"'
-    assert metric(port, "logship_producer_bytes_not_written", not_written) == len(first)
+        lambda: (
+            metric(port, "logship_producer_bytes_not_written", label) == len(first)
+            and metric(port, "logship_producer_bytes_behind", label) == 0
+        ),
+        30,
+    ), (metric(port, "logship_producer_bytes_not_written", label), producer.log()[-2000:])
     time.sleep(0.5)
     assert observer.poll() == []
 
@@ -105,9 +109,7 @@ def test_a_receipt_comes_when_the_consumer_has_written_and_says_exactly_where(
     assert len({w.source for r in observer.receipts for w in r.ranges}) == 1
     # one receipt per group, not per message: never more receipts than batches written
     assert len(observer.receipts) <= 2 + data.count(b"\n")
-    assert wait_until(
-        lambda: metric(port, "logship_producer_bytes_not_written", not_written) == 0, 30
-    )
+    assert wait_until(lambda: metric(port, "logship_producer_bytes_not_written", label) == 0, 30)
     assert (metric(port, "logship_producer_receipts_total", 'outcome="received"') or 0) >= 1
     for program in (consumer, producer):
         assert program.terminate() == 0
