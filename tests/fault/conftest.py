@@ -1,5 +1,5 @@
-"""Fault fixtures: a private throwaway RabbitMQ node per module (never the shared one), and
-pipelines pointed at it."""
+"""Fault fixtures: one private throwaway RabbitMQ node for the fault tests (never the shared one),
+and pipelines pointed at it."""
 
 from __future__ import annotations
 
@@ -16,8 +16,12 @@ from tests.support.rabbit_node import RabbitNode
 CHAOS = bool(os.environ.get("LOGSHIP_CHAOS"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
+    """One node for every fault module that uses it: a boot costs 4-6 s and eight modules share
+    it. Each test gets its own topology (node_topology); a test that stops or kills the node gets
+    it started again by the next one; alarms are cleared by the tests that raise them; users
+    have names of their own per module."""
     yield from private_node(tmp_path_factory)
 
 

@@ -45,10 +45,13 @@ def test_rotation_storm_rename_and_copytruncate_under_load(fault_pipe: Pipeline)
 def test_several_consumers_union_is_the_input_each_line_once(fault_pipe: Pipeline) -> None:
     pipe = fault_pipe
     outputs = [pipe.workdir / f"output-{i}.txt" for i in range(3)]
+    # --reorder-wait 0: sharing a queue, a consumer is meant not to hold batches for order, but
+    # until two queue polls have shown it the others it may, and a batch it held then waits the
+    # whole reorder-wait (10 s) even after the hold turned off: one run in three took 12 s, not 2
     for output in outputs:
-        pipe.consumer("--prefetch", "2", output=output).ready()
+        pipe.consumer("--prefetch", "2", "--reorder-wait", "0", output=output).ready()
     pipe.producer("--batch-max-bytes", "16384").ready()
-    data = make_lines(0, 150_000)
+    data = make_lines(0, 60_000)  # ~150 batches: dozens for each of the three consumers
     pipe.append(data)
 
     def total() -> int:

@@ -81,15 +81,18 @@ def test_a_receipt_comes_when_the_consumer_has_written_and_says_exactly_where(
     first = lines(300, "a")
     pipe.append(first)
     # sent and confirmed by the broker, and nobody has written it: no receipt, all of it not
-    # written (bytes_behind alone may read 0 before the first read: the file was empty when
-    # the producer opened it)
-    not_written = f'file="{pipe.input}"'
+    # written. Waiting on bytes_behind alone raced: it reads 0 already before the producer saw
+    # the append (the file was empty when the producer opened it)
+    label = f'file="{pipe.input}"'
     assert wait_until(
-        lambda: metric(port, "logship_producer_bytes_not_written", not_written) == len(first), 30
-    )
-    assert wait_until(lambda: metric(port, "logship_producer_bytes_behind", not_written) == 0, 30)
+        lambda: (
+            metric(port, "logship_producer_bytes_not_written", label) == len(first)
+            and metric(port, "logship_producer_bytes_behind", label) == 0
+        ),
+        30,
+    ), (metric(port, "logship_producer_bytes_not_written", label), producer.log()[-2000:])
     time.sleep(0.5)
-    assert metric(port, "logship_producer_bytes_not_written", not_written) == len(first)
+    assert metric(port, "logship_producer_bytes_not_written", label) == len(first)
     assert observer.poll() == []
 
     consumer = pipe.consumer("--id", "consumer-a").ready()
@@ -108,9 +111,7 @@ def test_a_receipt_comes_when_the_consumer_has_written_and_says_exactly_where(
     assert len({w.source for r in observer.receipts for w in r.ranges}) == 1
     # one receipt per group, not per message: never more receipts than batches written
     assert len(observer.receipts) <= 2 + data.count(b"\n")
-    assert wait_until(
-        lambda: metric(port, "logship_producer_bytes_not_written", not_written) == 0, 30
-    )
+    assert wait_until(lambda: metric(port, "logship_producer_bytes_not_written", label) == 0, 30)
     assert (metric(port, "logship_producer_receipts_total", 'outcome="received"') or 0) >= 1
     for program in (consumer, producer):
         assert program.terminate() == 0

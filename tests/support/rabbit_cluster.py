@@ -133,6 +133,11 @@ class RabbitCluster:
         """Stop every node; the last one down must be the first one up, so stop all at once."""
         parallel([n.force_down for n in self.nodes])
 
+    def discard(self) -> None:
+        """Kill every node at once (no clean stop): for a throwaway cluster whose data nobody
+        reads again."""
+        parallel([n.discard for n in self.nodes])
+
     def __enter__(self) -> Self:
         try:
             self.start()

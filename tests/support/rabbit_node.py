@@ -270,6 +270,17 @@ class RabbitNode:
         self._wait_gone(pid, timeout=10)
         self._reap_server()
 
+    def discard(self) -> None:
+        """SIGKILL the VM and its process group without a clean stop: for a throwaway node whose
+        data nobody reads again (a fixture's teardown), where ``rabbitmqctl stop`` costs seconds
+        (a CLI VM to boot, then the node's own shutdown) and proves nothing."""
+        pid = self._os_pid()
+        if pid is not None and _pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self._wait_gone(pid, timeout=10)
+        self._reap_server(kill=True)
+
     def force_down(self) -> None:
         """Stop cleanly if possible, else SIGKILL; nothing to do for a node already down."""
         self._force_down()
