@@ -50,6 +50,9 @@ class ConsumerApp:
             settings.reorder_wait, max_held=settings.prefetch
         )
         self._crowded_polls = 0  # queue depth polls in a row that saw other consumers
+        # set when holding for order was switched off with batches held: the write loop, asleep
+        # until the oldest one's deadline (up to reorder-wait), writes them now
+        self._hold_released = asyncio.Event()
         self._last_activity = time.monotonic()
         self._queue_empty_since: float | None = None
         self._busy = False
@@ -144,14 +147,17 @@ class ConsumerApp:
         delivered: one write, one fsync and one acknowledgement for the lot (group commit)."""
         getter = asyncio.ensure_future(subscriber.inbox.get())
         stopping = asyncio.ensure_future(self.stop.wait())
+        released = asyncio.ensure_future(self._hold_released.wait())
         deadline = self.hold.deadline()
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             await asyncio.wait(
-                {getter, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                {getter, stopping, released}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             stopping.cancel()
+            released.cancel()
+            self._hold_released.clear()
         if not getter.done():
             getter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -321,7 +327,10 @@ class ConsumerApp:
                 # competing consumers each see every other batch: nothing to wait for then.
                 # Two polls in a row, since a failover briefly shows our old consumer as well
                 self._crowded_polls = self._crowded_polls + 1 if consumers > 1 else 0
-                self.hold.enabled = self._crowded_polls < 2
+                holding = self._crowded_polls < 2
+                if self.hold.enabled and not holding and self.hold.count:
+                    self._hold_released.set()
+                self.hold.enabled = holding
                 idle = (
                     ready == 0
                     and not self._busy

@@ -52,9 +52,12 @@ class ReorderHold(Generic[T]):
         return len(self._held)
 
     def deadline(self) -> float | None:
-        """When the oldest held batch must be written anyway (None: nothing held)."""
+        """When the oldest held batch must be written anyway (None: nothing held); now, once
+        holding was switched off (another consumer joined the queue)."""
         if not self._held:
             return None
+        if not self.enabled:
+            return self._clock()
         return min(h.since for h in self._held) + self.wait
 
     def take(

@@ -74,6 +74,20 @@ def test_with_other_consumers_on_the_queue_nothing_waits() -> None:
     assert [n for n, _ in h.take([batch(40, 50), batch(0, 10)], out.has_byte)] == ["a:40", "a:0"]
 
 
+def test_held_batches_are_due_at_once_when_another_consumer_joins() -> None:
+    """Holding switched off with a batch held: its deadline is now, not the end of the wait
+    (the consumer's write loop is also woken), and the next take writes it."""
+    now = [0.0]
+    out, h = Output(), hold(now=now)
+    assert h.take([batch(40, 50)], out.has_byte) == []
+    assert h.deadline() == 10
+    now[0] = 1.0
+    h.enabled = False
+    assert h.deadline() == 1.0
+    assert [n for n, _ in h.take([], out.has_byte)] == ["a:40"]
+    assert h.deadline() is None
+
+
 @given(st.permutations(list(range(12))), st.integers(1, 5))
 def test_any_arrival_order_is_written_in_file_order(order: list[int], group: int) -> None:
     out, h = Output(), hold()
