@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -179,8 +180,11 @@ def run(
     rate: float,
     seconds: float,
     latency_lines: int,
+    rounds: int = 3,
 ) -> dict[str, Any]:
-    """Both pipelines, one after the other, each throughput then latency; returns the section."""
+    """`rounds` rounds of the three servers, every other round in reverse order (one short run
+    is at the machine's mercy: a full run once measured 76 % and 99 % of the reference minutes
+    apart); the section's rows are the medians, `rounds` keeps every run."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     big, small = body_of(post_lines), body_of(latency_lines, 10_000_000)
@@ -193,22 +197,67 @@ def run(
             "rate": rate,
             "seconds": seconds,
             "latency_lines": latency_lines,
-        }
+            "rounds": rounds,
+        },
+        "rounds": [],
     }
     kinds = {LOGSHIP_HTTP: pipelines.LOGSHIP, NO_ARCHIVE: pipelines.LOGSHIP_NO_ARCHIVE}
-    for name, kind in kinds.items():
-        out[name] = _logship(kind, workdir / name, url, big, small, requests, rate, seconds)
+    order = [LOGSHIP_HTTP, NO_ARCHIVE, REFERENCE]
+    for round_ in range(rounds):
+        results: dict[str, Any] = {}
+        for name in order if round_ % 2 == 0 else order[::-1]:
+            where = workdir / f"{name}-{round_}"
+            if name == REFERENCE:
+                results[name] = _reference(where, url, big, small, requests, rate, seconds)
+            else:
+                results[name] = _logship(
+                    kinds[name], where, url, big, small, requests, rate, seconds
+                )
+        out["rounds"].append(results)
+    for name in order:
+        out[name] = _median_of([r[name] for r in out["rounds"]])
+    ratios = [
+        r[NO_ARCHIVE]["lines_per_s"] / max(1, r[REFERENCE]["lines_per_s"]) for r in out["rounds"]
+    ]
+    out["throughput_share"] = round(statistics.median(ratios), 3)
+    out["throughput_shares"] = [round(x, 3) for x in ratios]
+    return out
+
+
+def _reference(
+    workdir: Path, url: str, big: bytes, small: bytes, requests: int, rate: float, seconds: float
+) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
     procs, topology, port = _start_reference(workdir, url)
     try:
         base = f"http://127.0.0.1:{port}/v1/lines"
         result = asyncio.run(throughput(base, big, requests))
         result["confirmed"] = asyncio.run(steady(base, small, rate, seconds))
-        out[REFERENCE] = result
+        return result
     finally:
         for proc in procs:
             proc.stop()
         topology.delete()
-    return out
+
+
+def _median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from several runs: the median of each figure, and the p99s' spread."""
+    first = dict(runs[0])
+    first["lines_per_s"] = round(statistics.median(r["lines_per_s"] for r in runs))
+    first["requests_per_s"] = round(statistics.median(r["requests_per_s"] for r in runs), 1)
+    for key in ("confirmed", "written"):
+        if not isinstance(first.get(key), dict):
+            continue
+        cells = [r[key] for r in runs if isinstance(r.get(key), dict)]
+        merged = dict(cells[0])
+        for figure in ("p50_ms", "p99_ms"):
+            values = [c[figure] for c in cells if c.get(figure) is not None]
+            if values:
+                merged[figure] = round(statistics.median(values), 2)
+                merged[f"{figure}_spread"] = [min(values), max(values)]
+        first[key] = merged
+    first["verified"] = all(r.get("verified", True) for r in runs)
+    return first
 
 
 def lines_of(section: dict[str, Any]) -> str:
@@ -232,10 +281,11 @@ def lines_of(section: dict[str, Any]) -> str:
         )
     ours, ref = section.get(NO_ARCHIVE), section.get(REFERENCE)
     if ours and ref:
-        share = ours["lines_per_s"] / max(1, ref["lines_per_s"])
+        share = section.get("throughput_share", ours["lines_per_s"] / max(1, ref["lines_per_s"]))
+        shares = ", ".join(f"{x:.0%}" for x in section.get("throughput_shares", []))
         rows.append(
             f"logship (no archive, like the reference) at {share:.0%} of the reference's "
-            f"throughput; POST→confirmed p99 {ours['confirmed']['p99_ms']} vs "
-            f"{ref['confirmed']['p99_ms']} ms"
+            f"throughput (median of rounds: {shares}); POST→confirmed p99 "
+            f"{ours['confirmed']['p99_ms']} vs {ref['confirmed']['p99_ms']} ms (medians)"
         )
     return "\n".join(rows)

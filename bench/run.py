@@ -30,6 +30,7 @@ THROUGHPUT_ORDER = [
 SLOW = (pipelines.NAIVE, pipelines.SYSLOG_NG)
 LATENCY_ORDER = [
     pipelines.LOGSHIP,
+    pipelines.LOGSHIP_NO_ARCHIVE,  # how much of the tail is the archive stream's second write
     pipelines.LOGSHIP_BASELINE,
     pipelines.LOGSHIP_CLUSTER,
     pipelines.RAW,
@@ -256,7 +257,7 @@ def run_http(args: argparse.Namespace) -> dict[str, Any]:
         return http_ingest.run(
             args.workdir / "http", url=args.url, post_lines=args.http_post_lines,
             requests=args.http_requests, rate=args.http_rate, seconds=args.http_seconds,
-            latency_lines=args.http_latency_lines,
+            latency_lines=args.http_latency_lines, rounds=args.latency_runs,
         )  # fmt: skip
     except Exception as error:
         traceback.print_exc()
