@@ -273,8 +273,10 @@ class IngestApi:
         start = self.offset
         self.offset += len(body)
         lines = count_newlines(body)
+        # only a keyed POST is ever compared with a retry: no crc32 over every body
+        fingerprint = _fingerprint(body) if key is not None else (0, 0)
         receipt = self.store.new(
-            self.source, start, self.offset, lines, key=key, fingerprint=_fingerprint(body)
+            self.source, start, self.offset, lines, key=key, fingerprint=fingerprint
         )
         self._reserve(len(body))  # released batch by batch as they settle
 
