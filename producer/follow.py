@@ -396,13 +396,16 @@ class FileTail:
                 held = gzip_copy_size(compressed, source.head_len, source.head_sha)
                 known_end = max(known_end, held or 0)
         report_lost(self._metrics, self.path, source.id, lost_from, known_end, reason)
-        current.source = self._checkpoint.new_source(
-            self.path, current.dev, current.ino, current.head(), 0
-        )
+        head = current.head()
+        # the size now, taken after the new first bytes: `size` may be from before the cut (the
+        # look took it, then the file was cut and written again before its first bytes told
+        # the truncation), and a new source that had 'seen' the old file's size would take its
+        # own first lines, once read, for a second cut: counted as lost, then shipped again
+        current.source = self._checkpoint.new_source(self.path, current.dev, current.ino, head, 0)
         current.read_offset = 0
         current.recent = b""
         current.seen_head = b""
-        current.size_seen = size
+        current.size_seen = os.fstat(current.fd).st_size
         # the new source begins now: a copy made before is no copy of it
         current.source_at_ns = file_clock_ns()
         current.in_oversized_line = False

@@ -716,3 +716,35 @@ def test_a_file_created_and_rotated_away_while_the_input_was_missing_is_shipped(
     path.rename(tmp_path / "in.txt.0")
     path.write_bytes(b"gen1 a\n")
     assert drain(tails) == b"gen0 a\ngen1 a\n"
+
+
+def test_a_copytruncate_between_the_size_and_the_head_of_a_look_ships_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rotation storm's doubled round (CI, 2026-12-06): a look took the file's size (all of
+    it read), then the file was copied, cut and written again before the look read its first
+    bytes. The changed head told the truncation right, but the new source kept the old size as
+    'seen', so the next look took the refilled file for cut again: a false bytes_lost, and the
+    new lines shipped twice."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"old line one\nold line two\nold line three\n")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b"old line one\nold line two\nold line three\n"
+    real_fstat = os.fstat
+
+    def stat_then_copytruncate_and_write(fd: int) -> os.stat_result:
+        st = real_fstat(fd)
+        if fd == tails.tails[str(path)].files[-1].fd:
+            monkeypatch.setattr("producer.follow.os.fstat", real_fstat)
+            (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+            os.truncate(path, 0)
+            with path.open("ab") as handle:
+                handle.write(b"new 1\n")
+        return st
+
+    monkeypatch.setattr("producer.follow.os.fstat", stat_then_copytruncate_and_write)
+    assert drain(tails) == b"new 1\n"
+    with path.open("ab") as handle:
+        handle.write(b"new 2\n")
+    assert drain(tails) == b"new 2\n"
+    assert tails._metrics.bytes_lost.labels("truncated")._value.get() == 0
