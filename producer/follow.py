@@ -153,6 +153,15 @@ def report_lost(
     )
 
 
+def _written_since(path: str, since_ns: int) -> bool:
+    """A non-empty file last written after `since_ns` (file clock), by its stat alone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_size > 0 and st.st_mtime_ns > since_ns
+
+
 def _end_of_last_line(fd: int, size: int) -> int:
     """Offset just past the last newline: reading from the end still ships the line being
     written now whole, from its first byte."""
@@ -335,8 +344,10 @@ class FileTail:
         elif not truncated and current.read_offset:
             self._checkpoint.widen_head(current.source, current.read_head())
         copy = None
-        if not truncated and size and not current.read_offset and not current.source.head_len:
-            # nothing read yet, so no content to tell a copytruncate by: only a new copy can
+        if not truncated and not current.read_offset and not current.source.head_len:
+            # nothing read yet, so no content to tell a copytruncate by: only a new copy can.
+            # Empty too: written, copied and cut back to nothing between two looks (a loaded
+            # machine), the copy is all that is left of it
             copy = self._unread_copy(current)
         if truncated or copy is not None:
             self._truncated(current, size, copy)
@@ -479,6 +490,8 @@ class FileTail:
         else:  # no evidence in the bytes: only a rotation's name ties a file to ours
             paths = [r.path for r in self._rotations() if not r.compressed]
         for path in paths:
+            if not _written_since(path, current.source_at_ns):
+                continue  # (looked at on every look while the file is empty: no open)
             try:
                 fd, st = open_regular(path)
             except OSError:

@@ -748,3 +748,29 @@ def test_a_copytruncate_between_the_size_and_the_head_of_a_look_ships_nothing_tw
         handle.write(b"new 2\n")
     assert drain(tails) == b"new 2\n"
     assert tails._metrics.bytes_lost.labels("truncated")._value.get() == 0
+
+
+def test_copytruncate_back_to_empty_before_anything_was_read_finds_the_copy(
+    tmp_path: Path,
+) -> None:
+    """Model chaos seed 540003007 (a loaded machine): a file opened empty was written, copied
+    and cut back to nothing between two looks. Empty, nothing read and no fingerprint, it
+    looked untouched; the copy, made while we ran, was older than our checkpoint write at
+    stop, so no later start took it for a rotation written while we were down: lost
+    silently. A new rotation of our path, written since we opened the file while our path
+    still names it, can only be its copy: read it."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    (tmp_path / "in.txt.1").write_bytes(b"older rotation\n")  # there before: not our copy
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    time.sleep(0.02)  # file times tick in jiffies
+    path.write_bytes(b"first 1\nfirst 2\n")
+    (tmp_path / "in.txt.1").rename(tmp_path / "in.txt.2")
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())  # the copy
+    os.truncate(path, 0)
+    assert drain(tails) == b"first 1\nfirst 2\n"
+    with path.open("ab") as handle:
+        handle.write(b"second 1\n")
+    assert drain(tails) == b"second 1\n"
+    assert drain(tails) == b""  # the copy, and the older rotation, once: never again
