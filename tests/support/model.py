@@ -711,11 +711,13 @@ def assess(
     expected, owner = expected_lines(gens)
     got = cut_lines(output)
     match = align(expected, got)
-    glued = glued_lines(gens, match, expected)
+    glued, own_losses = glued_lines(gens, match, expected)
     match.unknown = torn_lines(gens, match, expected, owner)
     judged = LossJudge(gens, expected, owner, events, mode)
     for gen_id, indices in sorted(judged.shared_prefixes(match.missing_by_gen(owner)).items()):
         judged.missing(gen_id, indices)
+    for gen, lost_bytes, line in own_losses:
+        judged.rest_lost(gen, lost_bytes, line)
     problems = list(judged.problems)
     for label, items in (
         ("duplicate", match.duplicates),
@@ -739,13 +741,19 @@ def assess(
     return Assessment(problems, summary, judged.expected_losses, notes)
 
 
-def glued_lines(gens: list[Generation], match: Match, expected: list[bytes]) -> list[str]:
+def glued_lines(
+    gens: list[Generation], match: Match, expected: list[bytes]
+) -> tuple[list[str], list[tuple[Generation, int, bytes]]]:
     """A line begun in one file and finished in the next whose second part was lost with the
     next file: its first part, the unterminated end of the old file, is shipped as it is (the
     README's wire format) and the next line shipped runs on from it. Both lines arrived, as far
-    as anyone could deliver them: neither is missing, and the joined line is no stranger."""
+    as anyone could deliver them: neither is missing, and the joined line is no stranger. So
+    too a file's last line, longer than a batch, of which the first pieces were shipped before
+    the file was cut or rewritten (seed 540003108): its rest was lost with its own file, a loss
+    that must still be reported; those are returned as (generation, bytes lost, the line)."""
     missing = set(match.missing)
     notes, left = [], []
+    own_losses: list[tuple[Generation, int, bytes]] = []
     for at, line in match.unknown:
         found = None
         for i in sorted(missing):
@@ -758,10 +766,17 @@ def glued_lines(gens: list[Generation], match: Match, expected: list[bytes]) -> 
             for k in range(min(common, len(whole) - 1), 0, -1):
                 rest, after = whole[k:], line[k:]
                 j = next((j for j in missing if j != i and expected[j] == after), None)
-                if j is not None and any(
-                    g.lost_by is not None and g.data.startswith(rest) for g in gens
-                ):
+                if j is None:
+                    continue
+                if any(g.lost_by is not None and g.data.startswith(rest) for g in gens):
                     found = (i, j)
+                    break
+                own = next(
+                    (g for g in gens if g.lost_by is not None and g.data.endswith(whole)), None
+                )
+                if own is not None:
+                    found = (i, j)
+                    own_losses.append((own, len(rest), whole))
                     break
             if found is not None:
                 break
@@ -775,7 +790,7 @@ def glued_lines(gens: list[Generation], match: Match, expected: list[bytes]) -> 
         )
     match.unknown = left
     match.missing = [i for i in match.missing if i in missing]
-    return notes
+    return notes, own_losses
 
 
 def torn_lines(
@@ -900,6 +915,16 @@ class LossJudge:
             self.problems.append(f"lost {where} ({why}) and not reported as bytes_lost")
             return
         self.expected_losses.append(f"{where} ({why}{', never seen' if gen.unseen else ''})")
+
+    def rest_lost(self, gen: Generation, lost_bytes: int, line: bytes) -> None:
+        """The rest of the generation's last line, whose first pieces were shipped, went with
+        the generation: reported like any loss, from where the shipped pieces end."""
+        if gen.unseen or self.mode != "reported" or self.reported(gen, lost_bytes, line):
+            return
+        self.problems.append(
+            f"lost the last {lost_bytes} bytes of g{gen.id}'s last line {line[:40]!r} "
+            f"({gen.lost_by}) and not reported as bytes_lost"
+        )
 
     def looks_grown(self, gen: Generation) -> bool:
         """The README's first limit (seed 501464203): a file that held only a half line when the

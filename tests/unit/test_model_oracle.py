@@ -159,6 +159,24 @@ def test_a_half_line_runs_on_into_a_line_that_begins_like_its_lost_rest() -> Non
     assert found.problems == [] and "runs on" in found.notes[0]
 
 
+def test_the_first_pieces_of_a_long_line_then_its_file_rewritten_run_on_into_the_next() -> None:
+    """Model seed 540003108: the first pieces of a line longer than a batch were shipped, then
+    its file was rewritten in place before the rest could be read. The pieces run on into the
+    new file's first line: nothing missing, no stranger, but the lost rest must be reported,
+    from where the pieces end."""
+    long_line = b"a4 " + b"L" * 40 + b"\n"
+    old = gen(1, *A[:3], long_line, lost_by="rewrite")
+    new = gen(2, *B, rewrite_of=1)
+    output = b"".join([*A[:3], long_line[:20], *B])
+    cut = len(b"".join(A[:3])) + 20
+    event = {"event": "bytes_lost", "path": "/w/input.txt", "start": cut, "bytes": 5}
+    found = assess([old, new], output, [event], "reported")
+    assert found.problems == [] and "runs on" in found.notes[0]
+    late = {**event, "start": cut + 1}  # a report that starts past the cut misses bytes
+    assert "not reported" in " ".join(assess([old, new], output, [late], "reported").problems)
+    assert "not reported" in " ".join(assess([old, new], output, [], "reported").problems)
+
+
 def test_rewrites_in_a_row_keeping_what_was_read_ship_those_lines_once() -> None:
     """Model seed 70001: read the first line, then rewritten twice while the producer was down,
     each time with the same first line: shipped once, as the first file's."""
