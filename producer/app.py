@@ -63,8 +63,17 @@ class Waker:
         )
 
     async def run(self) -> None:
-        if self._poll:
-            return
+        """Until the stop, which wakes the reader too: a long --poll-interval must not hold a
+        SIGTERM for that long."""
+        try:
+            if self._poll:
+                await self._stop.wait()
+            else:
+                await self._watch()
+        finally:
+            self.event.set()
+
+    async def _watch(self) -> None:
         async for _ in watchfiles.awatch(
             self._directory,
             watch_filter=self._wanted,
@@ -391,6 +400,12 @@ class ProducerApp:
 
     def close(self, *, refused: bool) -> None:
         if not refused:  # a start the broker refused leaves no checkpoint behind
+            # a last look: what changed since the one before (say a copytruncate of a file we
+            # had read nothing of) is known to the checkpoint written now. A rotation older
+            # than that write counts as known at the next start, so one this look misses would
+            # be missed for good
+            if self.tails.started:
+                self.tails.check()
             self.tails.report_deleted_unread()
             self._save_checkpoint()
         self.tails.close()

@@ -93,6 +93,11 @@ class TailSet:
         self._started = False
 
     @property
+    def started(self) -> bool:
+        """The first look was taken (resuming what rotation moved while we were down)."""
+        return self._started
+
+    @property
     def directory(self) -> Path:
         return Path(self.pattern).parent
 

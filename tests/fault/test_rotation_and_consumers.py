@@ -99,6 +99,33 @@ def test_copytruncate_while_the_producer_is_down_reads_the_copy(fault_pipe: Pipe
     assert pipe.output.read_bytes() == expected
 
 
+def test_a_copytruncate_back_to_empty_just_before_a_stop_is_shipped_after_it(
+    fault_pipe: Pipeline,
+) -> None:
+    """Model chaos seed 540003007: an empty file, written, copied and cut back to nothing, then
+    SIGTERM before the producer looked again (here: polling once a minute). Its checkpoint,
+    written at the stop, was newer than the copy, so the next start took the copy for one it
+    knew: lost silently. The stop takes a last look first, which finds the copy. (The SIGTERM
+    itself used to wait for the next poll.)"""
+    pipe = fault_pipe
+    pipe.input.touch()
+    pipe.consumer().ready()
+    producer = pipe.producer("--poll", "--poll-interval", "60").ready()
+    time.sleep(0.1)  # file times tick in jiffies: the copy is newer than the opening
+    pipe.append(make_lines(0, 100))
+    shutil.copyfile(pipe.input, pipe.workdir / "input.txt.1")
+    os.truncate(pipe.input, 0)
+    asked = time.monotonic()
+    assert producer.terminate() == 0
+    assert time.monotonic() - asked < 10, "a SIGTERM waited for the next poll"
+    pipe.append(make_lines(100, 100))
+    pipe.producer().ready()
+    expected = make_lines(0, 200)
+    assert pipe.wait_for_output(expected, timeout=60) == expected
+    time.sleep(0.5)
+    assert pipe.output.read_bytes() == expected
+
+
 def test_files_created_and_rotated_away_while_down_are_shipped_in_order(
     fault_pipe: Pipeline,
 ) -> None:
