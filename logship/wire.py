@@ -24,8 +24,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import zstandard
-
 from logship.lenient_decode import undecodable
 
 WIRE_VERSION = 1
@@ -129,6 +127,8 @@ def decompress(body: bytes, encoding: str | None, size: int) -> bytes:
         return body
     if encoding != ZSTD:
         raise PoisonMessage(f"unsupported content_encoding {encoding!r}", "bad_encoding")
+    import zstandard  # only for compressed bodies: not loaded by a consumer that never gets one
+
     try:
         declared = zstandard.frame_content_size(body)
         if declared > size:  # checked first: decompress() would allocate what the frame says
