@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -114,8 +113,9 @@ def tune_malloc() -> bool:
     """Keep large freed blocks in the heap for reuse (see MMAP_THRESHOLD_BYTES). False where the C
     library has no mallopt (musl) or refuses: nothing else depends on it."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        mallopt = libc.mallopt
+        # the symbols the process already has (the C library's among them): not
+        # ctypes.util.find_library, whose imports (shutil, subprocess, tempfile) cost ~0.8 MB
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]

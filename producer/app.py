@@ -9,6 +9,7 @@ import fnmatch
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiormq.exceptions
 import watchfiles
@@ -23,14 +24,15 @@ from logship.wire import Batch
 from producer.checkpoint import Checkpoint
 from producer.discover import TailSet
 from producer.follow import TailOptions
-from producer.ingest import IngestApi
-from producer.ingest_batcher import Batching
 from producer.ledger import AckLedger
 from producer.metrics import ProducerMetrics
 from producer.notwritten import NotWritten
 from producer.publisher import Publisher
 from producer.settings import Compression, ProducerSettings
 from producer.written import WrittenFeed
+
+if TYPE_CHECKING:
+    from producer.ingest import IngestApi
 
 log = logging.getLogger("logship.producer")
 
@@ -40,6 +42,23 @@ ACTIVE_WINDOW_S = 1.0
 MISSING_FILE_POLL_S = 0.02
 # what may go wrong while the receipts feed starts: retried, never fatal (receipts are advice)
 FEED_ERRORS = (aiormq.exceptions.AMQPError, ChannelInvalidStateError, ConnectionError, TimeoutError)
+
+
+def _ingest_api(
+    settings: ProducerSettings, metrics: ProducerMetrics, stop: asyncio.Event
+) -> IngestApi:
+    """The HTTP ingest API, imported only when it is switched on (off by default): its modules
+    (the API, its batcher, receipts store, OpenAPI document) are not loaded otherwise."""
+    from producer.ingest import IngestApi
+    from producer.ingest_batcher import Batching
+
+    return IngestApi(
+        settings.ingest,
+        Batching(settings.batch_max_bytes, settings.batch_max_lines, settings.batch_linger),
+        metrics.registry,
+        stop=stop,
+        receipts=settings.receipts,
+    )
 
 
 def waiting_text(path: str) -> str:
@@ -113,17 +132,7 @@ class ProducerApp:
         self._waker: Waker | None = None
         self._announced: set[str] = set()  # input paths we said we wait for
         # the HTTP ingest API (POST /v1/lines), when switched on: see producer/ingest.py
-        self.ingest = (
-            IngestApi(
-                settings.ingest,
-                Batching(settings.batch_max_bytes, settings.batch_max_lines, settings.batch_linger),
-                metrics.registry,
-                stop=self.stop,
-                receipts=settings.receipts,
-            )
-            if settings.ingest.enabled
-            else None
-        )
+        self.ingest = _ingest_api(settings, metrics, self.stop) if settings.ingest.enabled else None
         self.ledger = AckLedger(
             self.checkpoint,
             max_batches=settings.max_in_flight,

@@ -9,10 +9,10 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import aio_pika
 import aiormq.exceptions
-import zstandard
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.exceptions import ChannelInvalidStateError
 
@@ -21,6 +21,9 @@ from logship.config import AmqpSettings, ArchiveSettings
 from logship.receipts import H_RECEIPTS_TO
 from logship.wire import H_SENT, ZSTD, Batch
 from producer.metrics import ProducerMetrics
+
+if TYPE_CHECKING:
+    import zstandard
 
 log = logging.getLogger("logship.producer.publisher")
 
@@ -73,7 +76,11 @@ class Publisher:
         self._receipts_to = receipts_to
         self._settings = settings
         # level 1: the fast end (see bench/README.md for what it costs and saves)
-        self._compressor = zstandard.ZstdCompressor(level=1) if compress else None
+        self._compressor: zstandard.ZstdCompressor | None = None
+        if compress:  # zstandard is loaded only by a producer that compresses
+            import zstandard
+
+            self._compressor = zstandard.ZstdCompressor(level=1)
         self._metrics = metrics
         self._timeout = publish_timeout
         self._archive = archive

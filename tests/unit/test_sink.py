@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import gzip
 import os
+import random
 import shutil
 import threading
 import time
@@ -653,3 +654,30 @@ def test_tail_keeps_the_last_bytes_by_offset_across_wraps() -> None:
     assert tail.get(0, 10) == b"3456789ABC"
     with pytest.raises(ValueError):
         tail.get(-1, 5)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_tail_holds_what_a_plain_copy_of_the_stream_holds(seed: int) -> None:
+    """Appends of every size (views of larger bodies too), resets and rebases, checked against
+    the stream kept whole."""
+    rng = random.Random(seed)
+    capacity = rng.choice([1, 7, 64, 100])
+    tail, stream, base = Tail(capacity), b"", 0
+    for step in range(300):
+        roll = rng.random()
+        if roll < 0.03:
+            base = rng.randrange(1000)
+            tail.reset(base)
+            stream = b""
+            continue
+        body = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 2 * capacity + 3)))
+        cut = rng.randrange(len(body) + 1)
+        piece = memoryview(body)[cut:] if roll < 0.5 else body[cut:]
+        tail.append(piece)
+        stream += bytes(piece)
+        held = stream[-capacity:] if capacity else b""
+        assert (tail.start, tail.end) == (base + len(stream) - len(held), base + len(stream))
+        assert tail.get(tail.start, tail.end) == held, step
+        if held:
+            a, b = sorted(rng.randrange(tail.start, tail.end + 1) for _ in range(2))
+            assert tail.get(a, b) == stream[a - base : b - base]
