@@ -774,3 +774,26 @@ def test_copytruncate_back_to_empty_before_anything_was_read_finds_the_copy(
         handle.write(b"second 1\n")
     assert drain(tails) == b"second 1\n"
     assert drain(tails) == b""  # the copy, and the older rotation, once: never again
+
+
+def test_a_copytruncate_then_rename_before_the_first_read_ships_the_copy_first(
+    tmp_path: Path,
+) -> None:
+    """The rotation storm on a loaded machine (2026-12-06): a file opened, then, before
+    anything of it was read, written, copytruncated, written again and renamed away. The copy
+    is found by the scan of the next look, after the file itself was queued as rotated: the
+    order of last writes puts the copy first (nothing of the file was read yet)."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    time.sleep(0.02)  # file times tick in jiffies
+    path.write_bytes(b"a 1\n")
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())  # the copy
+    os.truncate(path, 0)
+    time.sleep(0.02)
+    with path.open("ab") as handle:
+        handle.write(b"b 1\n")
+    path.rename(tmp_path / "in.txt.2")
+    path.write_bytes(b"c 1\n")
+    assert drain(tails) == b"a 1\nb 1\nc 1\n"
