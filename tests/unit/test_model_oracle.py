@@ -164,17 +164,33 @@ def test_the_first_pieces_of_a_long_line_then_its_file_rewritten_run_on_into_the
     its file was rewritten in place before the rest could be read. The pieces run on into the
     new file's first line: nothing missing, no stranger, but the lost rest must be reported,
     from where the pieces end."""
-    long_line = b"a4 " + b"L" * 40 + b"\n"
+    long_line = b"a4 " + b"L" * 6000 + b"\n"
     old = gen(1, *A[:3], long_line, lost_by="rewrite")
     new = gen(2, *B, rewrite_of=1)
-    output = b"".join([*A[:3], long_line[:20], *B])
-    cut = len(b"".join(A[:3])) + 20
+    output = b"".join([*A[:3], long_line[:4096], *B])
+    cut = len(b"".join(A[:3])) + 4096
     event = {"event": "bytes_lost", "path": "/w/input.txt", "start": cut, "bytes": 5}
     found = assess([old, new], output, [event], "reported")
     assert found.problems == [] and "runs on" in found.notes[0]
     late = {**event, "start": cut + 1}  # a report that starts past the cut misses bytes
     assert "not reported" in " ".join(assess([old, new], output, [late], "reported").problems)
     assert "not reported" in " ".join(assess([old, new], output, [], "reported").problems)
+
+
+def test_a_half_line_lost_with_the_next_file_is_not_taken_for_pieces_of_another() -> None:
+    """Model seed 550004108: a 6-byte half line whose rest was lost with the next file runs on
+    into a later line; a lost file's last line that begins with the same bytes is no match
+    (pieces of a long line are whole batches)."""
+    other_last = b"s1 g2 n9 tail\n"  # begins like the half line
+    half, rest = b"s1 g2 n10 x"[:6], b"s1 g2 n10 x"[6:] + b"\n"
+    gens = [
+        gen(1, *B, other_last, lost_by="truncate"),
+        gen(2, half),
+        gen(3, rest, lost_by="delete"),
+        gen(4, b"s1 g4 n11\n"),
+    ]
+    found = assess(gens, half + b"s1 g4 n11\n", [], "suffix")
+    assert found.problems == [] and "s1 g2" in found.notes[0]
 
 
 def test_rewrites_in_a_row_keeping_what_was_read_ship_those_lines_once() -> None:
