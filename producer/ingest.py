@@ -315,10 +315,12 @@ class IngestApi:
 
     async def _settled(self, receipt: Receipt) -> bool:
         """Wait for the broker's confirm of every batch of the POST, at most confirm_timeout."""
-        assert receipt.settled is not None
+        settled = receipt.settled
+        if settled is None:  # settled before (a retry of a confirmed POST)
+            return receipt.confirmed
         # asyncio.wait leaves the future alone at the timeout (a retry may wait for it again)
-        await asyncio.wait({receipt.settled}, timeout=self.settings.confirm_timeout)
-        return receipt.settled.done() and receipt.settled.result()
+        await asyncio.wait({settled}, timeout=self.settings.confirm_timeout)
+        return settled.done() and settled.result()
 
     def _reserve(self, size: int) -> None:
         self.in_flight += size
