@@ -44,6 +44,7 @@ LOGSHIP_HTTP = "logship-http"  # production defaults: the archive stream on (two
 NO_ARCHIVE = "logship-http-no-archive"  # the broker does what it does for the reference
 REFERENCE = "aiohttp+aio-pika"
 NULL = "aiohttp-null"  # no broker: the client's and the HTTP stack's own share
+BASELINE = "logship-http-baseline"  # no archive, from another checkout (--baseline): before/after
 SERVERS = (LOGSHIP_HTTP, NO_ARCHIVE, REFERENCE, NULL)
 WRITTEN = "written"  # the `?wait=written` target of a logship server: "<name> written"
 CONNECTIONS = 64  # client connections at most (keep-alive)
@@ -178,8 +179,18 @@ class Servers:
             topology.delete()
 
 
-def _start_logship(servers: Servers, name: str, kind: str, workdir: Path, url: str) -> None:
-    run = pipelines.start(kind, workdir, url=url, producer_args=["--ingest.enabled"])
+def _start_logship(
+    servers: Servers, name: str, kind: str, workdir: Path, url: str, baseline: Path | None = None
+) -> None:
+    off = ["--no-archive.enabled"] if name == BASELINE else []
+    run = pipelines.start(
+        kind,
+        workdir,
+        url=url,
+        producer_args=["--ingest.enabled", *off],
+        consumer_args=off,
+        baseline=baseline,
+    )
     servers.logships[name] = run
     assert run.producer is not None
     servers.urls[name] = f"http://127.0.0.1:{run.producer.http_port}/v1/lines"
@@ -215,13 +226,19 @@ def _start_null(servers: Servers, workdir: Path) -> None:
 
 
 @contextlib.contextmanager
-def started(workdir: Path, url: str, names: tuple[str, ...] = SERVERS) -> Iterator[Servers]:
+def started(
+    workdir: Path, url: str, names: tuple[str, ...] = SERVERS, baseline: Path | None = None
+) -> Iterator[Servers]:
     servers = Servers()
-    kinds = {LOGSHIP_HTTP: pipelines.LOGSHIP, NO_ARCHIVE: pipelines.LOGSHIP_NO_ARCHIVE}
+    kinds = {
+        LOGSHIP_HTTP: pipelines.LOGSHIP,
+        NO_ARCHIVE: pipelines.LOGSHIP_NO_ARCHIVE,
+        BASELINE: pipelines.LOGSHIP_BASELINE,
+    }
     try:
         for name in names:
             if name in kinds:
-                _start_logship(servers, name, kinds[name], workdir / name, url)
+                _start_logship(servers, name, kinds[name], workdir / name, url, baseline)
             elif name == REFERENCE:
                 _start_reference(servers, workdir / name, url)
             elif name == NULL:
@@ -356,11 +373,15 @@ def run(
     rounds: int = 3,
     segments: int = 8,
     servers: tuple[str, ...] = SERVERS,
+    baseline: Path | None = None,
 ) -> dict[str, Any]:
     """Throughput in `rounds` rounds (every other in reverse order; one short run is at the
     machine's mercy: a full run once measured 76 % and 99 % of the reference minutes apart), then
     `seconds` of latency per target in `segments` segments; the rows are medians (throughput) and
-    pooled percentiles (latency), `rounds` and `segment_p99_ms` keep every run."""
+    pooled percentiles (latency), `rounds` and `segment_p99_ms` keep every run. `baseline`: a
+    checkout whose programs run as BASELINE (no archive) beside the others, for before/after."""
+    if baseline is not None and BASELINE not in servers:
+        servers = (*servers, BASELINE)
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     big, small = body_of(post_lines), body_of(latency_lines, 10_000_000)
@@ -380,7 +401,7 @@ def run(
         },
         "rounds": [],
     }
-    with started(workdir, url, servers) as up:
+    with started(workdir, url, servers, baseline) as up:
         order = list(up.urls)
         landed = {name: 0 for name in up.logships}  # bodies of `big` answered 200
         for round_ in range(rounds):
@@ -424,6 +445,9 @@ def _compare(out: dict[str, Any], measured: dict[str, list[Segment]]) -> None:
     ratios = segment_ratios(measured[NO_ARCHIVE], measured[REFERENCE])
     out["p99_ratio"] = round(statistics.median(ratios), 3)
     out["p99_ratios"] = ratios
+    if BASELINE in out:
+        out["p99_ratios_vs_baseline"] = segment_ratios(measured[NO_ARCHIVE], measured[BASELINE])
+        out["p99_ratio_vs_baseline"] = round(statistics.median(out["p99_ratios_vs_baseline"]), 3)
     out["p99_ratio_pooled"] = round(
         out[NO_ARCHIVE]["confirmed"]["p99_ms"] / max(1e-9, out[REFERENCE]["confirmed"]["p99_ms"]),
         3,
@@ -452,7 +476,7 @@ def lines_of(section: dict[str, Any]) -> str:
         "POST→written p50/p99 ms | client late p99 ms / CPU |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for name in SERVERS:
+    for name in (*SERVERS, BASELINE):
         result = section.get(name)
         if not result:
             continue
@@ -475,5 +499,11 @@ def lines_of(section: dict[str, Any]) -> str:
             f"the reference's throughput (rounds: {shares}); POST→confirmed p99 "
             f"{ours['confirmed']['p99_ms']} vs {ref['confirmed']['p99_ms']} ms pooled, "
             f"ratio {section['p99_ratio']:.2f} (median of segments: {ratios})"
+        )
+    if "p99_ratio_vs_baseline" in section:
+        ratios = ", ".join(f"{x:.2f}" for x in section["p99_ratios_vs_baseline"])
+        rows.append(
+            f"POST→confirmed p99 against {BASELINE}: ratio {section['p99_ratio_vs_baseline']:.2f} "
+            f"(median of segments: {ratios})"
         )
     return "\n".join(rows)

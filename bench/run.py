@@ -267,6 +267,7 @@ def run_http(args: argparse.Namespace) -> dict[str, Any]:
             requests=args.http_requests, rate=args.http_rate, seconds=args.http_seconds,
             latency_lines=args.http_latency_lines, rounds=args.latency_runs,
             segments=args.http_segments, servers=tuple(args.http_servers.split(",")),
+            baseline=args.baseline,
         )  # fmt: skip
     except Exception as error:
         traceback.print_exc()
