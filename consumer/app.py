@@ -80,6 +80,7 @@ class ConsumerApp:
             amqp=self.settings.amqp,
             http=self.settings.http,
             registry=self.metrics.registry,
+            gc_pauses=self.metrics.gc_pauses,
             connection_metrics=self.metrics.connection,
         )
 

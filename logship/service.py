@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from logship.amqp import BlockedWatchdog, FatalConnectError, TopologyError, connect
 from logship.config import EXIT_BAD_SETTINGS, AmqpSettings, HttpSettings
 from logship.connection_metrics import ConnectionMetrics
+from logship.gcpauses import GcPauses
 from logship.lifecycle import EarlySignals, install_stop_signals, stop_tasks, with_deadline
 from logship.telemetry import TelemetryServer, tls_context
 
@@ -84,8 +85,10 @@ class Service:
         status: Callable[[], object] | None = None,
         detail: Callable[[], list[str]] | None = None,
         routes: Sequence[web.RouteDef] = (),
+        gc_pauses: GcPauses | None = None,
     ) -> None:
         self.program = program
+        self._gc_pauses = gc_pauses
         self.name = name
         self._amqp = amqp
         self._serve_http = bool(http.port)
@@ -118,6 +121,15 @@ class Service:
         (or one `early` caught before the loop ran) sets `stop`, a second forces exit 130."""
         if signals:
             install_stop_signals(self.stop, early)
+        if self._gc_pauses is not None:
+            self._gc_pauses.install()
+        try:
+            return await self._run()
+        finally:
+            if self._gc_pauses is not None:
+                self._gc_pauses.remove()
+
+    async def _run(self) -> int:
         if self._serve_http:
             await self.telemetry.start()  # a port in use fails here, before any file is created
         try:

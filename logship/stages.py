@@ -84,9 +84,11 @@ def change_to_read(
     return max(0.0, min(since_look, (now_file_ns - mtime_ns) / 1e9))
 
 
-def parse_histogram(text: str, name: str) -> dict[str, list[tuple[float, float]]]:
-    """From Prometheus text exposition, each `stage`'s cumulative buckets of histogram `name`
-    as (upper bound, count), in order of bound."""
+def parse_histogram(
+    text: str, name: str, label: str = "stage"
+) -> dict[str, list[tuple[float, float]]]:
+    """From Prometheus text exposition, the cumulative buckets of histogram `name` for each value
+    of `label` (the stage), as (upper bound, count), in order of bound."""
     found: dict[str, list[tuple[float, float]]] = {}
     prefix = name + "_bucket{"
     for line in text.splitlines():
@@ -94,7 +96,7 @@ def parse_histogram(text: str, name: str) -> dict[str, list[tuple[float, float]]
             continue
         labels, _, value = line[len(prefix) :].partition("} ")
         pairs = dict(part.split("=", 1) for part in labels.split(","))
-        stage = pairs.get("stage", '""').strip('"')
+        stage = pairs.get(label, '""').strip('"')
         bound = float(pairs["le"].strip('"'))
         found.setdefault(stage, []).append((bound, float(value)))
     return {stage: sorted(buckets) for stage, buckets in found.items()}

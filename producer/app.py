@@ -176,6 +176,7 @@ class ProducerApp:
             amqp=self.settings.amqp,
             http=self.settings.http,
             registry=self.metrics.registry,
+            gc_pauses=self.metrics.gc_pauses,
             connection_metrics=self.metrics.connection,
             status=self.status,
             detail=self.readiness_detail,
