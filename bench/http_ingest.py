@@ -300,14 +300,35 @@ def stage_deltas(before: dict[str, str], after: dict[str, str]) -> dict[str, dic
                     "p99_ms": None if p99 is None else round(p99 * 1e3, 2),
                     "count": delta[-1][1] if delta else 0,
                 }
-        gcs = [_gc_full(text) for text in (before[program], after[program])]
-        found[f"gc_full_collections_{program}"] = {"count": gcs[1] - gcs[0]}
+        found[f"gc_pauses_{program}"] = _gc_pauses(before[program], after[program], program)
+        full = 'python_gc_collections_total{generation="2"}'
+        found[f"gc_pauses_{program}"]["collections"] = _sample(after[program], full) - _sample(
+            before[program], full
+        )
     return found
 
 
-def _gc_full(text: str) -> float:
+def _gc_pauses(before: str, after: str, program: str) -> dict[str, Any]:
+    """The full collections between two scrapes: how many, their total and longest pause (the
+    bound of the highest bucket that gained one), ms."""
+    name = f"logship_{program}_gc_pause_seconds"
+    old = dict(parse_histogram(before, name, "generation").get("2", []))
+    new = parse_histogram(after, name, "generation").get("2", [])
+    delta = [(bound, count - old.get(bound, 0.0)) for bound, count in new]
+    total = _sample(after, f'{name}_sum{{generation="2"}}') - _sample(
+        before, f'{name}_sum{{generation="2"}}'
+    )
+    longest = next((bound for bound, count in delta if count >= (delta[-1][1] if delta else 0)), 0)
+    return {
+        "count": delta[-1][1] if delta else 0,
+        "total_ms": round(total * 1e3, 1),
+        "longest_ms_at_most": None if not delta or not delta[-1][1] else longest * 1e3,
+    }
+
+
+def _sample(text: str, prefix: str) -> float:
     for line_ in text.splitlines():
-        if line_.startswith('python_gc_collections_total{generation="2"}'):
+        if line_.startswith(prefix + " "):
             return float(line_.split()[-1])
     return 0.0
 
