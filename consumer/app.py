@@ -81,6 +81,7 @@ class ConsumerApp:
             http=self.settings.http,
             registry=self.metrics.registry,
             gc_pauses=self.metrics.gc_pauses,
+            freeze_heap=True,
             connection_metrics=self.metrics.connection,
         )
 

@@ -4,6 +4,7 @@ shutdown, with one exit-code policy. A program supplies only what differs (a `Pr
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
@@ -86,9 +87,11 @@ class Service:
         detail: Callable[[], list[str]] | None = None,
         routes: Sequence[web.RouteDef] = (),
         gc_pauses: GcPauses | None = None,
+        freeze_heap: bool = False,
     ) -> None:
         self.program = program
         self._gc_pauses = gc_pauses
+        self._freeze_heap = freeze_heap
         self.name = name
         self._amqp = amqp
         self._serve_http = bool(http.port)
@@ -162,6 +165,8 @@ class Service:
         )
         self._connection_metrics.watch(self.connection)
         await self.program.start(self.connection, self)
+        if self._freeze_heap:
+            freeze_heap()
         watchdog = BlockedWatchdog(
             self.connection, self._amqp.blocked_timeout, self._connection_metrics
         )
@@ -199,3 +204,15 @@ class Service:
         await self.telemetry.stop()
         if not self.refused:
             self.program.stopped()
+
+
+def freeze_heap() -> None:
+    """Move what start-up made (modules, settings, the connection: ~45,000 objects, alive until
+    exit) out of the garbage collector's sight: otherwise every full collection scans them again
+    with the event loop stopped. That matters where objects accumulate, as the ingest API's
+    receipts do (full collections every few seconds at 1,000 POSTs/s; in one benchmark run on a
+    loaded box, 16 s per target in the same rounds: 5 full collections pausing 208 ms in all,
+    against 6 pausing 501 ms without). Frozen objects are still freed once unreferenced; only a
+    cycle among them would stay, bounded by what start-up made."""
+    gc.collect()
+    gc.freeze()
