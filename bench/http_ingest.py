@@ -100,6 +100,8 @@ class Segment:
     landed: int = 0  # answered 200 or 202 (the body is in the output either way)
     failed: int = 0
     client_cpu: float = 0.0  # share of one core the client process used
+    server_cpu_s: float = 0.0  # CPU seconds of the server's own processes, warm-up included
+    sent: int = 0  # requests, warm-up included
 
     def summary(self, rate: float) -> dict[str, Any]:
         return {
@@ -140,6 +142,7 @@ async def steady(
         started = time.monotonic()
         first_counted = int(rate * warmup)
         total = first_counted + int(rate * seconds)
+        out.sent = total
         cpu = wall = 0.0
         for i in range(total):
             if i == first_counted:
@@ -169,6 +172,16 @@ class Servers:
     logships: dict[str, pipelines.Running] = field(default_factory=dict)
     procs: list[Proc] = field(default_factory=list)
     topologies: list[Topology] = field(default_factory=list)
+    owned: dict[str, list[Proc]] = field(default_factory=dict)  # each server's processes
+
+    def cpu(self, target: str) -> float:
+        """CPU seconds so far of the processes serving `target` (its server and consumer; the
+        shared broker's are not anyone's alone)."""
+        if target.endswith(f" {WRITTEN}"):
+            target = target.removesuffix(f" {WRITTEN}")
+        run = self.logships.get(target)
+        procs = list(run.procs().values()) if run is not None else self.owned.get(target, [])
+        return sum(proc.cpu() for proc in procs)
 
     def stop(self) -> None:
         for run in self.logships.values():
@@ -213,6 +226,7 @@ def _start_reference(servers: Servers, workdir: Path, url: str) -> None:
     servers.procs.append(server.start())
     _wait_ready(server)
     servers.urls[REFERENCE] = f"http://127.0.0.1:{port}/v1/lines"
+    servers.owned[REFERENCE] = [consumer, server]
 
 
 def _start_null(servers: Servers, workdir: Path) -> None:
@@ -223,6 +237,7 @@ def _start_null(servers: Servers, workdir: Path) -> None:
     servers.procs.append(server.start())
     _wait_ready(server)
     servers.urls[NULL] = f"http://127.0.0.1:{port}/v1/lines"
+    servers.owned[NULL] = [server]
 
 
 @contextlib.contextmanager
@@ -343,16 +358,24 @@ def latency_targets(servers: Servers) -> dict[str, str]:
 
 
 async def latency_segments(
-    targets: dict[str, str], body: bytes, rate: float, seconds: float, segments: int
+    servers: Servers,
+    targets: dict[str, str],
+    body: bytes,
+    rate: float,
+    seconds: float,
+    segments: int,
 ) -> dict[str, list[Segment]]:
     """`segments` segments of `seconds` / `segments` per target, taking turns, every other
-    segment in reverse order."""
+    segment in reverse order; each segment notes the CPU its server's processes used."""
     out: dict[str, list[Segment]] = {name: [] for name in targets}
     names = list(targets)
     each = seconds / segments
     for index in range(segments):
         for name in names if index % 2 == 0 else names[::-1]:
-            out[name].append(await steady(targets[name], body, rate, each))
+            cpu = servers.cpu(name)
+            segment = await steady(targets[name], body, rate, each)
+            segment.server_cpu_s = servers.cpu(name) - cpu
+            out[name].append(segment)
     return out
 
 
@@ -371,6 +394,11 @@ def pooled(segments: list[Segment], rate: float) -> dict[str, Any]:
     row["p99_ms_spread"] = [min(p99s), max(p99s)] if p99s else []
     row["p99_ms_median_of_segments"] = round(statistics.median(p99s), 2) if p99s else None
     row["client_cpu_max"] = round(max((s.client_cpu for s in segments), default=0.0), 2)
+    # per request of the segments (warm-ups included): server and consumer, not the broker
+    sent = sum(s.sent for s in segments)
+    row["server_cpu_ms_per_request"] = round(
+        1e3 * sum(s.server_cpu_s for s in segments) / max(1.0, sent), 3
+    )
     return row
 
 
@@ -434,7 +462,7 @@ def run(
             out["rounds"].append(results)
         targets = latency_targets(up)
         before = {name: scrape(run) for name, run in up.logships.items()}
-        measured = uvloop.run(latency_segments(targets, small, rate, seconds, segments))
+        measured = uvloop.run(latency_segments(up, targets, small, rate, seconds, segments))
         stages = {name: stage_deltas(before[name], scrape(r)) for name, r in up.logships.items()}
         smalls = {
             name: sum(s.landed for key in (name, f"{name} {WRITTEN}") for s in measured[key])
@@ -494,8 +522,8 @@ def lines_of(section: dict[str, Any]) -> str:
             **{"segments": 1, **config}
         ),
         "| server | lines/s (spread) | POST→confirmed p50/p99 ms (segment p99s) | "
-        "POST→written p50/p99 ms | client late p99 ms / CPU |",
-        "| --- | --- | --- | --- | --- |",
+        "POST→written p50/p99 ms | server CPU ms/request | client late p99 ms / CPU |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for name in (*SERVERS, BASELINE):
         result = section.get(name)
@@ -509,6 +537,7 @@ def lines_of(section: dict[str, Any]) -> str:
             f"| {name} | {result['lines_per_s']:,} ({spread[0]:,}-{spread[1]:,}) | "
             f"{confirmed.get('p50_ms')} / {confirmed.get('p99_ms')} ({p99s[0]}-{p99s[1]}) | "
             + (f"{written['p50_ms']} / {written['p99_ms']} | " if written else "n/a | ")
+            + f"{confirmed.get('server_cpu_ms_per_request')} | "
             + f"{confirmed.get('late_p99_ms')} / {confirmed.get('client_cpu_max')} |"
         )
     ours, ref = section.get(NO_ARCHIVE), section.get(REFERENCE)
