@@ -23,6 +23,8 @@ def test_each_full_collection_is_one_observed_pause_while_installed() -> None:
         gc.collect()
         gc.collect()
         assert full_collections(registry) == 2
+        cpu = registry.get_sample_value("logship_test_gc_cpu_seconds_total", {"generation": "2"})
+        assert cpu is not None and cpu > 0
         assert (
             registry.get_sample_value("logship_test_gc_pause_seconds_sum", {"generation": "2"}) or 0
         ) > 0
