@@ -334,9 +334,12 @@ def _gc_pauses(before: str, after: str, program: str) -> dict[str, Any]:
         before, f'{name}_sum{{generation="2"}}'
     )
     longest = next((bound for bound, count in delta if count >= (delta[-1][1] if delta else 0)), 0)
+    cpu_name = f'logship_{program}_gc_cpu_seconds_total{{generation="2"}}'
+    cpu = _sample(after, cpu_name) - _sample(before, cpu_name)
     return {
         "count": delta[-1][1] if delta else 0,
         "total_ms": round(total * 1e3, 1),
+        "cpu_ms": round(cpu * 1e3, 1),
         "longest_ms_at_most": None if not delta or not delta[-1][1] else longest * 1e3,
     }
 
