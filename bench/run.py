@@ -61,7 +61,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--http-post-lines", type=int, default=1000, help="lines per POST there")
     p.add_argument("--http-rate", type=float, default=1000.0,
                    help="requests/s of the HTTP latency runs")  # fmt: skip
-    p.add_argument("--http-seconds", type=float, default=10.0, help="seconds of each of them")
+    p.add_argument("--http-seconds", type=float, default=20.0,
+                   help="seconds of latency per target, in --http-segments turns")  # fmt: skip
+    p.add_argument("--http-segments", type=int, default=8,
+                   help="latency segments per target, taking turns")  # fmt: skip
+    p.add_argument("--http-servers", default=",".join(http_ingest.SERVERS),
+                   help="HTTP ingest servers to run (the comparison needs "
+                   f"{http_ingest.NO_ARCHIVE} and {http_ingest.REFERENCE})")  # fmt: skip
     p.add_argument("--http-latency-lines", type=int, default=10,
                    help="lines per POST in the HTTP latency runs")  # fmt: skip
     p.add_argument("--failover-rate", type=int, default=20_000,
@@ -87,7 +93,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.alarm_hold = min(args.alarm_hold, 6.0)
         args.failover_seconds = min(args.failover_seconds, 9.0)
         args.http_requests = min(args.http_requests, 300)
-        args.http_seconds = min(args.http_seconds, 3.0)
+        args.http_seconds = min(args.http_seconds, 4.0)
+        args.http_segments = min(args.http_segments, 2)
     args.latency_runs = args.latency_runs or 3
     return args
 
@@ -251,13 +258,16 @@ def run_rebuild(args: argparse.Namespace) -> dict[str, Any]:
 def run_http(args: argparse.Namespace) -> dict[str, Any]:
     say(
         f"HTTP ingest: {args.http_requests:,} POSTs of {args.http_post_lines:,} lines, then "
-        f"{args.http_rate:,.0f} requests/s for {args.http_seconds:.0f} s, logship, reference"
+        f"{args.http_rate:,.0f} requests/s for {args.http_seconds:.0f} s per target in "
+        f"{args.http_segments} segments: {args.http_servers}"
     )
     try:
         return http_ingest.run(
             args.workdir / "http", url=args.url, post_lines=args.http_post_lines,
             requests=args.http_requests, rate=args.http_rate, seconds=args.http_seconds,
             latency_lines=args.http_latency_lines, rounds=args.latency_runs,
+            segments=args.http_segments, servers=tuple(args.http_servers.split(",")),
+            baseline=args.baseline,
         )  # fmt: skip
     except Exception as error:
         traceback.print_exc()

@@ -80,6 +80,8 @@ class ConsumerApp:
             amqp=self.settings.amqp,
             http=self.settings.http,
             registry=self.metrics.registry,
+            gc_pauses=self.metrics.gc_pauses,
+            freeze_heap=True,
             connection_metrics=self.metrics.connection,
         )
 

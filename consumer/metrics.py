@@ -15,6 +15,7 @@ from prometheus_client import (
 from consumer.receipts import OUTCOMES as RECEIPT_OUTCOMES
 from consumer.sink import LOSS_REASONS, ROTATION_REASONS
 from logship.connection_metrics import ConnectionMetrics
+from logship.gcpauses import GcPauses
 from logship.stages import CONSUMER_STAGES, stage_histogram
 
 LATENCY_BUCKETS = (
@@ -42,7 +43,8 @@ class ConsumerMetrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)  # full collections stop the loop: see freeze_heap
+        GCCollector(registry=self.registry)  # how many collections; how long each:
+        self.gc_pauses = GcPauses("consumer", self.registry)
         r = self.registry
         self.connection = ConnectionMetrics("consumer", r)
         self.receipts = Counter(

@@ -4,6 +4,7 @@ shutdown, with one exit-code policy. A program supplies only what differs (a `Pr
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from logship.amqp import BlockedWatchdog, FatalConnectError, TopologyError, connect
 from logship.config import EXIT_BAD_SETTINGS, AmqpSettings, HttpSettings
 from logship.connection_metrics import ConnectionMetrics
+from logship.gcpauses import GcPauses
 from logship.lifecycle import EarlySignals, install_stop_signals, stop_tasks, with_deadline
 from logship.telemetry import TelemetryServer, tls_context
 
@@ -84,8 +86,12 @@ class Service:
         status: Callable[[], object] | None = None,
         detail: Callable[[], list[str]] | None = None,
         routes: Sequence[web.RouteDef] = (),
+        gc_pauses: GcPauses | None = None,
+        freeze_heap: bool = False,
     ) -> None:
         self.program = program
+        self._gc_pauses = gc_pauses
+        self._freeze_heap = freeze_heap
         self.name = name
         self._amqp = amqp
         self._serve_http = bool(http.port)
@@ -118,6 +124,15 @@ class Service:
         (or one `early` caught before the loop ran) sets `stop`, a second forces exit 130."""
         if signals:
             install_stop_signals(self.stop, early)
+        if self._gc_pauses is not None:
+            self._gc_pauses.install()
+        try:
+            return await self._run()
+        finally:
+            if self._gc_pauses is not None:
+                self._gc_pauses.remove()
+
+    async def _run(self) -> int:
         if self._serve_http:
             await self.telemetry.start()  # a port in use fails here, before any file is created
         try:
@@ -150,6 +165,8 @@ class Service:
         )
         self._connection_metrics.watch(self.connection)
         await self.program.start(self.connection, self)
+        if self._freeze_heap:
+            freeze_heap()
         watchdog = BlockedWatchdog(
             self.connection, self._amqp.blocked_timeout, self._connection_metrics
         )
@@ -187,3 +204,15 @@ class Service:
         await self.telemetry.stop()
         if not self.refused:
             self.program.stopped()
+
+
+def freeze_heap() -> None:
+    """Move what start-up made (modules, settings, the connection: ~45,000 objects, alive until
+    exit) out of the garbage collector's sight: otherwise every full collection scans them again
+    with the event loop stopped. That matters where objects accumulate, as the ingest API's
+    receipts do (full collections every few seconds at 1,000 POSTs/s; in one benchmark run on a
+    loaded box, 16 s per target in the same rounds: 5 full collections pausing 208 ms in all,
+    against 6 pausing 501 ms without). Frozen objects are still freed once unreferenced; only a
+    cycle among them would stay, bounded by what start-up made."""
+    gc.collect()
+    gc.freeze()

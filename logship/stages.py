@@ -15,6 +15,17 @@ once per group of deliveries (the consumer's own stages), never once per line:
               written_to_synced   the output's fdatasync
               synced_to_recorded  the state record written and made durable
               recorded_to_acked   the acknowledgement sent
+
+The producer's ingest API (POST /v1/lines) has stages of its own, once per request, between the
+handler being called and its answer (the HTTP parsing before and the response write after are
+aiohttp's):
+
+    ingest    read_body           the handler called → the whole body read
+              queued              the body queued for a batch → its last batch handed to the
+                                  publisher (the linger while earlier batches await confirms)
+              batch_confirm       that batch handed to the publisher → every batch holding the
+                                  body confirmed (publish_to_confirm, per request)
+              answer              confirmed → the handler running again (the event loop's delay)
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ CONSUMER_STAGES = (
     "recorded_to_acked",
 )
 STAGES = PRODUCER_STAGES + CONSUMER_STAGES
+INGEST_STAGES = ("read_body", "queued", "batch_confirm", "answer")
 # fine below 20 ms, where the p99 targets are; coarse above, where only outages go
 STAGE_BUCKETS = (
     0.00025, 0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02,
@@ -72,9 +84,11 @@ def change_to_read(
     return max(0.0, min(since_look, (now_file_ns - mtime_ns) / 1e9))
 
 
-def parse_histogram(text: str, name: str) -> dict[str, list[tuple[float, float]]]:
-    """From Prometheus text exposition, each `stage`'s cumulative buckets of histogram `name`
-    as (upper bound, count), in order of bound."""
+def parse_histogram(
+    text: str, name: str, label: str = "stage"
+) -> dict[str, list[tuple[float, float]]]:
+    """From Prometheus text exposition, the cumulative buckets of histogram `name` for each value
+    of `label` (the stage), as (upper bound, count), in order of bound."""
     found: dict[str, list[tuple[float, float]]] = {}
     prefix = name + "_bucket{"
     for line in text.splitlines():
@@ -82,7 +96,7 @@ def parse_histogram(text: str, name: str) -> dict[str, list[tuple[float, float]]
             continue
         labels, _, value = line[len(prefix) :].partition("} ")
         pairs = dict(part.split("=", 1) for part in labels.split(","))
-        stage = pairs.get("stage", '""').strip('"')
+        stage = pairs.get(label, '""').strip('"')
         bound = float(pairs["le"].strip('"'))
         found.setdefault(stage, []).append((bound, float(value)))
     return {stage: sorted(buckets) for stage, buckets in found.items()}

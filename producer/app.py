@@ -194,6 +194,8 @@ class ProducerApp:
             amqp=self.settings.amqp,
             http=self.settings.http,
             registry=self.metrics.registry,
+            gc_pauses=self.metrics.gc_pauses,
+            freeze_heap=True,
             connection_metrics=self.metrics.connection,
             status=self.status,
             detail=self.readiness_detail,

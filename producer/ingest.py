@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import secrets
+import time
 import zlib
 from collections.abc import Awaitable, Callable
 
@@ -21,6 +22,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from logship.receipts import WrittenReceipt
+from logship.stages import INGEST_STAGES, stage_histogram
 from logship.wire import count_newlines
 from producer.ingest_batcher import Batching, Confirms, IngestBatcher, Submit
 from producer.ingest_settings import IngestSettings
@@ -63,6 +65,14 @@ class IngestMetrics:
             "receipts held in memory",
             registry=registry,
         )
+        self.stage = stage_histogram("producer_ingest", INGEST_STAGES, registry)
+
+    def observe(self, entered: float, read: float, confirms: Confirms) -> None:
+        """A POST's way through the stages (logship/stages.py), once its batches settled."""
+        self.stage["read_body"].observe(read - entered)
+        self.stage["queued"].observe(max(0.0, confirms.submitted - read))
+        self.stage["batch_confirm"].observe(max(0.0, confirms.settled - confirms.submitted))
+        self.stage["answer"].observe(max(0.0, time.monotonic() - confirms.settled))
 
 
 class Refusal(Exception):
@@ -171,6 +181,7 @@ class IngestApi:
     # --- POST /v1/lines -----------------------------------------------------------------------
 
     async def post_lines(self, request: web.Request) -> web.Response:
+        entered = time.monotonic()
         self._check_headers(request)
         if self.stop.is_set() or self._batcher is None or not self._ready():
             raise busy("not connected to the broker")
@@ -181,15 +192,21 @@ class IngestApi:
         if key is not None and not 0 < len(key) <= MAX_KEY_LEN:
             raise Refusal(400, f"Idempotency-Key must have 1 to {MAX_KEY_LEN} characters")
         body = await self._read_body(request)
+        read = time.monotonic()
         if self.stop.is_set():  # stopped while the body came: the publisher takes no more
             self._release(len(body))
             raise busy("stopping")
+        confirms = None
         try:
-            receipt = self._known(key, body) or self._ship(body, key)
+            receipt = self._known(key, body)
+            if receipt is None:
+                receipt, confirms = self._ship(body, key)
         finally:
             self._release(len(body))  # the batches hold their own reservation from here
         if not await self._settled(receipt):
             raise busy("the broker has not confirmed yet; retry with the same Idempotency-Key")
+        if confirms is not None:
+            self.metrics.observe(entered, read, confirms)
         status = 200
         if wait and not await self.store.wait_written(receipt, timeout):
             status = 202
@@ -266,7 +283,7 @@ class IngestApi:
             raise Refusal(422, "this Idempotency-Key came with another body")
         return receipt
 
-    def _ship(self, body: bytes, key: str | None) -> Receipt:
+    def _ship(self, body: bytes, key: str | None) -> tuple[Receipt, Confirms]:
         """Give the body its byte range and queue it for its batch, in one step with no await,
         so batches go out in offset order."""
         assert self._batcher is not None
@@ -283,8 +300,9 @@ class IngestApi:
         def settle(confirmed: bool) -> None:
             self.settle(receipt, confirmed=confirmed)
 
-        self._batcher.add(body, start, lines, Confirms(settle))
-        return receipt
+        confirms = Confirms(settle)
+        self._batcher.add(body, start, lines, confirms)
+        return receipt, confirms
 
     def settle(self, receipt: Receipt, *, confirmed: bool) -> None:
         """Every batch of a POST settled: confirmed, or (abandoned at shutdown) never."""
@@ -297,10 +315,12 @@ class IngestApi:
 
     async def _settled(self, receipt: Receipt) -> bool:
         """Wait for the broker's confirm of every batch of the POST, at most confirm_timeout."""
-        assert receipt.settled is not None
+        settled = receipt.settled
+        if settled is None:  # settled before (a retry of a confirmed POST)
+            return receipt.confirmed
         # asyncio.wait leaves the future alone at the timeout (a retry may wait for it again)
-        await asyncio.wait({receipt.settled}, timeout=self.settings.confirm_timeout)
-        return receipt.settled.done() and receipt.settled.result()
+        await asyncio.wait({settled}, timeout=self.settings.confirm_timeout)
+        return settled.done() and settled.result()
 
     def _reserve(self, size: int) -> None:
         self.in_flight += size

@@ -6,6 +6,7 @@ larger messages for the broker and the consumer when requests are small and many
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,23 +30,29 @@ class Batching:
 
 class Confirms:
     """The confirms of every batch holding part of one body; the last one settles it (True:
-    all confirmed; False: one was abandoned, the producer stops)."""
+    all confirmed; False: one was abandoned, the producer stops). `submitted`: when the last of
+    those batches went to the publisher, `settled` when the last confirm came (time.monotonic;
+    0.0 until then): the ingest stages."""
 
-    __slots__ = ("_left", "_ok", "_settle")
+    __slots__ = ("_left", "_ok", "_settle", "settled", "submitted")
 
     def __init__(self, settle: Callable[[bool], None]) -> None:
         self._settle = settle
         self._left = 0
         self._ok = True
+        self.submitted = 0.0
+        self.settled = 0.0
 
     def add(self, confirmed: asyncio.Future[None]) -> None:
         self._left += 1
+        self.submitted = time.monotonic()
         confirmed.add_done_callback(self._done)
 
     def _done(self, future: asyncio.Future[None]) -> None:
         self._ok = self._ok and not future.cancelled() and future.exception() is None
         self._left -= 1
         if self._left == 0:
+            self.settled = time.monotonic()
             self._settle(self._ok)
 
 

@@ -13,6 +13,7 @@ from prometheus_client import (
 )
 
 from logship.connection_metrics import ConnectionMetrics
+from logship.gcpauses import GcPauses
 from logship.stages import PRODUCER_STAGES, stage_histogram
 
 # why bytes could not be read: cut before they were read, the copy compressed or gone at restart,
@@ -27,7 +28,8 @@ class ProducerMetrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)  # full collections stop the loop: see freeze_heap
+        GCCollector(registry=self.registry)  # how many collections; how long each:
+        self.gc_pauses = GcPauses("producer", self.registry)
         r = self.registry
         self.connection = ConnectionMetrics("producer", r)
         self.lines_read = Counter(

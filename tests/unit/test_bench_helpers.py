@@ -207,3 +207,35 @@ def test_latency_rounds_interleave_and_alternate_their_order() -> None:
     assert run._latency_kinds(kinds, 1000, 0) == ["logship", "raw-chunk", "naive-pika"]
     assert run._latency_kinds(kinds, 1000, 1) == ["raw-chunk", "logship"]
     assert run._latency_kinds(kinds, 10000, 2) == ["logship", "logship-cluster", "raw-chunk"]
+
+
+def test_http_segments_are_compared_segment_by_segment_and_pooled() -> None:
+    from bench import http_ingest
+
+    ours = [http_ingest.Segment(latencies=[1.0] * 98 + [10.0] * 2) for _ in range(3)]
+    theirs = [http_ingest.Segment(latencies=[1.0] * 98 + [x] * 2) for x in (5.0, 10.0, 20.0)]
+    assert http_ingest.segment_ratios(ours, theirs) == [2.0, 1.0, 0.5]
+    row = http_ingest.pooled(theirs, 1000)
+    assert row["segment_p99_ms"] == [5.0, 10.0, 20.0] and row["p99_ms_spread"] == [5.0, 20.0]
+    assert row["requests"] == 300 and row["p50_ms"] == 1.0
+
+
+def test_http_stage_deltas_hold_only_what_happened_between_two_scrapes() -> None:
+    from bench import http_ingest
+
+    def text(fast: int, slow: int) -> str:
+        name = "logship_producer_ingest_stage_seconds"
+        rows = [
+            f'{name}_bucket{{stage="queued",le="0.002"}} {fast}',
+            f'{name}_bucket{{stage="queued",le="0.1"}} {fast + slow}',
+            f'{name}_bucket{{stage="queued",le="+Inf"}} {fast + slow}',
+            'python_gc_collections_total{generation="2"} ' + str(slow),
+        ]
+        return "\n".join(rows) + "\n"
+
+    before = {"producer": text(0, 1000), "consumer": ""}
+    after = {"producer": text(1000, 1000), "consumer": ""}  # the phase: 1,000 fast ones
+    found = http_ingest.stage_deltas(before, after)
+    assert found["ingest.queued"]["count"] == 1000
+    assert found["ingest.queued"]["p99_ms"] is not None and found["ingest.queued"]["p99_ms"] <= 2.0
+    assert found["gc_pauses_producer"]["collections"] == 0

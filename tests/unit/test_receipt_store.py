@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 
 from logship.send import chunks
@@ -81,3 +82,24 @@ def test_logship_send_cuts_whole_lines_and_completes_the_last() -> None:
     pieces = list(chunks(io.BufferedReader(io.BytesIO(data)), 4))
     assert b"".join(pieces) == data + b"\n"
     assert all(piece.endswith(b"\n") for piece in pieces)
+
+
+async def test_settled_receipts_cost_the_garbage_collector_one_object_each() -> None:
+    """Up to 100,000 receipts live for minutes: every object they hold that the collector tracks
+    is scanned by every full collection, which stops the event loop (each POST waits). A settled,
+    written receipt nobody waits for is one tracked object; a waiter's event goes with it."""
+    store = ReceiptStore(max_receipts=20_000, ttl=60)
+    gc.collect()
+    before = len(gc.get_objects())
+    kept = []
+    for i in range(10_000):
+        receipt = store.new("s", i * 10, i * 10 + 10, 1)
+        store.confirmed(receipt)
+        store.written("s", i * 10, i * 10 + 10, Piece("c", "/o", i * 10, i * 10 + 10, i, i + 10))
+        kept.append(receipt.id)
+    waited = store.get(kept[-1])
+    assert waited is not None and await store.wait_written(waited, 1)
+    del receipt, waited
+    gc.collect()
+    assert len(gc.get_objects()) - before < 10_000 * 1.1
+    assert all(store.get(i) is not None for i in kept[::1000])  # all still there
