@@ -694,7 +694,7 @@ class FileTail:
             f.looked_at, f.growing = now, bool(data)
         if not data:
             return None
-        if not f.intact():
+        if not f.intact() or not self._head_intact(f):
             # checked after the read: a rewrite that came before it shows here, so these
             # bytes are never shipped under the old source
             self._rewritten(f)
@@ -712,6 +712,22 @@ class FileTail:
         if previous:  # the first read of a file finds bytes of unknown age
             self._observe_wait(f, now, previous, growing=growing)
         return self._batch(f, data, cut.length, cut.lines, cut.oversized)
+
+    @staticmethod
+    def _head_intact(f: OpenFile) -> bool:
+        """Reading within the fingerprint (nothing, or little, read yet): the file still starts
+        with it. A file cut and written again between the look that fingerprinted it and this
+        read (the rotation storm on a loaded machine: copytruncate and the next lines in
+        between) would otherwise have its new bytes shipped under the old source, the old ones'
+        size taken for seen, and the copy never looked for."""
+        length = f.source.head_len
+        if not length and not f.read_offset and f.seen_head:
+            # no fingerprint yet: what a look saw of its first bytes stands for one
+            head = os.pread(f.fd, len(f.seen_head), 0)
+            return f.seen_head.startswith(head) or head.startswith(f.seen_head)
+        if f.read_offset >= length:
+            return True
+        return digest(os.pread(f.fd, length, 0)) == f.source.head_sha
 
     def _observe_wait(self, f: OpenFile, now: float, previous: float, *, growing: bool) -> None:
         """The change → read stage of this batch (one fstat only after a quiet look)."""

@@ -797,3 +797,39 @@ def test_a_copytruncate_then_rename_before_the_first_read_ships_the_copy_first(
     path.rename(tmp_path / "in.txt.2")
     path.write_bytes(b"c 1\n")
     assert drain(tails) == b"a 1\nb 1\nc 1\n"
+
+
+def test_a_copytruncate_between_a_look_and_the_first_read_ships_the_copy_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rotation storm on a loaded machine (2026-12-06): a look fingerprinted the file (and
+    saw its size); before the first read, it was copied, cut and written again. The read took
+    the new bytes for the fingerprinted ones: shipped under the old source, then, at the next
+    look, the file 'shrank' below the size seen, a false bytes_lost, the new bytes shipped
+    again and the copy never read. The read checks the fingerprint first."""
+    from producer.follow import FileTail
+
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    time.sleep(0.02)  # file times tick in jiffies
+    path.write_bytes(b"old 1\nold 2\nold 3\n")
+    real_read_from = FileTail._read_from
+    done = []
+
+    def copytruncate_then_read(self: FileTail, f: Any, *, final: bool) -> Any:
+        if not done and os.path.getsize(path) == 18:
+            done.append(True)
+            (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+            os.truncate(path, 0)
+            with path.open("ab") as handle:
+                handle.write(b"new 1\n")
+        return real_read_from(self, f, final=final)
+
+    monkeypatch.setattr(FileTail, "_read_from", copytruncate_then_read)
+    assert drain(tails) == b"old 1\nold 2\nold 3\nnew 1\n"
+    monkeypatch.undo()
+    assert done
+    assert drain(tails) == b""
+    assert tails._metrics.bytes_lost.labels("truncated")._value.get() == 0
