@@ -406,7 +406,17 @@ class FileTail:
                 reason = "copy_compressed"
                 held = gzip_copy_size(compressed, source.head_len, source.head_sha)
                 known_end = max(known_end, held or 0)
-        report_lost(self._metrics, self.path, source.id, lost_from, known_end, reason)
+        # nothing past what we read was ever seen: whatever was written after our last look
+        # and before the cut (if anything) is gone, unseen. Said, as at least nothing, unless
+        # a copy holds all we read and no more (copytruncate after we caught up: nothing lost)
+        unseen = (
+            copy is None
+            and known_end <= lost_from
+            and not (source.head_len and self._copy_of_all_we_read(source, current))
+        )
+        report_lost(
+            self._metrics, self.path, source.id, lost_from, known_end, reason, at_least=unseen
+        )
         head = current.head()
         # the size now, taken after the new first bytes: `size` may be from before the cut (the
         # look took it, then the file was cut and written again before its first bytes told
@@ -448,11 +458,18 @@ class FileTail:
         found = (rotation_of(name, os.path.basename(path), path) for path in self._candidates())
         return [rotation for rotation in found if rotation is not None]
 
+    def _copy_of_all_we_read(self, entry: SourceEntry, truncated: OpenFile) -> bool:
+        found = self._find_copy(entry, truncated, longer=False)
+        if found is not None:
+            os.close(found[0])
+        return found is not None
+
     def _find_copy(
-        self, entry: SourceEntry, truncated: OpenFile
+        self, entry: SourceEntry, truncated: OpenFile, *, longer: bool = True
     ) -> tuple[int, str, os.stat_result] | None:
-        """A regular file in the same directory, held by no tail, longer than what we read, with
-        our fingerprint at its start and the bytes we read last just before our offset."""
+        """A regular file in the same directory, held by no tail, longer than what we read (or,
+        not `longer`, exactly as long: then only whether there is one counts), with our
+        fingerprint at its start and the bytes we read last just before our offset."""
         claimed = self._claimed()
         recent = truncated.recent
         for path in self._candidates():
@@ -463,7 +480,11 @@ class FileTail:
             try:
                 if (
                     (st.st_dev, st.st_ino) not in claimed
-                    and st.st_size > truncated.read_offset
+                    and (
+                        st.st_size > truncated.read_offset
+                        if longer
+                        else st.st_size == truncated.read_offset
+                    )
                     and digest(os.pread(fd, entry.head_len, 0)) == entry.head_sha
                     and bytes_before(fd, truncated.read_offset, len(recent)) == recent
                 ):

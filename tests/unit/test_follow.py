@@ -816,7 +816,7 @@ def test_a_copytruncate_between_a_look_and_the_first_read_ships_the_copy_first(
     time.sleep(0.02)  # file times tick in jiffies
     path.write_bytes(b"old 1\nold 2\nold 3\n")
     real_read_from = FileTail._read_from
-    done = []
+    done: list[bool] = []
 
     def copytruncate_then_read(self: FileTail, f: Any, *, final: bool) -> Any:
         if not done and os.path.getsize(path) == 18:
@@ -833,3 +833,28 @@ def test_a_copytruncate_between_a_look_and_the_first_read_ships_the_copy_first(
     assert done
     assert drain(tails) == b""
     assert tails._metrics.bytes_lost.labels("truncated")._value.get() == 0
+
+
+def test_a_plain_truncate_is_said_even_when_nothing_lost_was_seen(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Model chaos seeds 560005001 / 560005060 (a loaded machine): lines appended and cut away
+    before any look saw them. Nobody can count them, but the cut is said: bytes_lost, at least
+    nothing, from where we had read. A copytruncate after we caught up (a copy holding all we
+    read) loses nothing and says nothing."""
+    path, tails = following(tmp_path, b"read 1\n")
+    with path.open("ab") as handle:
+        handle.write(b"never seen 2\n")
+    os.truncate(path, 0)
+    with caplog.at_level("WARNING", logger="logship.producer.tail"):
+        assert drain(tails) == b""
+    lost = [r for r in caplog.records if r.getMessage() == "bytes_lost"]
+    assert [(r.start, r.at_least) for r in lost] == [(7, True)]  # type: ignore[attr-defined]
+    caplog.clear()
+    path.write_bytes(b"next 1\n")
+    assert drain(tails) == b"next 1\n"
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())  # copytruncate, caught up
+    os.truncate(path, 0)
+    with caplog.at_level("WARNING", logger="logship.producer.tail"):
+        assert drain(tails) == b""
+    assert not [r for r in caplog.records if r.getMessage() == "bytes_lost"]
