@@ -21,6 +21,9 @@ from logship.wire import Delivered, count_newlines
 
 log = logging.getLogger("logship.consumer.sink")
 
+# a rotated output under these names is compressed: never ours to cut
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".z", ".Z")
+
 STATE_VERSION = 1
 MAX_SOURCES = 10_000
 IOV_MAX = 1024
@@ -209,6 +212,8 @@ class Sink:
             return
         self.sources, self._touched_at = state.sources, state.touched
         self.archive_position = state.archive
+        if state.ino is not None and state.ino != held.st_ino:
+            self._trim_moved_tail(state)
         if actual > state.size:
             # also when the inode changed (a copy, a restore): the tail is still unrecorded
             log.warning(
@@ -226,6 +231,45 @@ class Sink:
         self._tail.reset(self.size)
         if actual != state.size or state.ino != held.st_ino:
             self._save_state()
+
+    def _trim_moved_tail(self, state: SavedState) -> None:
+        """The file the state describes was renamed away while we were stopped (logrotate
+        while a consumer restarted, model chaos seed 560005006): what it holds past the
+        recorded size was written but neither recorded nor acknowledged, and comes again; it is
+        cut there, as it would be at the path, or it would be in two files. Only a rotation of
+        the output's name, not compressed, on the recorded inode."""
+        name = self.path.name
+        try:
+            with os.scandir(self.path.parent) as items:
+                for item in items:
+                    rest = item.name[len(name) :]
+                    if (
+                        item.inode() != state.ino
+                        or not item.name.startswith(name)
+                        or rest[:1] not in (".", "-", "_")
+                        or item.name.endswith(COMPRESSED_SUFFIXES)
+                        or item.path == str(self.state_path)
+                        or not item.is_file(follow_symlinks=False)
+                    ):
+                        continue
+                    size = item.stat(follow_symlinks=False).st_size
+                    if size > state.size:
+                        fd = os.open(item.path, os.O_WRONLY | os.O_CLOEXEC)
+                        try:
+                            os.ftruncate(fd, state.size)
+                            os.fsync(fd)
+                        finally:
+                            os.close(fd)
+                        log.warning(
+                            "output_tail_discarded",
+                            extra={"path": item.path, "bytes": size - state.size},
+                        )
+                    return
+        except OSError as error:
+            log.warning(
+                "output_moved_tail_unchecked",
+                extra={"path": str(self.path.parent), "error": error.strerror or str(error)},
+            )
 
     def _open_output(self) -> int:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)

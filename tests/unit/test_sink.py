@@ -346,6 +346,24 @@ def test_crash_after_rotation_cuts_the_unrecorded_tail_of_the_new_file(tmp_path:
     assert (tmp_path / "out.txt.1").read_bytes() + out.read_bytes() == b"first\nsecond\n"
 
 
+def test_an_unrecorded_tail_renamed_away_while_stopped_is_cut_there(tmp_path: Path) -> None:
+    """Model chaos seed 560005006: written, killed before the state record, then the output
+    renamed away (logrotate) before the restart opened it. The restart creates a new output;
+    the renamed file's unrecorded tail comes again and must not stay in the old file too."""
+    out = tmp_path / "out.txt"
+    sink = sink_holding_first_line(out)
+    sink.close()
+    with out.open("ab") as handle:  # written, then killed before the state record
+        handle.write(b"second\n")
+    out.rename(tmp_path / "out.txt.1")
+    (tmp_path / "out.txt.2.gz").write_bytes(b"not ours, whatever its inode")
+    again = Sink(out, fsync=True)
+    again.open()
+    write(again, ranged("a", 0, b"first\nsecond\n"))
+    again.close()
+    assert (tmp_path / "out.txt.1").read_bytes() + out.read_bytes() == b"first\nsecond\n"
+
+
 @pytest.mark.parametrize("how", ["rename", "copytruncate"])
 def test_state_file_rotated_by_a_careless_glob_is_rebuilt_at_its_path(
     tmp_path: Path, how: str
