@@ -715,11 +715,17 @@ class FileTail:
             f.looked_at, f.growing = now, bool(data)
         if not data:
             return None
-        if not f.intact() or not self._head_intact(f):
+        if not f.intact():
             # checked after the read: a rewrite that came before it shows here, so these
             # bytes are never shipped under the old source
             self._rewritten(f)
             return None
+        if not self._head_intact(f):
+            rotated = f.rotated_at is not None
+            self._replaced_before_read(f)
+            # a rotated file read on at once under its new source (returning nothing would
+            # retire it); at our path, the copy (if found) comes first, on the next read
+            return self._read_from(f, final=final) if rotated and self._head_intact(f) else None
         f.size_seen = max(f.size_seen, f.read_offset + len(data))
         f.last_growth = time.monotonic()
         cut = cut_batch(
@@ -749,6 +755,55 @@ class FileTail:
         if f.read_offset >= length:
             return True
         return digest(os.pread(f.fd, length, 0)) == f.source.head_sha
+
+    def _replaced_before_read(self, f: OpenFile) -> None:
+        """The file no longer starts as it did when we took it, and nothing of it was read:
+        cut and written again (copytruncate, then new lines) before our first read. At our
+        path, that is a truncation: its copy, if found, is read first. Rotated away since, its
+        old bytes are in the copy (a rotation a scan finds, by age) or gone, and what it holds
+        now is a new source in its place."""
+        if f.rotated_at is None:
+            self._truncated(f, os.fstat(f.fd).st_size)
+            return
+        old = f.source
+        self._checkpoint.finish(old, 0)
+        if old.head_len and not self._fingerprint_found(old):
+            report_lost(
+                self._metrics,
+                f.path,
+                old.id,
+                0,
+                max(f.size_seen, old.size),
+                "truncated",
+                at_least=True,
+            )
+        f.source = self._checkpoint.new_source(f.path, f.dev, f.ino, f.head(), 0)
+        self._checkpoint.mark_rotated(f.source)
+        self._checkpoint.renumber([g.source for g in self.files])
+        log.info(
+            "source_replaced",
+            extra={"path": f.path, "source": f.source.id, "replaced": old.id},
+        )
+        f.recent = b""
+        f.seen_head = b""
+        f.size_seen = os.fstat(f.fd).st_size
+        f.source_at_ns = file_clock_ns()
+
+    def _fingerprint_found(self, entry: SourceEntry) -> bool:
+        """Some file in the directory starts with the source's fingerprint."""
+        for path in self._candidates():
+            try:
+                fd, _ = open_regular(path)
+            except OSError:
+                continue
+            try:
+                if digest(os.pread(fd, entry.head_len, 0)) == entry.head_sha:
+                    return True
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        return False
 
     def _observe_wait(self, f: OpenFile, now: float, previous: float, *, growing: bool) -> None:
         """The change → read stage of this batch (one fstat only after a quiet look)."""
