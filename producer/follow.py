@@ -720,12 +720,13 @@ class FileTail:
             # bytes are never shipped under the old source
             self._rewritten(f)
             return None
-        if not self._head_intact(f):
+        if not self._head_intact(f) or self._shorter_than_seen(f, data):
             rotated = f.rotated_at is not None
             self._replaced_before_read(f)
             # a rotated file read on at once under its new source (returning nothing would
             # retire it); at our path, the copy (if found) comes first, on the next read
-            return self._read_from(f, final=final) if rotated and self._head_intact(f) else None
+            again = rotated and self._head_intact(f) and not f.gone
+            return self._read_from(f, final=final) if again else None
         f.size_seen = max(f.size_seen, f.read_offset + len(data))
         f.last_growth = time.monotonic()
         cut = cut_batch(
@@ -739,6 +740,12 @@ class FileTail:
         if previous:  # the first read of a file finds bytes of unknown age
             self._observe_wait(f, now, previous, growing=growing)
         return self._batch(f, data, cut.length, cut.lines, cut.oversized)
+
+    def _shorter_than_seen(self, f: OpenFile, data: bytes) -> bool:
+        """Nothing read yet, and the file ends before the size a look saw: cut since, and maybe
+        written again with the same first bytes (a rewrite sharing a banner, model chaos seed
+        580007059): these bytes are not the ones seen."""
+        return not f.read_offset and len(data) < self._options.max_bytes and len(data) < f.size_seen
 
     @staticmethod
     def _head_intact(f: OpenFile) -> bool:

@@ -883,3 +883,34 @@ def test_a_rotated_file_cut_and_refilled_before_its_first_read_keeps_its_place(
     path.write_bytes(b"c 1\n")
     assert drain(tails) == b"a 1\nb 1\nc 1\n"
     assert tails._metrics.bytes_lost.labels("truncated")._value.get() == 0
+
+
+def test_a_rewrite_sharing_the_banner_between_a_look_and_the_first_read_ships_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Model chaos seed 580007059: a look saw the file (its size, its first bytes); before the
+    first read it was rewritten in place, shorter, beginning with the same banner. The read
+    took the new bytes for the seen ones; the next look found the file shorter than seen, cut
+    it, and read the new bytes again. A first read that ends before the size seen is of a
+    file cut since: the old bytes are counted as lost, the new ones ship once."""
+    from producer.follow import FileTail
+
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""
+    banner = b"=" * 70 + b"\n"  # longer than the first bytes a look keeps
+    path.write_bytes(banner + b"old line\n" * 50)
+    real_read_from = FileTail._read_from
+    done: list[bool] = []
+
+    def rewrite_then_read(self: FileTail, f: Any, *, final: bool) -> Any:
+        if not done and f.size_seen > 100:
+            done.append(True)
+            path.write_bytes(banner + b"new line\n")  # same inode, O_TRUNC
+        return real_read_from(self, f, final=final)
+
+    monkeypatch.setattr(FileTail, "_read_from", rewrite_then_read)
+    assert drain(tails) == banner + b"new line\n"
+    assert done
+    assert tails._metrics.bytes_lost.labels("truncated")._value.get() == 71 + 9 * 50
