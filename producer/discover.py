@@ -13,7 +13,13 @@ from pathlib import Path
 from logship.wire import Batch
 from producer.checkpoint import Checkpoint, SourceEntry
 from producer.follow import FileTail, TailOptions, report_lost
-from producer.identity import COMPRESSED_SUFFIXES, HEAD_BYTES, open_regular, rotation_of
+from producer.identity import (
+    COMPRESSED_SUFFIXES,
+    HEAD_BYTES,
+    Opened,
+    open_if,
+    rotation_of,
+)
 from producer.metrics import ProducerMetrics
 
 log = logging.getLogger("logship.producer.discover")
@@ -22,7 +28,6 @@ GLOB_CHARS = "*?["
 
 
 Taken = set[tuple[int, int]]
-Opened = tuple[int, str, os.stat_result]
 _LOST: Opened = (-1, "", os.stat_result((0,) * 10))
 Located = Opened | None
 
@@ -49,26 +54,6 @@ def _head(fd: int) -> bytes:
 
 def _starts_as_seen(entry: SourceEntry) -> Callable[[int, int], bool]:
     return lambda fd, _: entry.starts_as_seen(fd)
-
-
-def _open_if(
-    path: str, wanted: Callable[[int, int], bool], *, close: bool = False
-) -> Opened | None:
-    """The file opened (never blocking) if `wanted(fd, size)` says so (closed again if `close`);
-    else None, closed."""
-    try:
-        fd, st = open_regular(path)
-    except OSError:
-        return None
-    try:
-        if wanted(fd, st.st_size):
-            if close:
-                os.close(fd)
-            return fd, path, st
-    except OSError:
-        pass
-    os.close(fd)
-    return None
 
 
 class TailSet:
@@ -190,7 +175,7 @@ class TailSet:
             return self._locate_unread(entry, files, home)
         for path, st in files:
             if (st.st_dev, st.st_ino) == (entry.dev, entry.ino):
-                opened = _open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=True))
+                opened = open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=True))
                 if opened is not None and os.path.abspath(path) == home:
                     os.close(opened[0])
                     return None
@@ -203,7 +188,7 @@ class TailSet:
                 continue
             if path.endswith(COMPRESSED_SUFFIXES):
                 continue
-            opened = _open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=False))
+            opened = open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=False))
             if opened is not None:
                 log.info("source_copy_found", extra={"path": path, "source": entry.id})
                 return opened
@@ -232,7 +217,7 @@ class TailSet:
                 continue
             if here == home:
                 cut = st.st_size < entry.size or (
-                    entry.seen_len > 0 and not _open_if(path, _starts_as_seen(entry), close=True)
+                    entry.seen_len > 0 and not open_if(path, _starts_as_seen(entry), close=True)
                 )
                 if cut and self._seen_elsewhere(entry, files):
                     pass  # in a copy the scan ships
@@ -244,12 +229,12 @@ class TailSet:
                 return None
             self._emptied_while_down(entry, st)
             if written_at is not None and st.st_mtime_ns <= written_at:
-                opened = _open_if(path, lambda fd, _: not self._known_elsewhere(entry, fd))
+                opened = open_if(path, lambda fd, _: not self._known_elsewhere(entry, fd))
                 if opened is not None:
                     return opened
                 continue
             if entry.size and not (
-                _open_if(path, _starts_as_seen(entry), close=True)
+                open_if(path, _starts_as_seen(entry), close=True)
                 or self._seen_elsewhere(entry, files)
             ):
                 report_lost(
@@ -277,7 +262,7 @@ class TailSet:
             st.st_mtime_ns > written_at
             and not path.endswith(COMPRESSED_SUFFIXES)
             and rotation_of(name, os.path.basename(path)) is not None
-            and _open_if(path, _starts_as_seen(entry), close=True)
+            and open_if(path, _starts_as_seen(entry), close=True)
             for path, st in files
         )
 
@@ -300,7 +285,7 @@ class TailSet:
         # still there, cut or rewritten in place (copytruncate), or gone (an inode reused by a
         # new file holds other first bytes)
         in_place = any(
-            _open_if(path, lambda fd, _: entry.matches(entry.dev, entry.ino, _head(fd)), close=True)
+            open_if(path, lambda fd, _: entry.matches(entry.dev, entry.ino, _head(fd)), close=True)
             for path, st in files
             if (st.st_dev, st.st_ino) == (entry.dev, entry.ino)
         )

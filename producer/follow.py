@@ -23,6 +23,7 @@ from producer.identity import (
     digest,
     file_clock_ns,
     gzip_copy_size,
+    open_if,
     open_regular,
     rotation_of,
 )
@@ -798,19 +799,14 @@ class FileTail:
 
     def _fingerprint_found(self, entry: SourceEntry) -> bool:
         """Some file in the directory starts with the source's fingerprint."""
-        for path in self._candidates():
-            try:
-                fd, _ = open_regular(path)
-            except OSError:
-                continue
-            try:
-                if digest(os.pread(fd, entry.head_len, 0)) == entry.head_sha:
-                    return True
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
-        return False
+        return any(
+            open_if(
+                path,
+                lambda fd, _: digest(os.pread(fd, entry.head_len, 0)) == entry.head_sha,
+                close=True,
+            )
+            for path in self._candidates()
+        )
 
     def _observe_wait(self, f: OpenFile, now: float, previous: float, *, growing: bool) -> None:
         """The change → read stage of this batch (one fstat only after a quiet look)."""

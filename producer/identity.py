@@ -11,6 +11,7 @@ import re
 import stat
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # the first bytes of a file that name it (with dev and inode) after a restart
@@ -78,6 +79,27 @@ def open_regular(path: str) -> tuple[int, os.stat_result]:
         os.close(fd)
         raise NotRegularFile(path, file_kind(st.st_mode))
     return fd, st
+
+
+Opened = tuple[int, str, os.stat_result]
+
+
+def open_if(path: str, wanted: Callable[[int, int], bool], *, close: bool = False) -> Opened | None:
+    """The file opened (never blocking) if `wanted(fd, size)` says so (closed again if `close`);
+    else None, closed."""
+    try:
+        fd, st = open_regular(path)
+    except OSError:
+        return None
+    try:
+        if wanted(fd, st.st_size):
+            if close:
+                os.close(fd)
+            return fd, path, st
+    except OSError:
+        pass
+    os.close(fd)
+    return None
 
 
 def file_clock_ns() -> int:
