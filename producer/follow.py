@@ -100,6 +100,20 @@ class OpenFile:
         length = max(self.source.head_len, min(HEAD_BYTES, self.read_offset))
         return os.pread(self.fd, length, 0)
 
+    def start_over(self, source: SourceEntry) -> None:
+        """Read the file from its start again, as `source` (begun from its first bytes, taken
+        just before). Its size is taken now, after those bytes: a size a look took before the
+        file was cut (and written again) would make the new source's first lines, once read,
+        look like a second cut: counted as lost, then shipped again."""
+        self.source = source
+        self.read_offset = 0
+        self.recent = b""
+        self.seen_head = b""
+        self.size_seen = os.fstat(self.fd).st_size
+        # the new source begins now: a copy made before is no copy of it
+        self.source_at_ns = file_clock_ns()
+        self.in_oversized_line = False
+
     def advance(self, body: bytes) -> None:
         self.read_offset += len(body)
         self.recent = (self.recent + body[-RECENT_BYTES:])[-RECENT_BYTES:]
@@ -418,19 +432,9 @@ class FileTail:
         report_lost(
             self._metrics, self.path, source.id, lost_from, known_end, reason, at_least=unseen
         )
-        head = current.head()
-        # the size now, taken after the new first bytes: `size` may be from before the cut (the
-        # look took it, then the file was cut and written again before its first bytes told
-        # the truncation), and a new source that had 'seen' the old file's size would take its
-        # own first lines, once read, for a second cut: counted as lost, then shipped again
-        current.source = self._checkpoint.new_source(self.path, current.dev, current.ino, head, 0)
-        current.read_offset = 0
-        current.recent = b""
-        current.seen_head = b""
-        current.size_seen = os.fstat(current.fd).st_size
-        # the new source begins now: a copy made before is no copy of it
-        current.source_at_ns = file_clock_ns()
-        current.in_oversized_line = False
+        current.start_over(
+            self._checkpoint.new_source(self.path, current.dev, current.ino, current.head(), 0)
+        )
 
     def _drain_copy(self, truncated: OpenFile, fd: int, path: str, st: os.stat_result) -> int:
         """copytruncate: the lines written since our last read are in the copy it made. Drain the
@@ -785,17 +789,13 @@ class FileTail:
                 "truncated",
                 at_least=True,
             )
-        f.source = self._checkpoint.new_source(f.path, f.dev, f.ino, f.head(), 0)
+        f.start_over(self._checkpoint.new_source(f.path, f.dev, f.ino, f.head(), 0))
         self._checkpoint.mark_rotated(f.source)
         self._checkpoint.renumber([g.source for g in self.files])
         log.info(
             "source_replaced",
             extra={"path": f.path, "source": f.source.id, "replaced": old.id},
         )
-        f.recent = b""
-        f.seen_head = b""
-        f.size_seen = os.fstat(f.fd).st_size
-        f.source_at_ns = file_clock_ns()
 
     def _fingerprint_found(self, entry: SourceEntry) -> bool:
         """Some file in the directory starts with the source's fingerprint."""
