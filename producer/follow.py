@@ -754,18 +754,18 @@ class FileTail:
 
     @staticmethod
     def _head_intact(f: OpenFile) -> bool:
-        """Reading within the fingerprint (nothing, or little, read yet): the file still starts
-        with it. A file cut and written again between the look that fingerprinted it and this
+        """Nothing read yet: the file still starts with its fingerprint (or the first bytes a look
+        saw). A file cut and written again between the look that fingerprinted it and this
         read (the rotation storm on a loaded machine: copytruncate and the next lines in
         between) would otherwise have its new bytes shipped under the old source, the old ones'
         size taken for seen, and the copy never looked for."""
+        if f.read_offset:  # after a read, `intact` checks the bytes before the offset
+            return True
         length = f.source.head_len
-        if not length and not f.read_offset and f.seen_head:
+        if not length:
             # no fingerprint yet: what a look saw of its first bytes stands for one
             head = os.pread(f.fd, len(f.seen_head), 0)
             return f.seen_head.startswith(head) or head.startswith(f.seen_head)
-        if f.read_offset >= length:
-            return True
         return digest(os.pread(f.fd, length, 0)) == f.source.head_sha
 
     def _replaced_before_read(self, f: OpenFile) -> None:

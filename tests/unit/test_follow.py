@@ -914,3 +914,23 @@ def test_a_rewrite_sharing_the_banner_between_a_look_and_the_first_read_ships_on
     assert drain(tails) == banner + b"new line\n"
     assert done
     assert tails._metrics.bytes_lost.labels("truncated")._value.get() == 71 + 9 * 50
+
+
+def test_a_rotated_file_rewritten_after_a_read_inside_its_fingerprint_ships_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    """The fingerprint taken at the opening covers bytes not read yet (a half line). Rotated
+    away, then rewritten in place keeping the line read: the README's shared-prefix limit (it
+    reads on as the old file grown). The line read is never shipped again, as a check of the
+    fingerprint at the read, meant for files nothing was read of, made it."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"line 1\nhalf")
+    tails = make_tails(tmp_path, rotation_grace=60.0)
+    assert drain(tails) == b"line 1\n"
+    path.rename(tmp_path / "in.txt.1")
+    tails.check()
+    with (tmp_path / "in.txt.1").open("r+b") as handle:
+        handle.seek(7)
+        handle.write(b"other\n")
+    path.write_bytes(b"next\n")
+    assert drain(tails) == b"other\nnext\n"
