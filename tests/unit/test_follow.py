@@ -385,10 +385,7 @@ def test_a_half_line_seen_then_cut_and_refilled_is_counted_as_lost(
     """A file opened empty (no fingerprint), a half line seen but not shipped, then finished,
     cut and written again longer, all between two looks: its first bytes tell the change, and
     the half line we saw is reported lost (model seeds 561634123, 561634132, 561634135)."""
-    path = tmp_path / "in.txt"
-    path.write_bytes(b"")
-    tails = make_tails(tmp_path)
-    assert drain(tails) == b""
+    path, tails = following(tmp_path, b"")
     with path.open("ab") as handle:
         handle.write(b"half of a li")
     tails.check()  # seen (12 bytes), not shipped: no newline yet
@@ -447,10 +444,7 @@ def test_copytruncate_before_anything_was_read_finds_the_copy(tmp_path: Path) ->
 
 
 def test_a_plain_copy_of_a_file_never_read_is_not_a_truncation(tmp_path: Path) -> None:
-    path = tmp_path / "in.txt"
-    path.write_bytes(b"")
-    tails = make_tails(tmp_path)
-    assert drain(tails) == b""
+    path, tails = following(tmp_path, b"")
     path.write_bytes(b"one\n")
     (tmp_path / "in.txt.1").write_bytes(b"one\n")  # logrotate `copy`: nothing truncated
     with path.open("ab") as handle:
@@ -783,10 +777,7 @@ def test_a_copytruncate_then_rename_before_the_first_read_ships_the_copy_first(
     anything of it was read, written, copytruncated, written again and renamed away. The copy
     is found by the scan of the next look, after the file itself was queued as rotated: the
     order of last writes puts the copy first (nothing of the file was read yet)."""
-    path = tmp_path / "in.txt"
-    path.write_bytes(b"")
-    tails = make_tails(tmp_path)
-    assert drain(tails) == b""
+    path, tails = following(tmp_path, b"")
     time.sleep(0.02)  # file times tick in jiffies
     path.write_bytes(b"a 1\n")
     (tmp_path / "in.txt.1").write_bytes(path.read_bytes())  # the copy
@@ -809,10 +800,7 @@ def test_a_copytruncate_between_a_look_and_the_first_read_ships_the_copy_first(
     again and the copy never read. The read checks the fingerprint first."""
     from producer.follow import FileTail
 
-    path = tmp_path / "in.txt"
-    path.write_bytes(b"")
-    tails = make_tails(tmp_path)
-    assert drain(tails) == b""
+    path, tails = following(tmp_path, b"")
     time.sleep(0.02)  # file times tick in jiffies
     path.write_bytes(b"old 1\nold 2\nold 3\n")
     real_read_from = FileTail._read_from
@@ -867,10 +855,7 @@ def test_a_rotated_file_cut_and_refilled_before_its_first_read_keeps_its_place(
     before anything was read, copytruncated, written again and renamed away. Its copy is a
     rotation of its own; the file's new bytes are a new source in the file's place, after the
     copy (older), before the next file: nothing reported lost, nothing out of order."""
-    path = tmp_path / "in.txt"
-    path.write_bytes(b"")
-    tails = make_tails(tmp_path)
-    assert drain(tails) == b""
+    path, tails = following(tmp_path, b"")
     time.sleep(0.02)  # file times tick in jiffies
     path.write_bytes(b"a 1\n")
     tails.check()  # takes the file with its first bytes, reads nothing yet
@@ -895,10 +880,7 @@ def test_a_rewrite_sharing_the_banner_between_a_look_and_the_first_read_ships_on
     file cut since: the old bytes are counted as lost, the new ones ship once."""
     from producer.follow import FileTail
 
-    path = tmp_path / "in.txt"
-    path.write_bytes(b"")
-    tails = make_tails(tmp_path)
-    assert drain(tails) == b""
+    path, tails = following(tmp_path, b"")
     banner = b"=" * 70 + b"\n"  # longer than the first bytes a look keeps
     path.write_bytes(banner + b"old line\n" * 50)
     real_read_from = FileTail._read_from
