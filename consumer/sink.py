@@ -236,40 +236,44 @@ class Sink:
         """The file the state describes was renamed away while we were stopped (logrotate
         while a consumer restarted, model chaos seed 560005006): what it holds past the
         recorded size was written but neither recorded nor acknowledged, and comes again; it is
-        cut there, as it would be at the path, or it would be in two files. Only a rotation of
-        the output's name, not compressed, on the recorded inode."""
-        name = self.path.name
+        cut there, as it would be at the path, or it would be in two files."""
         try:
-            with os.scandir(self.path.parent) as items:
-                for item in items:
-                    rest = item.name[len(name) :]
-                    if (
-                        item.inode() != state.ino
-                        or not item.name.startswith(name)
-                        or rest[:1] not in (".", "-", "_")
-                        or item.name.endswith(COMPRESSED_SUFFIXES)
-                        or item.path == str(self.state_path)
-                        or not item.is_file(follow_symlinks=False)
-                    ):
-                        continue
-                    size = item.stat(follow_symlinks=False).st_size
-                    if size > state.size:
-                        fd = os.open(item.path, os.O_WRONLY | os.O_CLOEXEC)
-                        try:
-                            os.ftruncate(fd, state.size)
-                            os.fsync(fd)
-                        finally:
-                            os.close(fd)
-                        log.warning(
-                            "output_tail_discarded",
-                            extra={"path": item.path, "bytes": size - state.size},
-                        )
-                    return
+            moved = self._moved_output(state)
+            if moved is None:
+                return
+            path, size = moved
+            if size <= state.size:
+                return
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.ftruncate(fd, state.size)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         except OSError as error:
             log.warning(
                 "output_moved_tail_unchecked",
                 extra={"path": str(self.path.parent), "error": error.strerror or str(error)},
             )
+            return
+        log.warning("output_tail_discarded", extra={"path": path, "bytes": size - state.size})
+
+    def _moved_output(self, state: SavedState) -> tuple[str, int] | None:
+        """(path, size) of the file the state describes, if renamed to a rotation of the
+        output's name (not a compressed one) in its directory, on the recorded inode."""
+        name = self.path.name
+        with os.scandir(self.path.parent) as items:
+            for item in items:
+                if (
+                    item.inode() == state.ino
+                    and item.name.startswith(name)
+                    and item.name[len(name) : len(name) + 1] in (".", "-", "_")
+                    and not item.name.endswith(COMPRESSED_SUFFIXES)
+                    and item.path != str(self.state_path)
+                    and item.is_file(follow_symlinks=False)
+                ):
+                    return item.path, item.stat(follow_symlinks=False).st_size
+        return None
 
     def _open_output(self) -> int:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
