@@ -18,6 +18,7 @@ from producer.identity import (
     BEFORE_BYTES,
     HEAD_BYTES,
     NotRegularFile,
+    Opened,
     Rotation,
     bytes_before,
     digest,
@@ -697,6 +698,8 @@ class FileTail:
             # moved on to the successor: waiting would put it after the successor's first lines
             # (torn and out of order); a late completion by another writer is a late write
             batch = self._read_from(f, final=retiring)
+            if batch is None and self.files[0] is not f:
+                continue  # a copy of what it held went before it (_replaced_before_read)
             if batch is not None or not retiring:
                 return batch
             self.files.popleft()
@@ -729,8 +732,9 @@ class FileTail:
             rotated = f.rotated_at is not None
             self._replaced_before_read(f)
             # a rotated file read on at once under its new source (returning nothing would
-            # retire it); at our path, the copy (if found) comes first, on the next read
-            again = rotated and self._head_intact(f) and not f.gone
+            # retire it) unless its copy went before it; at our path, the copy (if found)
+            # comes first, on the next read
+            again = rotated and self.files[0] is f and self._head_intact(f) and not f.gone
             return self._read_from(f, final=final) if again else None
         f.size_seen = max(f.size_seen, f.read_offset + len(data))
         f.last_growth = time.monotonic()
@@ -772,23 +776,31 @@ class FileTail:
         """The file no longer starts as it did when we took it, and nothing of it was read:
         cut and written again (copytruncate, then new lines) before our first read. At our
         path, that is a truncation: its copy, if found, is read first. Rotated away since, its
-        old bytes are in the copy (a rotation a scan finds, by age) or gone, and what it holds
-        now is a new source in its place."""
+        old bytes are in the copy, read first under the old source (if a scan has not queued
+        it already), or gone; what it holds now is a new source in its place."""
         if f.rotated_at is None:
             self._truncated(f, os.fstat(f.fd).st_size)
             return
         old = f.source
-        self._checkpoint.finish(old, 0)
-        if old.head_len and not self._fingerprint_found(old):
-            report_lost(
-                self._metrics,
-                f.path,
-                old.id,
-                0,
-                max(f.size_seen, old.size),
-                "truncated",
-                at_least=True,
-            )
+        copy = self._copy_of_replaced(old) if old.head_len else None
+        if copy is not None:
+            fd, path, st = copy
+            log.info("truncated_copy_found", extra={"path": path, "source": old.id, "offset": 0})
+            self._checkpoint.relocate(old, st.st_dev, st.st_ino)
+            opened = OpenFile.at(fd, path, st, old, 0, time.monotonic())
+            self.files.insert(self.files.index(f), opened)
+        else:
+            self._checkpoint.finish(old, 0)
+            if old.head_len and not self._fingerprint_found(old):
+                report_lost(
+                    self._metrics,
+                    f.path,
+                    old.id,
+                    0,
+                    max(f.size_seen, old.size),
+                    "truncated",
+                    at_least=True,
+                )
         f.start_over(self._checkpoint.new_source(f.path, f.dev, f.ino, f.head(), 0))
         self._checkpoint.mark_rotated(f.source)
         self._checkpoint.renumber([g.source for g in self.files])
@@ -796,6 +808,26 @@ class FileTail:
             "source_replaced",
             extra={"path": f.path, "source": f.source.id, "replaced": old.id},
         )
+
+    def _copy_of_replaced(self, entry: SourceEntry) -> Opened | None:
+        """A file no tail holds that starts with the source's fingerprint and that no other
+        source knows: the copy a copytruncate made of what the source's file held."""
+        claimed = self._claimed()
+        live = self._held()
+
+        def ours(fd: int, _: int) -> bool:
+            st = os.fstat(fd)
+            return (
+                (st.st_dev, st.st_ino) not in claimed
+                and digest(os.pread(fd, entry.head_len, 0)) == entry.head_sha
+                and not self._checkpoint.knows_file(fd, st, besides=entry.id, live=live)
+            )
+
+        for path in self._candidates():
+            found = open_if(path, ours)
+            if found is not None:
+                return found
+        return None
 
     def _fingerprint_found(self, entry: SourceEntry) -> bool:
         """Some file in the directory starts with the source's fingerprint."""

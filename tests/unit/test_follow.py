@@ -916,3 +916,27 @@ def test_a_rotated_file_rewritten_after_a_read_inside_its_fingerprint_ships_noth
         handle.write(b"other\n")
     path.write_bytes(b"next\n")
     assert drain(tails) == b"other\nnext\n"
+
+
+def test_a_rotated_file_replaced_before_its_first_read_ships_its_copy_first(
+    tmp_path: Path,
+) -> None:
+    """The storm under CI load (2026-12-06, after the fix above): the file was taken with its
+    first bytes and rotated away; only then was it seen to hold other bytes (copytruncate and
+    new lines before the rename), and its copy had been made after the scan that queued it.
+    Read on at once under a new source, it went ahead of its copy, found by the next scan.
+    The copy, with the old first bytes, is read first, under the old source."""
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b""  # waiting for in.txt
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"a 1\n")
+    tails.check()  # takes the file with its first bytes, reads nothing yet
+    path.rename(tmp_path / "in.txt.2")
+    path.write_bytes(b"c 1\n")
+    tails.check()  # the file is rotated; the scan finds no copy: there is none yet
+    (tmp_path / "in.txt.1").write_bytes(b"a 1\n")  # the copy, under a name the scan passed
+    with (tmp_path / "in.txt.2").open("r+b") as handle:  # cut, then the next lines
+        handle.truncate(0)
+        handle.write(b"b 1\n")
+    assert drain(tails) == b"a 1\nb 1\nc 1\n"
+    assert tails._metrics.bytes_lost.labels("truncated")._value.get() == 0
