@@ -174,13 +174,19 @@ class TailSet:
         if not entry.head_len:
             return self._locate_unread(entry, files, home)
         for path, st in files:
-            if (st.st_dev, st.st_ino) == (entry.dev, entry.ino):
-                opened = open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=True))
-                if opened is not None and os.path.abspath(path) == home:
-                    os.close(opened[0])
-                    return None
-                if opened is not None:
-                    return opened
+            if (st.st_dev, st.st_ino) != (entry.dev, entry.ino):
+                continue
+            # only at its path or a rotation of it, as for an unread source: an inode number is
+            # soon reused, and a consumer's output beside the input holds the very same bytes
+            # (model chaos seed 600009090 read output.txt as its input, in a loop)
+            if os.path.abspath(path) != home and not self._is_rotation(entry.path, path):
+                continue
+            opened = open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=True))
+            if opened is not None and os.path.abspath(path) == home:
+                os.close(opened[0])
+                return None
+            if opened is not None:
+                return opened
         if entry.rotated:
             return _LOST  # nobody copies a rotated file: gone with its inode
         for path, st in files:

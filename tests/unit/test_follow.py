@@ -940,3 +940,21 @@ def test_a_rotated_file_replaced_before_its_first_read_ships_its_copy_first(
         handle.write(b"b 1\n")
     assert drain(tails) == b"a 1\nb 1\nc 1\n"
     assert tails._metrics.bytes_lost.labels("truncated")._value.get() == 0
+
+
+def test_a_source_is_never_resumed_from_a_file_that_is_no_rotation_of_its_path(
+    tmp_path: Path,
+) -> None:
+    """Model chaos seed 600009090: after a restart, a known source's inode number was held by
+    the consumer's output beside the input (the input deleted, its number reused), holding the
+    very same bytes. It was taken for the source renamed, and the output was read as input, in
+    a loop. Only the source's path or a rotation of it can hold it."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"line 1\nhalf")
+    tails = make_tails(tmp_path)
+    assert drain(tails) == b"line 1\n"
+    tails._checkpoint.save()
+    tails.close()
+    path.rename(tmp_path / "output.txt")  # the same inode and bytes under a name no rotation has
+    again = make_tails(tmp_path)
+    assert drain(again) == b""
