@@ -194,7 +194,14 @@ class TailSet:
                 continue
             if path.endswith(COMPRESSED_SUFFIXES):
                 continue
-            opened = open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=False))
+            # and no other source's file: a short fingerprint (a half line's first bytes) starts
+            # many files (model chaos seed 600009115 read an older rotation again as the copy)
+            opened = open_if(
+                path,
+                lambda fd, size: (
+                    entry.held_by(fd, size, by_inode=False) and not self._known_elsewhere(entry, fd)
+                ),
+            )
             if opened is not None:
                 log.info("source_copy_found", extra={"path": path, "source": entry.id})
                 return opened

@@ -958,3 +958,19 @@ def test_a_source_is_never_resumed_from_a_file_that_is_no_rotation_of_its_path(
     path.rename(tmp_path / "output.txt")  # the same inode and bytes under a name no rotation has
     again = make_tails(tmp_path)
     assert drain(again) == b""
+
+
+def test_a_copy_found_at_restart_is_never_another_sources_file(tmp_path: Path) -> None:
+    """Model chaos seed 600009115: a file holding one byte of a half line (its fingerprint)
+    was copytruncated while the producer was down; at restart, the copy search took an older
+    rotation, shipped long ago and starting with the same byte, for its copy, and shipped it
+    again. A file another source knows is no copy."""
+    path, tails = following(tmp_path, b"s old 1\ns old 2\n")
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"s")  # the next file: a half line's first byte
+    assert drain(tails) == b""
+    tails._checkpoint.save()
+    tails.close()
+    os.truncate(path, 0)  # copytruncate while down, the copy gone (or never made)
+    again = make_tails(tmp_path)
+    assert drain(again) == b""
