@@ -33,15 +33,19 @@ class ReorderHold(Generic[T]):
     unacknowledged) because a batch before them in the same file has not arrived yet.
 
     Only `enabled` while this consumer is the queue's only one: with several consumers, each sees
-    every other batch and every batch would wait. `wait` (seconds) bounds how long a batch waits;
-    `max_held` bounds how many wait (memory, and the prefetch window they take)."""
+    every other batch and every batch would wait. It starts enabled: a consumer that starts takes
+    over the unacknowledged batches of the one before it, and those come back only once the queue
+    noticed that one gone, after later batches were already delivered (a restarted consumer wrote
+    them out of order under CI load, before its first queue poll); two polls that see other
+    consumers switch it off. `wait` (seconds) bounds how long a batch waits; `max_held` bounds how
+    many wait (memory, and the prefetch window they take)."""
 
     def __init__(
         self, wait: float, max_held: int, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.wait = wait
         self.max_held = max_held
-        self.enabled = False
+        self.enabled = True
         self._clock = clock
         self._held: list[_Held[T]] = []
         self._seq = itertools.count()

@@ -68,6 +68,15 @@ def test_other_files_and_plain_lines_do_not_wait() -> None:
     assert [name for name, _ in ready] == ["b:0", "None:0"] and h.count == 1
 
 
+def test_a_new_hold_holds_before_the_queue_was_polled() -> None:
+    """At start the unacknowledged batches of the consumer before this one may still be on their
+    way back to the queue, behind later ones: they are waited for from the first delivery."""
+    out, h = Output(), ReorderHold[str](10, max_held=100, clock=lambda: 0.0)
+    out.write([batch(0, 10)])
+    assert h.take([batch(20, 30)], out.has_byte) == [] and h.count == 1
+    assert [n for n, _ in h.take([batch(10, 20)], out.has_byte)] == ["a:10", "a:20"]
+
+
 def test_with_other_consumers_on_the_queue_nothing_waits() -> None:
     out, h = Output(), hold()
     h.enabled = False
