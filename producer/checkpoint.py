@@ -80,6 +80,11 @@ class SourceEntry:
         finished source whose last batches were unconfirmed at a crash is resumed, not skipped."""
         return self.finished and (self.end is None or self.offset >= self.end)
 
+    def ended_before(self, size: int) -> bool:
+        """Finished, nothing left to send, and a file of `size` bytes holds more than where
+        reading it ended."""
+        return self.drained and self.end is not None and size > max(self.end, self.offset)
+
     def matches(self, dev: int, ino: int, head: bytes) -> bool:
         """True when the open file (its dev, ino and first bytes) is this source. A source with no
         fingerprint (nothing read of it: the fingerprint is saved before its first batch is
@@ -147,7 +152,7 @@ class SourceEntry:
             # made after the checkpoint confirmed `offset`, from a file that held that much: a
             # shorter one starting with our first KiB is a rewrite's copy, not ours
             return False
-        if self.drained and self.end is not None and size > max(self.end, self.offset):
+        if self.ended_before(size):
             # a finished source ends where reading it ended: a file holding more is no copy of
             # it (a short fingerprint, say a line's first bytes, starts many later files)
             return False
@@ -374,10 +379,15 @@ class Checkpoint:
         besides: str = "",
         since_checkpoint: bool = False,
         live: Mapping[str, int] | None = None,
+        grown_is_other: bool = False,
     ) -> bool:
         """Some source (other than `besides`) is this open file (by inode and first bytes) or a
         copy of it (`since_checkpoint`: one written after the checkpoint was, at start); `live`
-        maps sources to the files of them we hold open, which a copy must agree with."""
+        maps sources to the files of them we hold open, which a copy must agree with.
+        `grown_is_other`: a finished source is not the file on its inode that now holds more
+        than it ended with (written over in place, or a new file on its reused inode number),
+        for a caller with other evidence of whose file it is (a late write to a finished
+        rotation is otherwise taken for it, and not shipped again)."""
         live = live or {}
         head = os.pread(fd, HEAD_BYTES, 0)
         found = self.find(st.st_dev, st.st_ino, head)
@@ -387,6 +397,7 @@ class Checkpoint:
             found is not None
             and found.id != besides
             and st.st_size >= found.offset
+            and not (grown_is_other and found.ended_before(st.st_size))
             and found.same_bytes_before(fd)
         ):
             return True

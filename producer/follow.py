@@ -532,7 +532,15 @@ class FileTail:
                     and digest(head[: source.head_len]) == source.head_sha
                     and (truncated or not ours.startswith(head))
                     and not self._checkpoint.knows_file(
-                        fd, st, besides=source.id, live=self._held()
+                        fd,
+                        st,
+                        besides=source.id,
+                        live=self._held(),
+                        # it starts with the bytes we saw: a shipped rotation it was written
+                        # over (or whose inode number it reused) is not it (seed 610010059)
+                        grown_is_other=truncated
+                        and bool(current.seen_head)
+                        and head.startswith(current.seen_head),
                     )
                     and (truncated or self._copy_not_successor(current, st))
                 ):

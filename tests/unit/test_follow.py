@@ -974,3 +974,30 @@ def test_a_copy_found_at_restart_is_never_another_sources_file(tmp_path: Path) -
     os.truncate(path, 0)  # copytruncate while down, the copy gone (or never made)
     again = make_tails(tmp_path)
     assert drain(again) == b""
+
+
+def test_a_copy_written_over_a_shipped_rotation_is_still_our_copy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Model chaos seed 610010059: a half line seen, not read, then copytruncated into a file
+    on the inode of an older rotation, shipped and finished long ago, whose short fingerprint
+    (a half line's first bytes) the copy starts with (`cp` over the old rotation in place, or
+    its inode number reused after it was deleted). That source ended before the copy does: the
+    copy is not its file, and is read as ours, not counted as lost."""
+    path, tails = following(tmp_path, b"")
+    path.write_bytes(b"s6 h")  # a half line: copytruncated, shipped from its copy as it is
+    tails.check()
+    copy = tmp_path / "in.txt.1"
+    copy.write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    assert drain(tails) == b"s6 h"
+    path.write_bytes(b"s6 half")  # the next half line, seen, not read
+    tails.check()
+    with copy.open("r+b") as handle:  # copied over the old rotation, same inode
+        handle.truncate(0)
+        handle.write(path.read_bytes())
+    os.truncate(path, 0)
+    with path.open("ab") as handle:
+        handle.write(b" line\n")
+    assert drain(tails) == b"s6 half line\n"
+    assert lost(caplog) == []
