@@ -176,10 +176,7 @@ class TailSet:
         for path, st in files:
             if (st.st_dev, st.st_ino) != (entry.dev, entry.ino):
                 continue
-            # only at its path or a rotation of it, as for an unread source: an inode number is
-            # soon reused, and a consumer's output beside the input holds the very same bytes
-            # (model chaos seed 600009090 read output.txt as its input, in a loop)
-            if os.path.abspath(path) != home and not self._is_rotation(entry.path, path):
+            if not self._may_be_its_file(entry, path, home):
                 continue
             opened = open_if(path, lambda fd, size: entry.held_by(fd, size, by_inode=True))
             if opened is not None and os.path.abspath(path) == home:
@@ -206,6 +203,17 @@ class TailSet:
                 log.info("source_copy_found", extra={"path": path, "source": entry.id})
                 return opened
         return _LOST
+
+    def _may_be_its_file(self, entry: SourceEntry, path: str, home: str) -> bool:
+        """The file on the source's inode number at `path` may be its file: only at its path or
+        a rotation of it, as for an unread source (an inode number is soon reused, and a
+        consumer's output beside the input holds the very same bytes: model chaos seed
+        600009090 read output.txt as its input, in a loop); and a rotated file never at its path
+        (a new file there got its number back, and may begin with the same bytes: seed
+        620011227 resumed one at the old offset, its first line lost)."""
+        if os.path.abspath(path) == home:
+            return not entry.rotated
+        return self._is_rotation(entry.path, path)
 
     def _locate_unread(
         self, entry: SourceEntry, files: list[tuple[str, os.stat_result]], home: str
@@ -296,11 +304,13 @@ class TailSet:
             if (r := rotation_of(name, os.path.basename(path))) is not None and r.compressed
         )
         # still there, cut or rewritten in place (copytruncate), or gone (an inode reused by a
-        # new file holds other first bytes)
+        # new file holds other first bytes; a rotated file's, at the path, whatever it holds)
+        home = os.path.abspath(entry.path)
         in_place = any(
             open_if(path, lambda fd, _: entry.matches(entry.dev, entry.ino, _head(fd)), close=True)
             for path, st in files
             if (st.st_dev, st.st_ino) == (entry.dev, entry.ino)
+            and not (entry.rotated and os.path.abspath(path) == home)
         )
         reason = "copy_compressed" if compressed else "copy_missing" if in_place else "deleted"
         end = max(entry.end or 0, entry.size)

@@ -1001,3 +1001,29 @@ def test_a_copy_written_over_a_shipped_rotation_is_still_our_copy(
         handle.write(b" line\n")
     assert drain(tails) == b"s6 half line\n"
     assert lost(caplog) == []
+
+
+def test_a_rotated_source_is_not_resumed_from_a_new_file_on_its_inode_number_at_the_path(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Model chaos seed 620011227: a rotated file, shipped up to its end but still in its grace,
+    was deleted by the next rotations while the producer was down, and the new file at the
+    input's path got its inode number back, starting with the same bytes (every line begins
+    with the same prefix). A rotated file is never back at the path: that file is new, read from
+    its first byte, not resumed at the old source's offset."""
+    path, tails = following(tmp_path, b"s6 a\n", rotation_grace=60.0)
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"")
+    assert drain(tails) == b""  # the rotated source waits out its grace: unfinished
+    tails._checkpoint.save()
+    tails.close()
+    (tmp_path / "in.txt.1").unlink()  # rotated on, and deleted
+    path.write_bytes(b"s6 a\nnew 2\n")
+    checkpoint = json.loads((tmp_path / "ck").read_text())
+    rotated = [e for e in checkpoint["sources"] if e["offset"] == 5]
+    assert len(rotated) == 1
+    rotated[0]["ino"] = path.stat().st_ino  # its inode number, reused at the path
+    (tmp_path / "ck").write_text(json.dumps(checkpoint))
+    again = make_tails(tmp_path, rotation_grace=60.0)
+    assert drain(again) == b"s6 a\nnew 2\n"
+    assert lost(caplog) == [(5, 5, 0, "deleted")]
