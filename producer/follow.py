@@ -464,6 +464,13 @@ class FileTail:
         found = (rotation_of(name, os.path.basename(path), path) for path in self._candidates())
         return [rotation for rotation in found if rotation is not None]
 
+    def _copies(self) -> list[str]:
+        """Where a copytruncate copy of our file can be: the rotations of our path, not
+        compressed. Never any other file beside it, whatever its bytes: a consumer's output
+        next to its input holds the very same bytes (model chaos seed 630012239 took output.txt
+        for the copy of a file cut while the producer started, and said nothing of the loss)."""
+        return [r.path for r in self._rotations() if not r.compressed]
+
     def _copy_of_all_we_read(self, entry: SourceEntry, truncated: OpenFile) -> bool:
         found = self._find_copy(entry, truncated, longer=False)
         if found is not None:
@@ -473,12 +480,12 @@ class FileTail:
     def _find_copy(
         self, entry: SourceEntry, truncated: OpenFile, *, longer: bool = True
     ) -> tuple[int, str, os.stat_result] | None:
-        """A regular file in the same directory, held by no tail, longer than what we read (or,
+        """A rotation of our path (`_copies`), held by no tail, longer than what we read (or,
         not `longer`, exactly as long: then only whether there is one counts), with our
         fingerprint at its start and the bytes we read last just before our offset."""
         claimed = self._claimed()
         recent = truncated.recent
-        for path in self._candidates():
+        for path in self._copies():
             try:
                 fd, st = open_regular(path)
             except OSError:
@@ -512,11 +519,7 @@ class FileTail:
         claimed = self._claimed()
         source = current.source
         ours = os.pread(current.fd, HEAD_BYTES, 0)
-        if truncated and source.head_len:  # our first bytes are evidence: any name will do
-            paths = self._candidates()
-        else:  # no evidence in the bytes: only a rotation's name ties a file to ours
-            paths = [r.path for r in self._rotations() if not r.compressed]
-        for path in paths:
+        for path in self._copies():
             if not _written_since(path, current.source_at_ns):
                 continue  # (looked at on every look while the file is empty: no open)
             try:
@@ -831,7 +834,7 @@ class FileTail:
                 and not self._checkpoint.knows_file(fd, st, besides=entry.id, live=live)
             )
 
-        for path in self._candidates():
+        for path in self._copies():
             found = open_if(path, ours)
             if found is not None:
                 return found
@@ -845,7 +848,7 @@ class FileTail:
                 lambda fd, _: digest(os.pread(fd, entry.head_len, 0)) == entry.head_sha,
                 close=True,
             )
-            for path in self._candidates()
+            for path in self._copies()
         )
 
     def _observe_wait(self, f: OpenFile, now: float, previous: float, *, growing: bool) -> None:

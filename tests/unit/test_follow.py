@@ -1027,3 +1027,21 @@ def test_a_rotated_source_is_not_resumed_from_a_new_file_on_its_inode_number_at_
     again = make_tails(tmp_path, rotation_grace=60.0)
     assert drain(again) == b"s6 a\nnew 2\n"
     assert lost(caplog) == [(5, 5, 0, "deleted")]
+
+
+def test_a_consumers_output_beside_the_input_is_never_taken_for_its_copy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Model chaos seed 630012239: the input cut while the producer started, no copy made. The
+    consumer's output beside it held exactly the bytes read, so it passed for a copy of all we
+    read, and the loss of what may have been written after our last look went unreported. With
+    more in it (other sources' lines), it would pass for a copy holding more, and ship them."""
+    path, tails = following(tmp_path, b"line 1\nline 2\n")
+    (tmp_path / "output.txt").write_bytes(b"line 1\nline 2\n")
+    (tmp_path / "more.txt").write_bytes(b"line 1\nline 2\nnot ours\n")
+    with path.open("ab") as handle:
+        handle.write(b"line 3\n")  # written and cut again before our next look
+    os.truncate(path, 0)
+    path.write_bytes(b"new\n")
+    assert drain(tails) == b"new\n"
+    assert lost(caplog) == [(14, 14, 0, "truncated")]
