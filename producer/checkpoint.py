@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from producer.identity import BEFORE_BYTES, HEAD_BYTES, digest
+from producer.identity import BEFORE_BYTES, HEAD_BYTES, digest, file_generation
 
 log = logging.getLogger("logship.producer.checkpoint")
 
@@ -73,6 +73,9 @@ class SourceEntry:
     # nobody copies a rotated file, so after a restart it is found by its inode or not at all,
     # never by content (a short fingerprint starts many later files)
     rotated: bool = False
+    # the generation number of its file's inode (identity.file_generation; 0: not known): a new
+    # file on the same inode number has another
+    gen: int = 0
 
     @property
     def drained(self) -> bool:
@@ -85,12 +88,19 @@ class SourceEntry:
         reading it ended."""
         return self.drained and self.end is not None and size > max(self.end, self.offset)
 
-    def matches(self, dev: int, ino: int, head: bytes) -> bool:
-        """True when the open file (its dev, ino and first bytes) is this source. A source with no
-        fingerprint (nothing read of it: the fingerprint is saved before its first batch is
-        published) is only an empty file on its inode: a new file that reused the number of a
-        deleted one holds bytes, and is a new source."""
+    def same_generation(self, gen: int) -> bool:
+        """A file of inode generation `gen` on our inode number may be our file (either
+        generation unknown: it may)."""
+        return not self.gen or not gen or gen == self.gen
+
+    def matches(self, dev: int, ino: int, head: bytes, gen: int = 0) -> bool:
+        """True when the open file (its dev, ino, inode generation and first bytes) is this
+        source. A source with no fingerprint (nothing read of it: the fingerprint is saved before
+        its first batch is published) is only an empty file on its inode: a new file that reused
+        the number of a deleted one holds bytes, and is a new source."""
         if (dev, ino) != (self.dev, self.ino) or len(head) < self.head_len:
+            return False
+        if not self.same_generation(gen):
             return False
         if not self.head_len:
             return not head
@@ -120,6 +130,8 @@ class SourceEntry:
         `knows_file` takes for ours is ours: refused here, it was shipped by nobody)."""
         if size < self.offset or size < self.check_end:
             return False
+        if by_inode and not self.same_generation(file_generation(fd)):
+            return False  # a new file on our inode number, whatever it begins with
         if not self.head_len and size:
             # no fingerprint, so nothing of it was published: a file with bytes on its inode
             # number may be any new file, and is read as one
@@ -200,6 +212,7 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "seen_len": (int,),
     "seen_sha": (str,),
     "rotated": (bool,),
+    "gen": (int,),
 }
 _REQUIRED = ("id", "path", "dev", "ino", "head_len", "head_sha", "offset", "seq")
 
@@ -324,9 +337,18 @@ class Checkpoint:
         return checkpoint
 
     def new_source(
-        self, path: str, dev: int, ino: int, head: bytes, offset: int, before: bytes = b""
+        self,
+        path: str,
+        dev: int,
+        ino: int,
+        head: bytes,
+        offset: int,
+        before: bytes = b"",
+        *,
+        gen: int = 0,
     ) -> SourceEntry:
-        """A new source read from `offset`; `before` are the bytes just before it."""
+        """A new source read from `offset`; `before` are the bytes just before it; `gen` its
+        file's inode generation."""
         self._seq += 1
         entry = SourceEntry(
             id=uuid.uuid4().hex,
@@ -337,6 +359,7 @@ class Checkpoint:
             head_sha=head_digest(head[:HEAD_BYTES]),
             offset=offset,
             seq=self._seq,
+            gen=gen,
         )
         if before:
             entry.set_check(offset, before)
@@ -359,7 +382,7 @@ class Checkpoint:
             )
 
     def find(
-        self, dev: int, ino: int, head: bytes, *, resumable: bool = False
+        self, dev: int, ino: int, head: bytes, *, resumable: bool = False, gen: int = 0
     ) -> SourceEntry | None:
         """The newest source this open file is, or None; with `resumable`, only one with bytes
         left to send. A finished source nothing of which was shipped claims no file: a few
@@ -367,7 +390,7 @@ class Checkpoint:
         candidates = [
             e
             for e in self.entries.values()
-            if e.matches(dev, ino, head) and not (e.drained and (resumable or not e.offset))
+            if e.matches(dev, ino, head, gen) and not (e.drained and (resumable or not e.offset))
         ]
         return max(candidates, key=lambda e: e.seq, default=None)
 
@@ -390,7 +413,7 @@ class Checkpoint:
         rotation is otherwise taken for it, and not shipped again)."""
         live = live or {}
         head = os.pread(fd, HEAD_BYTES, 0)
-        found = self.find(st.st_dev, st.st_ino, head)
+        found = self.find(st.st_dev, st.st_ino, head, gen=file_generation(fd))
         # on its inode, with its first bytes, but shorter than what we read of it or other bytes
         # before that: rewritten in place, a new file
         if (
@@ -455,9 +478,10 @@ class Checkpoint:
             entry.seq = self._seq
         self._save_identity()
 
-    def relocate(self, entry: SourceEntry, dev: int, ino: int) -> None:
-        """The source's bytes now live in another file (the copy copytruncate made)."""
-        entry.dev, entry.ino = dev, ino
+    def relocate(self, entry: SourceEntry, dev: int, ino: int, gen: int = 0) -> None:
+        """The source's bytes now live in another file (the copy copytruncate made), of inode
+        generation `gen`."""
+        entry.dev, entry.ino, entry.gen = dev, ino, gen
         self.mark_rotated(entry)
 
     def mark_rotated(self, entry: SourceEntry) -> None:

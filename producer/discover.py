@@ -17,6 +17,7 @@ from producer.identity import (
     COMPRESSED_SUFFIXES,
     HEAD_BYTES,
     Opened,
+    file_generation,
     open_if,
     rotation_of,
 )
@@ -142,7 +143,7 @@ class TailSet:
                 continue
             fd, path, st = found
             if (st.st_dev, st.st_ino) != (entry.dev, entry.ino):
-                self._checkpoint.relocate(entry, st.st_dev, st.st_ino)
+                self._checkpoint.relocate(entry, st.st_dev, st.st_ino, file_generation(fd))
             taken.add((st.st_dev, st.st_ino))
             tail.adopt(fd, path, st, entry)
         written_at = self._checkpoint.written_at_ns
@@ -307,7 +308,11 @@ class TailSet:
         # new file holds other first bytes; a rotated file's, at the path, whatever it holds)
         home = os.path.abspath(entry.path)
         in_place = any(
-            open_if(path, lambda fd, _: entry.matches(entry.dev, entry.ino, _head(fd)), close=True)
+            open_if(
+                path,
+                lambda fd, _: entry.matches(entry.dev, entry.ino, _head(fd), file_generation(fd)),
+                close=True,
+            )
             for path, st in files
             if (st.st_dev, st.st_ino) == (entry.dev, entry.ino)
             and not (entry.rotated and os.path.abspath(path) == home)

@@ -23,6 +23,7 @@ from producer.identity import (
     bytes_before,
     digest,
     file_clock_ns,
+    file_generation,
     gzip_copy_size,
     open_if,
     open_regular,
@@ -257,7 +258,8 @@ class FileTail:
         head = os.pread(fd, HEAD_BYTES, 0)
         # a finished source has nothing left to send: a file at our path on its inode number
         # that starts with its (maybe short) fingerprint is a new file that reused the number
-        entry = self._checkpoint.find(st.st_dev, st.st_ino, head, resumable=True)
+        gen = file_generation(fd)
+        entry = self._checkpoint.find(st.st_dev, st.st_ino, head, resumable=True, gen=gen)
         if entry is not None and not (entry.offset <= st.st_size and entry.same_bytes_before(fd)):
             # same inode and first bytes, other bytes before the offset: rewritten in place
             log.info(
@@ -280,7 +282,9 @@ class FileTail:
                 and not self._checkpoint.knows_path(self.path)
             ):
                 start = _end_of_last_line(fd, st.st_size)
-            entry = self._checkpoint.new_source(self.path, st.st_dev, st.st_ino, head, start)
+            entry = self._checkpoint.new_source(
+                self.path, st.st_dev, st.st_ino, head, start, gen=gen
+            )
             offset = start
             log.info("source_new", extra={"path": self.path, "source": entry.id, "offset": offset})
         return OpenFile.at(fd, self.path, st, entry, offset, opened_at_ns=opened_at)
@@ -434,7 +438,9 @@ class FileTail:
             self._metrics, self.path, source.id, lost_from, known_end, reason, at_least=unseen
         )
         current.start_over(
-            self._checkpoint.new_source(self.path, current.dev, current.ino, current.head(), 0)
+            self._checkpoint.new_source(
+                self.path, current.dev, current.ino, current.head(), 0, gen=current.source.gen
+            )
         )
 
     def _drain_copy(self, truncated: OpenFile, fd: int, path: str, st: os.stat_result) -> int:
@@ -446,7 +452,8 @@ class FileTail:
             "truncated_copy_found",
             extra={"path": path, "source": entry.id, "offset": truncated.read_offset},
         )
-        self._checkpoint.relocate(entry, st.st_dev, st.st_ino)  # a restart finds it there
+        # a restart finds it there
+        self._checkpoint.relocate(entry, st.st_dev, st.st_ino, file_generation(fd))
         copy = OpenFile.at(fd, path, st, entry, truncated.read_offset, time.monotonic())
         copy.in_oversized_line = truncated.in_oversized_line
         self.files.insert(len(self.files) - 1, copy)  # before the truncated file, always last
@@ -623,7 +630,9 @@ class FileTail:
                 os.close(fd)
                 continue
             head = os.pread(fd, HEAD_BYTES, 0)
-            entry = self._checkpoint.new_source(self.path, st.st_dev, st.st_ino, head, 0)
+            entry = self._checkpoint.new_source(
+                self.path, st.st_dev, st.st_ino, head, 0, gen=file_generation(fd)
+            )
             log.info("rotation_never_opened", extra={"path": path, "source": entry.id})
             self._checkpoint.mark_rotated(entry)
             opened = OpenFile.at(fd, path, st, entry, 0, time.monotonic())
@@ -797,7 +806,7 @@ class FileTail:
         if copy is not None:
             fd, path, st = copy
             log.info("truncated_copy_found", extra={"path": path, "source": old.id, "offset": 0})
-            self._checkpoint.relocate(old, st.st_dev, st.st_ino)
+            self._checkpoint.relocate(old, st.st_dev, st.st_ino, file_generation(fd))
             opened = OpenFile.at(fd, path, st, old, 0, time.monotonic())
             self.files.insert(self.files.index(f), opened)
         else:
@@ -812,7 +821,9 @@ class FileTail:
                     "truncated",
                     at_least=True,
                 )
-        f.start_over(self._checkpoint.new_source(f.path, f.dev, f.ino, f.head(), 0))
+        f.start_over(
+            self._checkpoint.new_source(f.path, f.dev, f.ino, f.head(), 0, gen=f.source.gen)
+        )
         self._checkpoint.mark_rotated(f.source)
         self._checkpoint.renumber([g.source for g in self.files])
         log.info(

@@ -3,7 +3,9 @@ names in a directory are rotations of the input, and opening a path without ever
 
 from __future__ import annotations
 
+import array
 import errno
+import fcntl
 import gzip
 import hashlib
 import os
@@ -21,6 +23,23 @@ HEAD_BYTES = 1024
 BEFORE_BYTES = 128
 
 COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2", ".zst")
+
+_FS_IOC_GETVERSION = 0x80087601  # _IOR('v', 1, long): the inode's generation number
+
+
+def file_generation(fd: int) -> int:
+    """The generation number of the open file's inode (ext4, xfs, btrfs): a new file that gets
+    a deleted one's inode number gets another generation. Inode numbers are soon reused, and a
+    new file may begin with the same bytes as the old one (a short fingerprint, the start of a
+    half line: model chaos seeds 610010059, 620011227, 630012291). 0 where the file system does
+    not say (tmpfs, overlayfs...): inode numbers and bytes are then all there is."""
+    buf = array.array("l", [0])
+    try:
+        fcntl.ioctl(fd, _FS_IOC_GETVERSION, buf, True)
+    except OSError:
+        return 0
+    return buf[0] & 0xFFFFFFFF
+
 
 # what logrotate and its kin append to a rotated file's name: a number (`app.log.1`) or a date
 # (`app.log-20261201`, `app.log-2026-12-01`, `app.log-20261201-1733011200`, `app.log-1733011200`),

@@ -16,6 +16,7 @@ from producer.batcher import cut_batch
 from producer.checkpoint import Checkpoint
 from producer.discover import TailSet
 from producer.follow import TailOptions
+from producer.identity import file_generation
 from producer.metrics import ProducerMetrics
 
 
@@ -1045,3 +1046,37 @@ def test_a_consumers_output_beside_the_input_is_never_taken_for_its_copy(
     path.write_bytes(b"new\n")
     assert drain(tails) == b"new\n"
     assert lost(caplog) == [(14, 14, 0, "truncated")]
+
+
+def test_a_new_file_on_a_rotated_sources_inode_number_is_told_by_its_generation(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Model chaos seed 630012291: a rotated file, shipped up to its end but still in its grace,
+    was deleted by the next rotations while the producer was down; a new file got its inode
+    number, began with the same bytes and was rotated to a rotation name. Inode number, name and
+    bytes all agreed: it was resumed at the old offset, its first bytes lost. The inode's
+    generation number (ext4, as here) tells the new file: it is shipped whole."""
+    path, tails = following(tmp_path, b"s6 a\n", rotation_grace=60.0)
+    rotated = tmp_path / "in.txt.1"
+    path.rename(rotated)
+    path.write_bytes(b"")
+    assert drain(tails) == b""  # the rotated source waits out its grace: unfinished
+    tails._checkpoint.save()
+    tails.close()
+    rotated.unlink()
+    rotated.write_bytes(b"s6 a\nnew 2\n")  # a new file, rotated while the producer was down
+    fd = os.open(rotated, os.O_RDONLY)
+    try:
+        assert file_generation(fd), "this test needs a file system with inode generations"
+    finally:
+        os.close(fd)
+    checkpoint = json.loads((tmp_path / "ck").read_text())
+    [entry] = [e for e in checkpoint["sources"] if e["offset"] == 5]
+    assert entry["gen"]
+    entry["ino"] = rotated.stat().st_ino  # its inode number, reused
+    (tmp_path / "ck").write_text(json.dumps(checkpoint))
+    written = (tmp_path / "ck").stat().st_mtime_ns + 1_000_000
+    os.utime(rotated, ns=(written, written))  # written after the checkpoint, as it was
+    again = make_tails(tmp_path, rotation_grace=0.0)
+    assert drain(again) == b"s6 a\nnew 2\n"
+    assert [reason for *_, reason in lost(caplog)] == ["deleted"]
