@@ -715,7 +715,7 @@ def assess(
     expected, owner = expected_lines(gens)
     got = cut_lines(output)
     match = align(expected, got)
-    glued, own_losses = glued_lines(gens, match, expected)
+    glued, own_losses = glued_lines(gens, match, expected, owner)
     match.unknown = torn_lines(gens, match, expected, owner)
     judged = LossJudge(gens, expected, owner, events, mode)
     for gen_id, indices in sorted(judged.shared_prefixes(match.missing_by_gen(owner)).items()):
@@ -746,7 +746,7 @@ def assess(
 
 
 def glued_lines(
-    gens: list[Generation], match: Match, expected: list[bytes]
+    gens: list[Generation], match: Match, expected: list[bytes], owner: list[int]
 ) -> tuple[list[str], list[tuple[Generation, int, bytes]]]:
     """A line begun in one file and finished in the next whose second part was lost with the
     next file: its first part, the unterminated end of the old file, is shipped as it is (the
@@ -754,30 +754,52 @@ def glued_lines(
     as anyone could deliver them: neither is missing, and the joined line is no stranger. So
     too a file's last line, longer than a batch, of which the first pieces were shipped before
     the file was cut or rewritten (seed 540003108): its rest was lost with its own file, a loss
-    that must still be reported; those are returned as (generation, bytes lost, the line)."""
+    that must still be reported; those are returned as (generation, bytes lost, the line). The
+    line run on into may itself be torn, its first part lost with its own file (seed
+    630012345): that line stays missing, judged with its file's losses."""
     missing = set(match.missing)
+
+    def torn(j: int, after: bytes) -> bool:
+        return (
+            len(expected[j]) > len(after)
+            and expected[j].endswith(after)
+            and gens[owner[j] - 1].lost_by is not None
+        )
+
     notes, left = [], []
     own_losses: list[tuple[Generation, int, bytes]] = []
     for at, line in match.unknown:
         # a rest lost with the next file first, over every candidate line; only then the
         # pieces of a long line (seed 550004108: a 6-byte half line, lost with the next file,
         # was taken for the first bytes of another file's last line, which begins alike)
-        found = _glued(missing, expected, line, lambda whole, rest: _lost_with_next(gens, rest))
+        found = _glued(
+            missing, expected, line, lambda whole, rest: _lost_with_next(gens, rest), torn
+        )
         if found is None:
             found = _glued(
-                missing, expected, line, lambda whole, rest: _pieces_shipped(gens, whole, rest)
+                missing,
+                expected,
+                line,
+                lambda whole, rest: _pieces_shipped(gens, whole, rest),
+                torn,
             )
             if found is not None:
-                own = _pieces_shipped(gens, expected[found[0]], expected[found[0]][found[2] :])
+                whole = expected[found[0]]
+                own = _pieces_shipped(gens, whole, whole[found[2] :])
                 assert own is not None
-                own_losses.append((own, len(expected[found[0]]) - found[2], expected[found[0]]))
+                if own.data.endswith(whole):
+                    own_losses.append((own, len(whole) - found[2], whole))
+                else:  # lost from the cut to the generation's end (no overhang to count)
+                    cut = _line_at(bytes(own.data), whole) + found[2]
+                    own_losses.append((own, len(own.data) - cut, b""))
         if found is None:
             left.append((at, line))
             continue
-        missing -= set(found[:2])
+        missing -= {found[0]} if found[3] else set(found[:2])
+        into = "the second part of " if found[3] else ""
         notes.append(
             f"output line {at + 1}: the first part of {expected[found[0]][:40]!r} (its rest "
-            f"lost with the next file) runs on into {expected[found[1]][:40]!r}"
+            f"lost with the next file) runs on into {into}{expected[found[1]][:40]!r}"
         )
     match.unknown = left
     match.missing = [i for i in match.missing if i in missing]
@@ -789,9 +811,11 @@ def _glued(
     expected: list[bytes],
     line: bytes,
     lost: Callable[[bytes, bytes], object],
-) -> tuple[int, int, int] | None:
-    """(the line cut, the line it runs on into, where the cut is), for the first missing line
-    whose first part, followed by another missing line, is `line`, and whose rest `lost`."""
+    torn: Callable[[int, bytes], bool],
+) -> tuple[int, int, int, bool] | None:
+    """(the line cut, the line it runs on into, where the cut is, whether only that line's
+    second part follows: `torn`), for the first missing line whose first part, followed by
+    another missing line (or the second part of one), is `line`, and whose rest `lost`."""
     for i in sorted(missing):
         whole = expected[i]
         common = 0
@@ -803,7 +827,10 @@ def _glued(
             rest, after = whole[k:], line[k:]
             j = next((j for j in missing if j != i and expected[j] == after), None)
             if j is not None and lost(whole, rest):
-                return i, j, k
+                return i, j, k, False
+            j = next((j for j in missing if j != i and torn(j, after)), None)
+            if j is not None and lost(whole, rest):
+                return i, j, k, True
     return None
 
 
@@ -811,12 +838,26 @@ def _lost_with_next(gens: list[Generation], rest: bytes) -> bool:
     return any(g.lost_by is not None and g.data.startswith(rest) for g in gens)
 
 
+def _line_at(data: bytes, line: bytes) -> int:
+    """Where `line` begins as a whole line of `data`."""
+    at = 0
+    for piece in cut_lines(data):
+        if piece == line:
+            return at
+        at += len(piece)
+    raise ValueError("not a line of it")
+
+
 def _pieces_shipped(gens: list[Generation], whole: bytes, rest: bytes) -> Generation | None:
-    """The lost generation whose last line `whole` is, when what arrived of it is whole pieces."""
+    """The lost generation `whole` is a line of, when what arrived of it is whole pieces: its
+    last line, or any line when the producer was behind (seed 630012405: the lines after it
+    were lost with it, by the same cut)."""
     shipped = len(whole) - len(rest)
     if shipped < PIECE_BYTES:
         return None
-    return next((g for g in gens if g.lost_by is not None and g.data.endswith(whole)), None)
+    return next(
+        (g for g in gens if g.lost_by is not None and whole in cut_lines(bytes(g.data))), None
+    )
 
 
 def torn_lines(
@@ -857,7 +898,7 @@ class LossJudge:
         self.owner = owner
         self.events = events
         self.mode = mode
-        self.used: set[int] = set()
+        self.used: dict[int, int] = {}  # event index → the generation it was taken for
         self.problems: list[str] = []
         self.notes: list[str] = []
         self.expected_losses: list[str] = []
@@ -945,7 +986,12 @@ class LossJudge:
     def rest_lost(self, gen: Generation, lost_bytes: int, line: bytes) -> None:
         """The rest of the generation's last line, whose first pieces were shipped, went with
         the generation: reported like any loss, from where the shipped pieces end."""
-        if gen.unseen or self.mode != "reported" or self.reported(gen, lost_bytes, line):
+        # (the report may be the one that covers the lines after it: the same cut)
+        if (
+            gen.unseen
+            or self.mode != "reported"
+            or self.reported(gen, lost_bytes, line, reuse=True)
+        ):
             return
         self.problems.append(
             f"lost the last {lost_bytes} bytes of g{gen.id}'s last line {line[:40]!r} "
@@ -975,7 +1021,9 @@ class LossJudge:
             held -= 1
         return len(line) - held
 
-    def reported(self, gen: Generation, lost_bytes: int, last_line: bytes = b"") -> bool:
+    def reported(
+        self, gen: Generation, lost_bytes: int, last_line: bytes = b"", *, reuse: bool = False
+    ) -> bool:
         # the producer reports from its confirmed offset, which may lag behind what reached
         # the output (re-sent bytes are skipped by the consumer): start at or before the gap.
         # A last line split by a rotation (split_partial) holds only its first part here
@@ -983,11 +1031,14 @@ class LossJudge:
         for n, event in enumerate(self.events):
             path = os.path.basename(str(event.get("path", "")))
             start = event.get("start")
-            if n in self.used or path not in gen.paths or not isinstance(start, int):
+            taken = self.used.get(n)
+            if (taken is not None and not (reuse and taken == gen.id)) or path not in gen.paths:
+                continue
+            if not isinstance(start, int):
                 continue
             if start > stop:
                 continue
-            self.used.add(n)
+            self.used[n] = gen.id
             if event.get("bytes") != lost_bytes:
                 self.notes.append(
                     f"g{gen.id}: bytes_lost says {event.get('bytes')}, {lost_bytes} missing"

@@ -201,3 +201,36 @@ def test_rewrites_in_a_row_keeping_what_was_read_ship_those_lines_once() -> None
     last = gen(3, A[0], *B[1:], rewrite_of=2)
     found = assess([first, unseen, last], b"".join([A[0], *B[1:]]), [], "reported")
     assert found.problems == []
+
+
+def test_the_first_pieces_of_a_long_line_then_the_file_cut_after_more_lines() -> None:
+    """Model chaos seed 630012405: the producer had shipped the first pieces of a line longer
+    than a batch when its file, holding more lines after it, was truncated. Its rest and the
+    lines after it were lost with the cut, reported from where the pieces end; the pieces run
+    on into the next file's first line, as for a file's last line (seed 540003108)."""
+    long_line = b"a4 " + b"L" * 6000 + b"\n"
+    old = gen(1, *A[:2], long_line, *A[2:], lost_by="truncate")
+    new = gen(2, *B)
+    output = b"".join([*A[:2], long_line[:4096], *B])
+    cut = len(b"".join(A[:2])) + 4096
+    event = {"event": "bytes_lost", "path": "/w/input.txt", "start": cut, "bytes": 5}
+    found = assess([old, new], output, [event], "reported")
+    assert found.problems == [] and "runs on" in found.notes[0]
+    late = {**event, "start": cut + 1}
+    assert "not reported" in " ".join(assess([old, new], output, [late], "reported").problems)
+
+
+def test_a_half_line_runs_on_into_the_second_part_of_a_torn_line() -> None:
+    """Model chaos seed 630012345: a half line whose rest was lost with the next file runs on
+    into the second part of a line torn by a later rotation, whose first part was lost with its
+    own file: the half line arrived, the torn line is missing (its file's loss), no stranger."""
+    line1, line2 = b"s1 g1 n1 first\n", b"s1 g3 n2 second\n"
+    gens = [
+        gen(1, line1[:6]),
+        gen(2, line1[6:], *B, lost_by="truncate"),
+        gen(3, line2[:9], lost_by="delete"),
+        gen(4, line2[9:], *A),
+    ]
+    found = assess(gens, line1[:6] + line2[9:] + b"".join(A), [], "suffix")
+    assert found.problems == [] and "second part" in found.notes[0]
+    assert "never written" in " ".join(assess(gens, line1[:6] + b"x\n", [], "suffix").problems)
