@@ -439,7 +439,12 @@ class FileTail:
         )
         current.start_over(
             self._checkpoint.new_source(
-                self.path, current.dev, current.ino, current.head(), 0, gen=current.source.gen
+                self.path,
+                current.dev,
+                current.ino,
+                current.head(),
+                0,
+                gen=file_generation(current.fd),
             )
         )
 
@@ -822,7 +827,9 @@ class FileTail:
                     at_least=True,
                 )
         f.start_over(
-            self._checkpoint.new_source(f.path, f.dev, f.ino, f.head(), 0, gen=f.source.gen)
+            self._checkpoint.new_source(
+                f.path, f.dev, f.ino, f.head(), 0, gen=file_generation(f.fd)
+            )
         )
         self._checkpoint.mark_rotated(f.source)
         self._checkpoint.renumber([g.source for g in self.files])

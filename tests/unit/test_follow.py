@@ -1080,3 +1080,26 @@ def test_a_new_file_on_a_rotated_sources_inode_number_is_told_by_its_generation(
     again = make_tails(tmp_path, rotation_grace=0.0)
     assert drain(again) == b"s6 a\nnew 2\n"
     assert [reason for *_, reason in lost(caplog)] == ["deleted"]
+
+
+def test_after_a_copytruncate_the_file_keeps_its_own_generation_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Model chaos seed 640013402: the source begun in a copytruncated file took the generation
+    of the copy its old source moved to; at the restart the file at the path, of another
+    generation, was no longer that source: read again from its start, every line twice."""
+    path, tails = following(tmp_path, b"a 1\n")
+    with path.open("ab") as handle:
+        handle.write(b"a 2\n")
+    (tmp_path / "in.txt.1").write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    with path.open("ab") as handle:
+        handle.write(b"b 1\n")
+    assert drain(tails) == b"a 2\nb 1\n"
+    tails._checkpoint.save()
+    tails.close()
+    again = make_tails(tmp_path)
+    assert drain(again) == b""
+    with path.open("ab") as handle:
+        handle.write(b"b 2\n")
+    assert drain(again) == b"b 2\n"
