@@ -16,7 +16,6 @@ from producer.batcher import cut_batch
 from producer.checkpoint import Checkpoint
 from producer.discover import TailSet
 from producer.follow import TailOptions
-from producer.identity import file_generation
 from producer.metrics import ProducerMetrics
 
 
@@ -1004,6 +1003,30 @@ def test_a_copy_written_over_a_shipped_rotation_is_still_our_copy(
     assert lost(caplog) == []
 
 
+def rotated_in_grace_when_stopped(tmp_path: Path) -> None:
+    """in.txt shipped (b"s6 a\n"), renamed to in.txt.1 and still in its grace (unfinished)
+    when the producer stopped; then in.txt.1 deleted by the next rotations."""
+    path, tails = following(tmp_path, b"s6 a\n", rotation_grace=60.0)
+    path.rename(tmp_path / "in.txt.1")
+    path.write_bytes(b"")
+    assert drain(tails) == b""  # the rotated source waits out its grace: unfinished
+    tails._checkpoint.save()
+    tails.close()
+    (tmp_path / "in.txt.1").unlink()
+
+
+def give_its_inode_number(tmp_path: Path, new_file: Path) -> None:
+    """The rotated source's inode number, reused by `new_file` (written after the checkpoint),
+    as the file system would give it: set in the checkpoint, its generation left as it was."""
+    checkpoint = json.loads((tmp_path / "ck").read_text())
+    [entry] = [e for e in checkpoint["sources"] if e["offset"] == 5]
+    assert entry["gen"], "this test needs a file system with inode generations"
+    entry["ino"] = new_file.stat().st_ino
+    (tmp_path / "ck").write_text(json.dumps(checkpoint))
+    written = (tmp_path / "ck").stat().st_mtime_ns + 1_000_000
+    os.utime(new_file, ns=(written, written))
+
+
 def test_a_rotated_source_is_not_resumed_from_a_new_file_on_its_inode_number_at_the_path(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1012,19 +1035,10 @@ def test_a_rotated_source_is_not_resumed_from_a_new_file_on_its_inode_number_at_
     input's path got its inode number back, starting with the same bytes (every line begins
     with the same prefix). A rotated file is never back at the path: that file is new, read from
     its first byte, not resumed at the old source's offset."""
-    path, tails = following(tmp_path, b"s6 a\n", rotation_grace=60.0)
-    path.rename(tmp_path / "in.txt.1")
-    path.write_bytes(b"")
-    assert drain(tails) == b""  # the rotated source waits out its grace: unfinished
-    tails._checkpoint.save()
-    tails.close()
-    (tmp_path / "in.txt.1").unlink()  # rotated on, and deleted
+    rotated_in_grace_when_stopped(tmp_path)
+    path = tmp_path / "in.txt"
     path.write_bytes(b"s6 a\nnew 2\n")
-    checkpoint = json.loads((tmp_path / "ck").read_text())
-    rotated = [e for e in checkpoint["sources"] if e["offset"] == 5]
-    assert len(rotated) == 1
-    rotated[0]["ino"] = path.stat().st_ino  # its inode number, reused at the path
-    (tmp_path / "ck").write_text(json.dumps(checkpoint))
+    give_its_inode_number(tmp_path, path)
     again = make_tails(tmp_path, rotation_grace=60.0)
     assert drain(again) == b"s6 a\nnew 2\n"
     assert lost(caplog) == [(5, 5, 0, "deleted")]
@@ -1056,27 +1070,10 @@ def test_a_new_file_on_a_rotated_sources_inode_number_is_told_by_its_generation(
     number, began with the same bytes and was rotated to a rotation name. Inode number, name and
     bytes all agreed: it was resumed at the old offset, its first bytes lost. The inode's
     generation number (ext4, as here) tells the new file: it is shipped whole."""
-    path, tails = following(tmp_path, b"s6 a\n", rotation_grace=60.0)
+    rotated_in_grace_when_stopped(tmp_path)
     rotated = tmp_path / "in.txt.1"
-    path.rename(rotated)
-    path.write_bytes(b"")
-    assert drain(tails) == b""  # the rotated source waits out its grace: unfinished
-    tails._checkpoint.save()
-    tails.close()
-    rotated.unlink()
     rotated.write_bytes(b"s6 a\nnew 2\n")  # a new file, rotated while the producer was down
-    fd = os.open(rotated, os.O_RDONLY)
-    try:
-        assert file_generation(fd), "this test needs a file system with inode generations"
-    finally:
-        os.close(fd)
-    checkpoint = json.loads((tmp_path / "ck").read_text())
-    [entry] = [e for e in checkpoint["sources"] if e["offset"] == 5]
-    assert entry["gen"]
-    entry["ino"] = rotated.stat().st_ino  # its inode number, reused
-    (tmp_path / "ck").write_text(json.dumps(checkpoint))
-    written = (tmp_path / "ck").stat().st_mtime_ns + 1_000_000
-    os.utime(rotated, ns=(written, written))  # written after the checkpoint, as it was
+    give_its_inode_number(tmp_path, rotated)
     again = make_tails(tmp_path, rotation_grace=0.0)
     assert drain(again) == b"s6 a\nnew 2\n"
     assert [reason for *_, reason in lost(caplog)] == ["deleted"]
