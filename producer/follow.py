@@ -859,7 +859,7 @@ class FileTail:
         return None
 
     def _fingerprint_found(self, entry: SourceEntry) -> bool:
-        """Some file in the directory starts with the source's fingerprint."""
+        """Some rotation of our path (`_copies`) starts with the source's fingerprint."""
         return any(
             open_if(
                 path,
