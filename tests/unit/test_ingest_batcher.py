@@ -51,3 +51,28 @@ async def test_bodies_coalesce_while_a_batch_is_in_flight_and_settle_in_full() -
     await asyncio.sleep(0)
     assert settled["a"] is True and settled["d"] is False
     assert sum(released) == offset  # the whole window is free again
+
+
+async def test_a_confirm_sends_what_waits_without_waiting_for_the_linger() -> None:
+    broker = Broker()
+    batcher = IngestBatcher("http-x", Batching(1024, 1000, 10.0), broker.submit, lambda _n: None)
+    batcher.add(b"first\n", 0, 1, Confirms(lambda _ok: None))
+    await asyncio.sleep(0)
+    batcher.add(b"second\n", 6, 1, Confirms(lambda _ok: None))
+    batcher.add(b"third\n", 13, 1, Confirms(lambda _ok: None))
+    await asyncio.sleep(0.01)
+    assert len(broker.batches) == 1  # the 10 s linger holds them while the first is in flight
+    broker.batches[0][1].set_result(None)  # its confirm: the broker is ready for more
+    await asyncio.sleep(0)
+    assert [bytes(b.body) for b, _ in broker.batches] == [b"first\n", b"second\nthird\n"]
+
+
+async def test_a_cancelled_batch_sends_nothing_more() -> None:
+    broker = Broker()
+    batcher = IngestBatcher("http-x", Batching(1024, 1000, 10.0), broker.submit, lambda _n: None)
+    batcher.add(b"first\n", 0, 1, Confirms(lambda _ok: None))
+    await asyncio.sleep(0)
+    batcher.add(b"second\n", 6, 1, Confirms(lambda _ok: None))
+    broker.batches[0][1].cancel()  # the publisher closing
+    await asyncio.sleep(0)
+    assert len(broker.batches) == 1
