@@ -1,18 +1,22 @@
 """What a written group tells its producers: the sink's plan records where each new piece went
 and which bytes were written before, and `receipts_of` turns that into one receipt per producer
-whose output ranges hold exactly the source bytes they name."""
+whose output ranges hold exactly the source bytes they name; the sender merges the receipts to a
+producer that wait while one to it awaits its confirm."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from pathlib import Path
 
+import aio_pika
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.receipts import receipts_of
+from consumer.receipts import ReceiptSender, receipts_of
 from consumer.sink import Plan, Sink
-from logship.receipts import SourceRange, WrittenRange
+from logship.config import AmqpSettings
+from logship.receipts import SourceRange, WrittenRange, WrittenReceipt, decode
 from logship.wire import Delivered
 
 
@@ -107,3 +111,49 @@ def test_every_receipt_range_holds_its_source_bytes(
                     assert output[w.output_start : w.output_end] == text[w.source][w.start : w.end]
         sink.close()
         assert found == asked
+
+
+class HeldExchange:
+    """Stands in for the receipts exchange: every publish waits until the test confirms it."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, WrittenReceipt]] = []
+        self.confirms: list[asyncio.Future[None]] = []
+
+    async def publish(self, message: aio_pika.Message, routing_key: str, **_: object) -> None:
+        self.sent.append((routing_key, decode(message.body)))
+        confirm: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.confirms.append(confirm)
+        await confirm
+
+
+def written(start: int, end: int, output: str = "out") -> WrittenReceipt:
+    return WrittenReceipt("c", output, (WrittenRange("s", start, end, 100 + start, 100 + end),))
+
+
+async def test_receipts_to_a_producer_wait_merged_while_one_awaits_its_confirm() -> None:
+    counted: list[str] = []
+    sender = ReceiptSender(AmqpSettings(), name="test", count=counted.append)
+    exchange = HeldExchange()
+    sender._exchange = exchange  # type: ignore[assignment]  # what run() declares
+    sender.send({"p": written(0, 10)})
+    await asyncio.sleep(0)
+    sender.send({"p": written(10, 20), "q": written(0, 5)})  # q has nothing in flight: goes
+    sender.send({"p": written(20, 30)})
+    await asyncio.sleep(0)
+    assert [(to, r.ranges[0].start) for to, r in exchange.sent] == [("p", 0), ("q", 0)]
+    exchange.confirms[0].set_result(None)  # p's first receipt confirmed: the held one goes
+    await asyncio.sleep(0.01)
+    assert exchange.sent[2] == ("p", written(10, 30))  # two groups, one touching range
+    sender.send({"p": written(30, 40, output="out.1")})  # held behind the one in flight
+    sender.send({"p": written(40, 50)})  # another output than the held one: that one goes
+    await asyncio.sleep(0.01)
+    assert exchange.sent[3] == ("p", written(30, 40, output="out.1"))
+    for confirm in exchange.confirms[1:]:
+        confirm.set_result(None)
+    await asyncio.sleep(0.01)
+    assert exchange.sent[4] == ("p", written(40, 50))
+    for confirm in exchange.confirms[4:]:
+        confirm.set_result(None)
+    await asyncio.sleep(0.01)
+    assert len(exchange.sent) == 5 and counted.count("sent") == 5
