@@ -38,6 +38,8 @@ log = logging.getLogger("logship.producer")
 
 # after data was seen, re-read every batch_linger instead of waiting for an inotify event
 ACTIVE_WINDOW_S = 1.0
+# an active file's next read waits at most this long for a batch in flight to be confirmed
+IN_FLIGHT_WAIT_S = 0.010
 # while the input path names no file, stat it this often: inotify may not be watching yet
 MISSING_FILE_POLL_S = 0.02
 # what may go wrong while the receipts feed starts: retried, never fatal (receipts are advice)
@@ -283,8 +285,15 @@ class ProducerApp:
                 return
             active = time.monotonic() - last_data < ACTIVE_WINDOW_S
             if active and linger > 0:
-                pause = linger
-            elif self.tails.waiting_for_a_file():
+                await waker.wait(linger)
+                # while a batch awaits its confirm, what came meanwhile waits for it (at most
+                # IN_FLIGHT_WAIT_S) and goes as one batch: one message per linger, each a
+                # publish, a confirm, a consumer's group with its fsyncs and a receipt, took
+                # more CPU than the lines at low rates, and on two cores that CPU was the
+                # broker's latency (bench/README "Where the tail goes")
+                await self.ledger.wait_for_a_settle(IN_FLIGHT_WAIT_S)
+                continue
+            if self.tails.waiting_for_a_file():
                 pause = min(self.settings.poll_interval, MISSING_FILE_POLL_S)
             else:
                 pause = self.settings.poll_interval

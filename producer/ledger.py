@@ -4,6 +4,7 @@ into checkpoint progress (in order, per source) and into backpressure (room to r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from dataclasses import dataclass
 
@@ -99,6 +100,15 @@ class AckLedger:
 
     def full(self) -> bool:
         return self.batches >= self.max_batches or self.bytes >= self.max_bytes
+
+    async def wait_for_a_settle(self, at_most: float) -> None:
+        """Until a batch in flight settles (confirmed, or abandoned at a stop), `at_most` seconds
+        at most: nothing to wait for returns at once."""
+        if not self.batches:
+            return
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), at_most)
 
     async def wait_for_room(self, stop: asyncio.Event) -> bool:
         """True once there is room to read another batch; False when `stop` is set first."""

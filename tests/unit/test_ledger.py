@@ -108,3 +108,19 @@ def test_a_source_in_flight_is_not_pruned(tmp_path: Path) -> None:
     ledger.sent(_batch(busy.id, 0, 10))
     checkpoint.save(prune_except=ledger.sources())
     assert set(Checkpoint.load(tmp_path / "ck").entries) == {busy.id}
+
+
+async def test_the_next_read_waits_for_a_settle_at_most_so_long(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await ledger.wait_for_a_settle(10.0)  # nothing in flight: at once
+    entry = ledger._checkpoint.new_source("in.txt", 1, 2, b"head", 0)
+    first = ledger.sent(_batch(entry.id, 0, 10))
+    loop.call_later(0.02, ledger.confirmed, first)
+    await ledger.wait_for_a_settle(10.0)  # returns with the confirm
+    assert loop.time() - started < 5.0 and entry.offset == 10
+    ledger.sent(_batch(entry.id, 10, 20))
+    before = loop.time()
+    await ledger.wait_for_a_settle(0.05)  # never confirmed: the limit
+    assert 0.04 < loop.time() - before < 5.0
