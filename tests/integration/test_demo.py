@@ -99,8 +99,11 @@ def test_sigint_to_the_demo_process_group_stops_both_cleanly(
     try:
         read_until(demo.stdout.fileno(), seen, BANNER, 60)
         assert BANNER in seen, seen.decode(errors="replace")
-        # the banner comes only once both are connected
-        assert b"producer_watching" in seen and b"consumer_consuming" in seen
+        # the banner comes once both answer /readyz (connected); the producer logs that it
+        # watches its input a moment later, once its read loop has begun
+        for started in (b"producer_watching", b"consumer_consuming"):
+            read_until(demo.stdout.fileno(), seen, started, 10)
+            assert started in seen, seen.decode(errors="replace")
         ships_a_line(tmp_path)
         os.killpg(demo.pid, signal.SIGINT)  # what a terminal does to its foreground group
         read_to_end(demo.stdout.fileno(), seen, demo, 60)
