@@ -53,12 +53,18 @@ async def test_bodies_coalesce_while_a_batch_is_in_flight_and_settle_in_full() -
     assert sum(released) == offset  # the whole window is free again
 
 
-async def test_a_confirm_sends_what_waits_without_waiting_for_the_linger() -> None:
+async def first_in_flight_second_waiting() -> tuple[Broker, IngestBatcher]:
+    """A batcher with a 10 s linger: its first body sent and unconfirmed, the second waiting."""
     broker = Broker()
     batcher = IngestBatcher("http-x", Batching(1024, 1000, 10.0), broker.submit, lambda _n: None)
     batcher.add(b"first\n", 0, 1, Confirms(lambda _ok: None))
     await asyncio.sleep(0)
     batcher.add(b"second\n", 6, 1, Confirms(lambda _ok: None))
+    return broker, batcher
+
+
+async def test_a_confirm_sends_what_waits_without_waiting_for_the_linger() -> None:
+    broker, batcher = await first_in_flight_second_waiting()
     batcher.add(b"third\n", 13, 1, Confirms(lambda _ok: None))
     await asyncio.sleep(0.01)
     assert len(broker.batches) == 1  # the 10 s linger holds them while the first is in flight
@@ -68,11 +74,7 @@ async def test_a_confirm_sends_what_waits_without_waiting_for_the_linger() -> No
 
 
 async def test_a_cancelled_batch_sends_nothing_more() -> None:
-    broker = Broker()
-    batcher = IngestBatcher("http-x", Batching(1024, 1000, 10.0), broker.submit, lambda _n: None)
-    batcher.add(b"first\n", 0, 1, Confirms(lambda _ok: None))
-    await asyncio.sleep(0)
-    batcher.add(b"second\n", 6, 1, Confirms(lambda _ok: None))
+    broker, _batcher = await first_in_flight_second_waiting()
     broker.batches[0][1].cancel()  # the publisher closing
     await asyncio.sleep(0)
     assert len(broker.batches) == 1
