@@ -174,10 +174,7 @@ class ReceiptSender:
         """Publish each receipt to its producer, or hold it while one to that producer awaits
         its confirm; returns at once."""
         for to, receipt in receipts.items():
-            if self._exchange is None:
-                self._count(DROPPED)
-                continue
-            if not self._in_flight.get(to):
+            if not self._in_flight.get(to):  # (no exchange yet: nothing in flight, dropped)
                 self._start(to, receipt)
                 continue
             held = self._held.get(to)
