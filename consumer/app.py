@@ -21,7 +21,7 @@ from consumer.sink import Plan, Sink
 from consumer.subscriber import Subscriber
 from logship.amqp import backoff_delays
 from logship.lifecycle import EarlySignals, with_deadline
-from logship.receipts import receipts_to
+from logship.receipts import receipt_delays, receipts_to
 from logship.service import Service
 from logship.wire import Delivered, PoisonMessage, decode, now_ns
 
@@ -217,7 +217,8 @@ class ConsumerApp:
                 self.receipts.send(
                     receipts_of(
                         plan, self.sink.written_at(plan), self.consumer_id, str(self.sink.path)
-                    )
+                    ),
+                    receipt_delays(message.headers for message, _ in good),
                 )
             finished_ns = now_ns()
             for _, item in good:

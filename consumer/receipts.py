@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import aio_pika
 import aiormq.abc
@@ -72,13 +72,16 @@ def receipts_of(plan: Plan, base: int, consumer: str, output: str) -> dict[str, 
 
 
 class _Held:
-    """Receipts for one producer that wait while another to it awaits its confirm: merged into
-    one, touching ranges joined (ReceiptCollector)."""
+    """Receipts for one producer that wait (while another to it awaits its confirm, or until
+    `due` when its batches said they can wait): merged into one, touching ranges joined
+    (ReceiptCollector)."""
 
-    __slots__ = ("collector", "consumer", "output", "ranges", "to")
+    __slots__ = ("collector", "consumer", "due", "output", "ranges", "timer", "to")
 
-    def __init__(self, to: str, consumer: str, output: str) -> None:
+    def __init__(self, to: str, consumer: str, output: str, due: float) -> None:
         self.to, self.consumer, self.output = to, consumer, output
+        self.due = due  # loop time by which it goes (once nothing to `to` is in flight)
+        self.timer: asyncio.TimerHandle | None = None
         self.collector = ReceiptCollector()
         self.ranges = 0  # pieces added (an upper bound of the merged receipt's ranges)
 
@@ -86,15 +89,23 @@ class _Held:
         """Another output (the consumer moved on to a rotated one) is not one receipt."""
         return (receipt.consumer, receipt.output) == (self.consumer, self.output)
 
-    def add(self, receipt: WrittenReceipt) -> None:
+    def add(self, receipt: WrittenReceipt, due: float) -> None:
         for r in receipt.ranges:
             self.collector.written(self.to, r.source, r.start, r.end, r.output_start)
         for d in receipt.duplicates:
             self.collector.duplicate(self.to, d.source, d.start, d.end)
         self.ranges += len(receipt.ranges) + len(receipt.duplicates)
+        self.due = min(self.due, due)
 
     def receipt(self) -> WrittenReceipt:
+        self.drop()
         return self.collector.receipts(self.consumer, self.output)[self.to]
+
+    def drop(self) -> None:
+        """It goes now, or never: no timer is to send it later."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 class ReceiptSender:
@@ -106,7 +117,10 @@ class ReceiptSender:
     and go when that confirm comes: at a group per delivery (a few hundred a second) a message
     per group cost the broker, this consumer and the producer more CPU than the groups' own
     writes, and that CPU was the broker's confirm latency on a small machine (bench/README
-    "HTTP ingest, 2026-12-07")."""
+    "HTTP ingest, 2026-12-07"). A producer may also say its batches' receipts can wait
+    (H_RECEIPTS_WITHIN: a tailed file's, which only move a gauge): they are held until then,
+    merged with the next groups', so a file shipped at a few hundred groups a second costs a
+    few receipts a second (bench/README "Where the tail goes")."""
 
     def __init__(
         self,
@@ -128,6 +142,7 @@ class ReceiptSender:
         self._in_flight: dict[str, int] = {}  # producer id → its receipts awaiting a confirm
         self._held: dict[str, _Held] = {}  # producer id → what waits for them
         self._failing = False  # in a streak of failures: logged at its first
+        self._flushing = False  # stopping: held receipts go without waiting for their time
         self.ready = asyncio.Event()  # the exchange is there: receipts can go
         self.settled = asyncio.Event()  # ready, or known unavailable for this run
 
@@ -148,7 +163,7 @@ class ReceiptSender:
             self.settled.set()
             await asyncio.Event().wait()
         finally:
-            # a confirm sends what was held for that producer: wait for those too
+            self.flush()  # a confirm sends what was held for that producer: wait for it too
             loop = asyncio.get_running_loop()
             deadline = loop.time() + FLUSH_TIMEOUT
             while self._pending and (left := deadline - loop.time()) > 0:
@@ -156,6 +171,14 @@ class ReceiptSender:
             if self._connection is not None:
                 with contextlib.suppress(Exception):  # closing is all we want here
                     await asyncio.wait_for(self._connection.close(), CLOSE_TIMEOUT)
+
+    def flush(self) -> None:
+        """Stopping: from now on a held receipt goes as soon as nothing to its producer is in
+        flight, without waiting for its time."""
+        self._flushing = True
+        for to in list(self._held):
+            if not self._in_flight.get(to):
+                self._start(to, self._held.pop(to).receipt())
 
     async def _declare(self, connection: AbstractRobustConnection) -> AbstractExchange:
         channel = await asyncio.wait_for(
@@ -170,22 +193,45 @@ class ReceiptSender:
                 )
             return await channel.get_exchange(name, ensure=True)
 
-    def send(self, receipts: dict[str, WrittenReceipt]) -> None:
+    def send(
+        self, receipts: dict[str, WrittenReceipt], within: Mapping[str, float] | None = None
+    ) -> None:
         """Publish each receipt to its producer, or hold it while one to that producer awaits
-        its confirm; returns at once."""
+        its confirm or for the `within[to]` seconds its batches said they can wait; returns at
+        once."""
+        now = asyncio.get_running_loop().time()
         for to, receipt in receipts.items():
-            if not self._in_flight.get(to):  # (no exchange yet: nothing in flight, dropped)
-                self._start(to, receipt)
-                continue
+            due = now + (within.get(to, 0.0) if within else 0.0)
             held = self._held.get(to)
+            if held is None and due <= now and not self._in_flight.get(to):
+                self._start(to, receipt)  # (no exchange yet: nothing in flight, dropped)
+                continue
             if held is not None and not held.takes(receipt):
                 self._start(to, self._held.pop(to).receipt())
                 held = None
             if held is None:
-                held = self._held[to] = _Held(to, receipt.consumer, receipt.output)
-            held.add(receipt)
+                held = self._held[to] = _Held(to, receipt.consumer, receipt.output, due)
+            held.add(receipt, due)
             if held.ranges >= MAX_HELD_RANGES:
                 self._start(to, self._held.pop(to).receipt())
+            elif not self._in_flight.get(to):
+                self._release_when_due(to, held)
+
+    def _release_when_due(self, to: str, held: _Held) -> None:
+        """A receipt to `to` was confirmed, or none is in flight: its held receipt goes now if
+        due, else at its time (`_due`, which waits for what is in flight then)."""
+        loop = asyncio.get_running_loop()
+        if self._flushing or held.due <= loop.time():
+            self._start(to, self._held.pop(to).receipt())
+        elif held.timer is None or held.timer.when() > held.due:
+            if held.timer is not None:
+                held.timer.cancel()
+            held.timer = loop.call_at(held.due, self._due, to, held)
+
+    def _due(self, to: str, held: _Held) -> None:
+        held.timer = None
+        if self._held.get(to) is held and not self._in_flight.get(to):
+            self._start(to, self._held.pop(to).receipt())
 
     def _start(self, to: str, receipt: WrittenReceipt) -> None:
         if self._exchange is None or len(self._pending) >= self._max_pending:
@@ -204,13 +250,14 @@ class ReceiptSender:
             self._in_flight[to] = left
         else:
             del self._in_flight[to]
-        held = self._held.pop(to, None)
+        held = self._held.get(to)
         if held is None:
             return
         if task.cancelled():  # shutting down: it would not leave either
+            self._held.pop(to).drop()
             self._count(DROPPED)
             return
-        self._start(to, held.receipt())
+        self._release_when_due(to, held)
 
     async def _publish(self, exchange: AbstractExchange, to: str, receipt: WrittenReceipt) -> None:
         message = aio_pika.Message(

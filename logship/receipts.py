@@ -4,7 +4,9 @@ written group into receipts; publishing and receiving are the programs' own.
 
 A batch message may carry H_RECEIPTS_TO (the id of the producer that wants receipts). After a
 group is durable and recorded, the consumer publishes one receipt per distinct id to the direct
-exchange `receipts_exchange(exchange)` with that id as routing key. The body is compact JSON:
+exchange `receipts_exchange(exchange)` with that id as routing key, at once or, when every batch
+of that producer's in the group carries H_RECEIPTS_WITHIN (milliseconds the producer can wait),
+merged with the next groups' for up to that long. The body is compact JSON:
     {"v": 1, "c": consumer id, "o": output path,
      "r": [[source, start, end, output_start, output_end], ...],
      "d": [[source, start, end], ...]}              ("d" only when some ranges were duplicates)
@@ -22,6 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 H_RECEIPTS_TO = "x-logship-receipts-to"
+# how long a batch's receipt may wait to go with later groups' (milliseconds): a tailed file's
+# receipts only move a gauge, an HTTP client waiting for `written` needs its own at once
+H_RECEIPTS_WITHIN = "x-logship-receipts-within-ms"
+MAX_RECEIPTS_WITHIN_MS = 10_000  # a hostile header cannot hold receipts for longer
 RECEIPT_VERSION = 1
 MAX_ID_LEN = 200  # a producer id is an AMQP routing key (255 bytes at most) and a queue name part
 MAX_RECEIPT_BYTES = 4 * 1024 * 1024
@@ -208,3 +214,24 @@ def receipts_to(headers: Mapping[str, Any] | None) -> str | None:
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN:
         return None
     return value
+
+
+def receipts_within(headers: Mapping[str, Any] | None) -> float:
+    """How long a batch's receipt may wait, in seconds: 0 (at once) when the header is absent
+    or unusable, at most MAX_RECEIPTS_WITHIN_MS."""
+    value = headers.get(H_RECEIPTS_WITHIN) if headers else None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return 0.0
+    return min(value, MAX_RECEIPTS_WITHIN_MS) / 1000
+
+
+def receipt_delays(headers: Iterable[Mapping[str, Any] | None]) -> dict[str, float]:
+    """Per producer that wants receipts, how long its receipt for one group of batches (their
+    headers) may wait: the least any of its batches allows."""
+    delays: dict[str, float] = {}
+    for batch_headers in headers:
+        to = receipts_to(batch_headers)
+        if to is not None:
+            delay = receipts_within(batch_headers)
+            delays[to] = min(delays.get(to, delay), delay)
+    return delays

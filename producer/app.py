@@ -42,6 +42,11 @@ ACTIVE_WINDOW_S = 1.0
 IN_FLIGHT_WAIT_S = 0.010
 # while the input path names no file, stat it this often: inotify may not be watching yet
 MISSING_FILE_POLL_S = 0.02
+# a tailed file's written receipts may wait this long to go with later groups': they only move
+# logship_producer_bytes_not_written, and one per consumer group (hundreds a second) cost both
+# programs and the broker about a fifth of their CPU, which on two cores is latency
+# (bench/README "Where the tail goes")
+FILE_RECEIPTS_WITHIN_MS = 100
 # what may go wrong while the receipts feed starts: retried, never fatal (receipts are advice)
 FEED_ERRORS = (aiormq.exceptions.AMQPError, ChannelInvalidStateError, ConnectionError, TimeoutError)
 
@@ -350,7 +355,7 @@ class ProducerApp:
             self.metrics.bytes_not_written.labels(path).set(self.not_written.value(path))
         entry = self.ledger.sent(batch)
         self.metrics.batches_published.inc()
-        confirmed = self.publisher.submit(batch)
+        confirmed = self.publisher.submit(batch, receipts_within_ms=FILE_RECEIPTS_WITHIN_MS)
 
         def settled(future: asyncio.Future[None]) -> None:
             if future.cancelled():

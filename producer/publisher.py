@@ -18,7 +18,7 @@ from aio_pika.exceptions import ChannelInvalidStateError
 
 from logship.amqp import backoff_delays, declare_topology, refusals_explained
 from logship.config import AmqpSettings, ArchiveSettings
-from logship.receipts import H_RECEIPTS_TO
+from logship.receipts import H_RECEIPTS_TO, H_RECEIPTS_WITHIN
 from logship.wire import H_SENT, ZSTD, Batch
 from producer.metrics import ProducerMetrics
 
@@ -118,14 +118,18 @@ class Publisher:
     def in_flight(self) -> int:
         return len(self._pending)
 
-    def submit(self, batch: Batch) -> asyncio.Future[None]:
+    def submit(self, batch: Batch, *, receipts_within_ms: int = 0) -> asyncio.Future[None]:
         """Send a batch now (frames leave in submit order); the future completes on its confirm.
-        A re-send may put a batch on the wire twice: the consumer's byte ranges absorb that."""
+        A re-send may put a batch on the wire twice: the consumer's byte ranges absorb that.
+        `receipts_within_ms`: how long its written receipt may wait to go with later ones
+        (0: at once)."""
         assert self._exchange is not None, "start() first"
         body = bytes(batch.body)
         headers = batch.headers()
         if self._receipts_to is not None:
             headers[H_RECEIPTS_TO] = self._receipts_to
+            if receipts_within_ms > 0:
+                headers[H_RECEIPTS_WITHIN] = receipts_within_ms
         message = aio_pika.Message(
             self._compressor.compress(body) if self._compressor is not None else body,
             headers=headers,

@@ -11,12 +11,14 @@ from hypothesis import strategies as st
 
 from logship.receipts import (
     H_RECEIPTS_TO,
+    H_RECEIPTS_WITHIN,
     ReceiptCollector,
     SourceRange,
     WrittenRange,
     WrittenReceipt,
     decode,
     encode,
+    receipt_delays,
     receipts_exchange,
     receipts_to,
 )
@@ -106,6 +108,25 @@ def test_receipts_to_reads_the_header_and_ignores_what_is_unusable() -> None:
     assert receipts_to({H_RECEIPTS_TO: b"host:12"}) == "host:12"
     for headers in (None, {}, {H_RECEIPTS_TO: ""}, {H_RECEIPTS_TO: 5}, {H_RECEIPTS_TO: "x" * 201}):
         assert receipts_to(headers) is None
+
+
+def test_a_group_waits_for_its_receipt_no_longer_than_its_most_urgent_batch_allows() -> None:
+    def batch(to: str | None, within: object = None) -> dict[str, object]:
+        headers: dict[str, object] = {} if to is None else {H_RECEIPTS_TO: to}
+        if within is not None:
+            headers[H_RECEIPTS_WITHIN] = within
+        return headers
+
+    group = [
+        batch("files", 100),
+        batch("files", 250),
+        batch("mixed", 100),
+        batch("mixed"),  # an HTTP client waits for this one: the receipt goes at once
+        batch(None, 100),  # wants no receipt
+        batch("odd", "soon"),  # unusable: at once
+        batch("long", 10**9),  # held at most 10 s
+    ]
+    assert receipt_delays(group) == {"files": 0.1, "mixed": 0.0, "odd": 0.0, "long": 10.0}
 
 
 def test_one_receipt_per_producer_with_touching_ranges_merged() -> None:

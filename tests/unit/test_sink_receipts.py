@@ -1,7 +1,8 @@
 """What a written group tells its producers: the sink's plan records where each new piece went
 and which bytes were written before, and `receipts_of` turns that into one receipt per producer
 whose output ranges hold exactly the source bytes they name; the sender merges the receipts to a
-producer that wait while one to it awaits its confirm."""
+producer that wait while one to it awaits its confirm, or for as long as the producer said they
+may."""
 
 from __future__ import annotations
 
@@ -157,3 +158,30 @@ async def test_receipts_to_a_producer_wait_merged_while_one_awaits_its_confirm()
         confirm.set_result(None)
     await asyncio.sleep(0.01)
     assert len(exchange.sent) == 5 and counted.count("sent") == 5
+
+
+async def test_receipts_that_may_wait_go_merged_at_their_time_or_with_an_urgent_one() -> None:
+    counted: list[str] = []
+    sender = ReceiptSender(AmqpSettings(), name="test", count=counted.append)
+    exchange = HeldExchange()
+    sender._exchange = exchange  # type: ignore[assignment]  # what run() declares
+    sender.send({"p": written(0, 10)}, {"p": 0.05})
+    sender.send({"p": written(10, 20)}, {"p": 0.05})
+    await asyncio.sleep(0.02)
+    assert exchange.sent == []  # a tailed file's receipts wait for company
+    await asyncio.sleep(0.06)
+    assert exchange.sent == [("p", written(0, 20))]  # at their time, as one
+    exchange.confirms[0].set_result(None)
+    sender.send({"p": written(20, 30)}, {"p": 0.05})
+    sender.send({"p": written(30, 40)}, {"p": 0.0})  # an HTTP client waits: all go now
+    await asyncio.sleep(0.01)
+    assert exchange.sent[1] == ("p", written(20, 40))
+    exchange.confirms[1].set_result(None)
+    sender.send({"p": written(40, 50)}, {"p": 5.0})
+    await asyncio.sleep(0.01)
+    sender.flush()  # stopping: what waits for its time goes at once
+    await asyncio.sleep(0.01)
+    assert exchange.sent[2] == ("p", written(40, 50))
+    exchange.confirms[2].set_result(None)
+    await asyncio.sleep(0.01)
+    assert counted.count("sent") == 3
