@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import logging
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiormq.exceptions
-import watchfiles
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import ChannelInvalidStateError
 
@@ -29,6 +26,7 @@ from producer.metrics import ProducerMetrics
 from producer.notwritten import NotWritten
 from producer.publisher import Publisher
 from producer.settings import Compression, ProducerSettings
+from producer.waker import Waker
 from producer.written import WrittenFeed
 
 if TYPE_CHECKING:
@@ -70,52 +68,6 @@ def _ingest_api(
 
 def waiting_text(path: str) -> str:
     return f"waiting for {path} to appear"
-
-
-class Waker:
-    """Wakes the reader: a file event under the input directory, or a timer (the safety net for
-    missed events, and the only source in --poll mode)."""
-
-    def __init__(self, directory: Path, pattern: str, *, poll: bool, stop: asyncio.Event) -> None:
-        self._directory = directory
-        self._pattern = str(Path(pattern).name)
-        self._poll = poll
-        self._stop = stop
-        self.event = asyncio.Event()
-
-    def _wanted(self, _change: watchfiles.Change, path: str) -> bool:
-        return fnmatch.fnmatch(Path(path).name, self._pattern) or Path(path).name.startswith(
-            self._pattern.split("*")[0] or "\0"
-        )
-
-    async def run(self) -> None:
-        """Until the stop, which wakes the reader too: a long --poll-interval must not hold a
-        SIGTERM for that long."""
-        try:
-            if self._poll:
-                await self._stop.wait()
-            else:
-                await self._watch()
-        finally:
-            self.event.set()
-
-    async def _watch(self) -> None:
-        async for _ in watchfiles.awatch(
-            self._directory,
-            watch_filter=self._wanted,
-            debounce=50,
-            step=5,
-            rust_timeout=1000,
-            yield_on_timeout=True,
-            stop_event=self._stop,
-            recursive=False,
-        ):
-            self.event.set()
-
-    async def wait(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.event.wait(), seconds)
-        self.event.clear()
 
 
 class ProducerApp:
@@ -251,7 +203,11 @@ class ProducerApp:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(settled.wait(), self.settings.amqp.connect_timeout)
         self._waker = Waker(
-            self.tails.directory, self.settings.input, poll=self.settings.poll, stop=self.stop
+            self.tails.directory,
+            self.settings.input,
+            poll=self.settings.poll,
+            stop=self.stop,
+            held=self.tails.held_fds,
         )
         service.spawn(self._waker.run(), "waker")
         service.spawn(self._checkpoint_writer(), "checkpointer")
@@ -273,6 +229,7 @@ class ProducerApp:
             # backpressure: no reading while too much awaits its confirm
             if not await self.ledger.wait_for_room(self.stop):
                 break
+            waker.covered()
             batch = self.tails.read(once=self.settings.once)
             if batch is None:
                 # at the end of what we can read: a good moment to look for rotation
@@ -288,6 +245,9 @@ class ProducerApp:
             if self.settings.once and self.tails.idle():
                 await self._drain_in_flight(None)
                 return
+            if waker.kernel:
+                await self._wait_for_change(waker, last_data)
+                continue
             active = time.monotonic() - last_data < ACTIVE_WINDOW_S
             if active and linger > 0:
                 await waker.wait(linger)
@@ -298,11 +258,24 @@ class ProducerApp:
                 # broker's latency (bench/README "Where the tail goes")
                 await self.ledger.wait_for_a_settle(IN_FLIGHT_WAIT_S)
                 continue
-            if self.tails.waiting_for_a_file():
-                pause = min(self.settings.poll_interval, MISSING_FILE_POLL_S)
-            else:
-                pause = self.settings.poll_interval
-            await waker.wait(pause)
+            await waker.wait(self._pause())
+
+    def _pause(self) -> float:
+        """The longest wait for an event: the safety net's period."""
+        if self.tails.waiting_for_a_file():
+            return min(self.settings.poll_interval, MISSING_FILE_POLL_S)
+        return self.settings.poll_interval
+
+    async def _wait_for_change(self, waker: Waker, last_data: float) -> None:
+        """With the kernel's events: until a change; then, if the last read found bytes less
+        than the linger ago, until the linger is over (the least gap between two reads of a
+        growing file: a batch per write would cost more than the lines); then until a batch in
+        flight settles, if one is (see `_read_loop`)."""
+        await waker.wait(self._pause())
+        gap = last_data + self.settings.batch_linger - time.monotonic()
+        if gap > 0:
+            await asyncio.sleep(gap)
+        await self.ledger.wait_for_a_settle(IN_FLIGHT_WAIT_S)
 
     async def _identity_saved(self, waker: Waker) -> bool:
         """Publishing waits while a new source's identity is not on disk (its write failed,
@@ -435,6 +408,8 @@ class ProducerApp:
             self._save_checkpoint()
         self.tails.close()
         self.checkpoint.close()
+        if self._waker is not None:
+            self._waker.close()
 
     def stopped(self) -> None:
         if self.publisher is not None:  # started: say how it ended

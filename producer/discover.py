@@ -98,6 +98,10 @@ class TailSet:
     def _held(self) -> dict[str, int]:
         return {f.source.id: f.fd for t in self.tails.values() for f in (*t.files, *t.late)}
 
+    def held_fds(self) -> set[int]:
+        """The descriptors of every file held open (the waker watches them)."""
+        return {f.fd for t in self.tails.values() for f in (*t.files, *t.late)}
+
     def _new_tail(self, path: str, *, at_startup: bool) -> FileTail:
         return FileTail(
             path,

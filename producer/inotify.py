@@ -1,0 +1,132 @@
+"""The kernel's file events (Linux inotify, through libc): one descriptor, watches on the input
+directory and on the files the tailer holds open, and a non-blocking drain that says whether
+anything the tailer cares about happened. Knows nothing of asyncio or of tailing."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fnmatch
+import os
+import struct
+
+IN_MODIFY = 0x00000002
+IN_ATTRIB = 0x00000004
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+
+# a file the tailer holds: written to or truncated (also after it was renamed or deleted: the
+# watch is on the inode, reached through /proc/self/fd, so a rotated file is still heard)
+FILE_EVENTS = IN_MODIFY | IN_ATTRIB
+# the directory: names appearing, moving and going (rotation, a new file of a glob); writes come
+# from the files' own watches, so the directory's IN_MODIFY would only double them
+DIRECTORY_EVENTS = (
+    IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF
+)
+_HEADER = struct.Struct("iIII")  # wd, mask, cookie, length of the name that follows
+_READ_SIZE = 64 * 1024
+
+
+class InotifyUnavailable(OSError):
+    """No inotify here (not Linux, no libc symbol, or out of instances): poll instead."""
+
+
+def _libc() -> ctypes.CDLL:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.inotify_init1.argtypes = [ctypes.c_int]
+        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
+    except (OSError, AttributeError) as error:
+        raise InotifyUnavailable(errno.ENOSYS, f"inotify is not available: {error}") from None
+    return libc
+
+
+class Inotify:
+    """One inotify descriptor. `directory` is watched by name (the pattern says which names
+    matter); files are watched by the descriptors the tailer holds (`follow`)."""
+
+    def __init__(self, directory: str, pattern: str) -> None:
+        self._libc = _libc()
+        fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            code = ctypes.get_errno()
+            raise InotifyUnavailable(code, f"inotify_init1: {os.strerror(code)}")
+        self.fd: int = fd
+        self._directory = directory or "."
+        self._pattern = pattern
+        self._prefix = pattern.split("*")[0] or "\0"
+        self._directory_wd: int | None = None
+        self._file_wds: dict[int, int] = {}  # held descriptor → its watch
+
+    def _add(self, path: str, mask: int) -> int | None:
+        wd = int(self._libc.inotify_add_watch(self.fd, os.fsencode(path), mask))
+        return wd if wd >= 0 else None
+
+    def watch_directory(self) -> bool:
+        """Watch the directory if it is not watched (it may not exist yet, or was removed):
+        True when a watch was added now."""
+        if self._directory_wd is not None:
+            return False
+        self._directory_wd = self._add(self._directory, DIRECTORY_EVENTS)
+        return self._directory_wd is not None
+
+    def follow(self, held: set[int]) -> bool:
+        """Watch the files behind the descriptors in `held`, stop watching the rest: True when
+        a watch was added (what was written before it was heard by no one: read once more)."""
+        added = False
+        for fd in held - self._file_wds.keys():
+            wd = self._add(f"/proc/self/fd/{fd}", FILE_EVENTS)
+            if wd is not None:
+                self._file_wds[fd] = wd
+                added = True
+        for fd in self._file_wds.keys() - held:
+            wd = self._file_wds.pop(fd)
+            if wd not in self._file_wds.values():  # two descriptors of one inode share a watch
+                self._libc.inotify_rm_watch(self.fd, wd)
+        return added
+
+    def drain(self) -> bool:
+        """Read every event waiting; True if one of them matters: a held file changed, a name
+        of the pattern appeared, moved or went, the directory itself went, or events were lost
+        (the queue overflowed)."""
+        wanted = False
+        while True:
+            try:
+                data = os.read(self.fd, _READ_SIZE)
+            except BlockingIOError:
+                return wanted
+            wanted = self._parse(data) or wanted
+
+    def _parse(self, data: bytes) -> bool:
+        wanted = False
+        offset = 0
+        while offset + _HEADER.size <= len(data):
+            wd, mask, _cookie, length = _HEADER.unpack_from(data, offset)
+            name = data[offset + _HEADER.size : offset + _HEADER.size + length].rstrip(b"\0")
+            offset += _HEADER.size + length
+            if mask & IN_Q_OVERFLOW:
+                wanted = True
+            elif wd != self._directory_wd:
+                wanted = True  # a held file's (or a watch just removed: harmless)
+            elif mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF):
+                self._directory_wd = None  # gone or moved: watched again by the next look
+                wanted = True
+            elif self._wanted(os.fsdecode(name)):
+                wanted = True
+        return wanted
+
+    def _wanted(self, name: str) -> bool:
+        """A name of the pattern, or a rotation of one (input.txt.1, input.txt-2024...)."""
+        return fnmatch.fnmatch(name, self._pattern) or name.startswith(self._prefix)
+
+    def close(self) -> None:
+        os.close(self.fd)
