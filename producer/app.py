@@ -209,6 +209,7 @@ class ProducerApp:
             stop=self.stop,
             held=self.tails.held_fds,
         )
+        self._waker.open()
         service.spawn(self._waker.run(), "waker")
         service.spawn(self._checkpoint_writer(), "checkpointer")
 

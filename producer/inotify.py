@@ -66,6 +66,10 @@ class Inotify:
         self._prefix = pattern.split("*")[0] or "\0"
         self._directory_wd: int | None = None
         self._file_wds: dict[int, int] = {}  # held descriptor → its watch
+        # without /proc (a minimal container) held files cannot be watched by descriptor: the
+        # directory's writes are heard instead (a file rotated out of it only by the timer)
+        self._by_descriptor = os.path.isdir("/proc/self/fd")
+        self._directory_events = DIRECTORY_EVENTS | (0 if self._by_descriptor else IN_MODIFY)
 
     def _add(self, path: str, mask: int) -> int | None:
         wd = int(self._libc.inotify_add_watch(self.fd, os.fsencode(path), mask))
@@ -76,13 +80,15 @@ class Inotify:
         True when a watch was added now."""
         if self._directory_wd is not None:
             return False
-        self._directory_wd = self._add(self._directory, DIRECTORY_EVENTS)
+        self._directory_wd = self._add(self._directory, self._directory_events)
         return self._directory_wd is not None
 
     def follow(self, held: set[int]) -> bool:
         """Watch the files behind the descriptors in `held`, stop watching the rest: True when
         a watch was added (what was written before it was heard by no one: read once more)."""
         added = False
+        if not self._by_descriptor:
+            return added
         for fd in held - self._file_wds.keys():
             wd = self._add(f"/proc/self/fd/{fd}", FILE_EVENTS)
             if wd is not None:

@@ -53,20 +53,25 @@ class Waker:
             self._pattern.split("*")[0] or "\0"
         )
 
+    def open(self) -> None:
+        """Take an inotify descriptor (not in --poll mode), before the first read: a reader
+        that waited without one would hear nothing until the timer. Without one, `run`
+        watches with watchfiles."""
+        if self._poll or self._inotify is not None:
+            return
+        try:
+            self._inotify = Inotify(str(self._directory), self._pattern)
+        except InotifyUnavailable as error:
+            log.info("inotify_unavailable", extra={"error": str(error)})
+
     async def run(self) -> None:
         """Until the stop, which wakes the reader too: a long --poll-interval must not hold a
         SIGTERM for that long."""
         try:
-            if self._poll:
+            if self._poll or self._inotify is not None:
                 await self._stop.wait()
-                return
-            try:
-                self._inotify = Inotify(str(self._directory), self._pattern)
-            except InotifyUnavailable as error:
-                log.info("inotify_unavailable", extra={"error": str(error)})
+            else:
                 await self._watch()
-                return
-            await self._stop.wait()
         finally:
             self.event.set()
 

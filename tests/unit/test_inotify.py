@@ -95,9 +95,9 @@ async def test_a_wait_ends_at_a_change_after_the_read_not_at_one_before(tmp_path
     held = os.open(path, os.O_RDONLY)
     stop = asyncio.Event()
     waker = Waker(tmp_path, str(path), poll=False, stop=stop, held=lambda: {held})
+    waker.open()
     running = asyncio.create_task(waker.run())
     try:
-        await asyncio.sleep(0)
         assert waker.kernel
         await waker.wait(0.01)  # watches the held file (a new watch ends a wait at once)
         with path.open("ab") as application:
@@ -117,3 +117,23 @@ async def test_a_wait_ends_at_a_change_after_the_read_not_at_one_before(tmp_path
         await running
         waker.close()
         os.close(held)
+
+
+def test_without_proc_the_directory_hears_the_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_isdir = os.path.isdir
+    monkeypatch.setattr(os.path, "isdir", lambda p: p != "/proc/self/fd" and real_isdir(p))
+    (tmp_path / "input.txt").write_bytes(b"")
+    (tmp_path / "output.txt").write_bytes(b"")
+    inotify = Inotify(str(tmp_path), "input.txt")
+    try:
+        assert inotify.watch_directory()
+        with (tmp_path / "output.txt").open("ab") as neighbour:
+            neighbour.write(b"x\n")
+        assert not inotify.drain()
+        with (tmp_path / "input.txt").open("ab") as application:
+            application.write(b"a\n")
+        assert inotify.drain()
+    finally:
+        inotify.close()
