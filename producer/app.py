@@ -207,7 +207,7 @@ class ProducerApp:
             self.settings.input,
             poll=self.settings.poll,
             stop=self.stop,
-            held=self.tails.held_fds,
+            held=self.tails.held_files,
         )
         self._waker.open()
         service.spawn(self._waker.run(), "waker")

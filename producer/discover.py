@@ -98,9 +98,9 @@ class TailSet:
     def _held(self) -> dict[str, int]:
         return {f.source.id: f.fd for t in self.tails.values() for f in (*t.files, *t.late)}
 
-    def held_fds(self) -> set[int]:
-        """The descriptors of every file held open (the waker watches them)."""
-        return {f.fd for t in self.tails.values() for f in (*t.files, *t.late)}
+    def held_files(self) -> dict[tuple[int, int], int]:
+        """Every file held open, (device, inode) → its descriptor (the waker watches them)."""
+        return {(f.dev, f.ino): f.fd for t in self.tails.values() for f in (*t.files, *t.late)}
 
     def _new_tail(self, path: str, *, at_startup: bool) -> FileTail:
         return FileTail(

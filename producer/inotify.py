@@ -65,7 +65,10 @@ class Inotify:
         self._pattern = pattern
         self._prefix = pattern.split("*")[0] or "\0"
         self._directory_wd: int | None = None
-        self._file_wds: dict[int, int] = {}  # held descriptor → its watch
+        # held file (device, inode) → its watch, and back: by inode, not by descriptor, since
+        # a descriptor closed with its file is soon another file's
+        self._file_wds: dict[tuple[int, int], int] = {}
+        self._wd_files: dict[int, tuple[int, int]] = {}
         # without /proc (a minimal container) held files cannot be watched by descriptor: the
         # directory's writes are heard instead (a file rotated out of it only by the timer)
         self._by_descriptor = os.path.isdir("/proc/self/fd")
@@ -83,21 +86,23 @@ class Inotify:
         self._directory_wd = self._add(self._directory, self._directory_events)
         return self._directory_wd is not None
 
-    def follow(self, held: set[int]) -> bool:
-        """Watch the files behind the descriptors in `held`, stop watching the rest: True when
-        a watch was added (what was written before it was heard by no one: read once more)."""
+    def follow(self, held: dict[tuple[int, int], int]) -> bool:
+        """Watch the files held open (`held`: (device, inode) → a descriptor of it), stop
+        watching the rest: True when a watch was added (what was written before it was heard
+        by no one: read once more)."""
         added = False
         if not self._by_descriptor:
             return added
-        for fd in held - self._file_wds.keys():
-            wd = self._add(f"/proc/self/fd/{fd}", FILE_EVENTS)
+        for inode in held.keys() - self._file_wds.keys():
+            wd = self._add(f"/proc/self/fd/{held[inode]}", FILE_EVENTS)
             if wd is not None:
-                self._file_wds[fd] = wd
+                self._file_wds[inode] = wd
+                self._wd_files[wd] = inode
                 added = True
-        for fd in self._file_wds.keys() - held:
-            wd = self._file_wds.pop(fd)
-            if wd not in self._file_wds.values():  # two descriptors of one inode share a watch
-                self._libc.inotify_rm_watch(self.fd, wd)
+        for inode in self._file_wds.keys() - held.keys():
+            wd = self._file_wds.pop(inode)
+            del self._wd_files[wd]
+            self._libc.inotify_rm_watch(self.fd, wd)
         return added
 
     def drain(self) -> bool:
@@ -122,13 +127,22 @@ class Inotify:
             if mask & IN_Q_OVERFLOW:
                 wanted = True
             elif wd != self._directory_wd:
-                wanted = True  # a held file's (or a watch just removed: harmless)
+                wanted = self._file_event(wd, mask) or wanted
             elif mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF):
                 self._directory_wd = None  # gone or moved: watched again by the next look
                 wanted = True
             elif self._wanted(os.fsdecode(name)):
                 wanted = True
         return wanted
+
+    def _file_event(self, wd: int, mask: int) -> bool:
+        """A held file's event matters; a watch the kernel dropped (its inode freed: the number
+        may come back as another file) is forgotten, so that `follow` watches again."""
+        if wd not in self._wd_files:
+            return False  # a watch already removed
+        if mask & IN_IGNORED:
+            del self._file_wds[self._wd_files.pop(wd)]
+        return True
 
     def _wanted(self, name: str) -> bool:
         """A name of the pattern, or a rotation of one (input.txt.1, input.txt-2024...)."""

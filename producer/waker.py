@@ -31,10 +31,10 @@ class Waker:
         *,
         poll: bool,
         stop: asyncio.Event,
-        held: Callable[[], set[int]],
+        held: Callable[[], dict[tuple[int, int], int]],
     ) -> None:
-        """`held`: the descriptors of the files the tailer holds open, each watched while
-        held (through /proc/self/fd: a renamed or deleted file is still heard)."""
+        """`held`: the files the tailer holds open, (device, inode) → a descriptor, each
+        watched while held (through /proc/self/fd: a renamed or deleted file is still heard)."""
         self._directory = directory
         self._pattern = str(Path(pattern).name)
         self._poll = poll

@@ -19,6 +19,11 @@ from producer.waker import Waker
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="inotify is Linux's")
 
 
+def holding(*fds: int) -> dict[tuple[int, int], int]:
+    """What the tailer says it holds: (device, inode) → descriptor."""
+    return {(os.fstat(fd).st_dev, os.fstat(fd).st_ino): fd for fd in fds}
+
+
 @pytest.fixture
 def inotify(tmp_path: Path) -> Iterator[Inotify]:
     watcher = Inotify(str(tmp_path), "input.txt")
@@ -36,8 +41,8 @@ def test_a_held_file_is_heard_after_it_was_renamed_and_deleted(
     writer = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
         assert inotify.drain()  # input.txt appeared
-        assert inotify.follow({held})  # a new watch: the caller reads once more
-        assert not inotify.follow({held})
+        assert inotify.follow(holding(held))  # a new watch: the caller reads once more
+        assert not inotify.follow(holding(held))
         assert not inotify.drain()
         os.write(writer, b"a\n")
         assert inotify.drain()
@@ -49,12 +54,38 @@ def test_a_held_file_is_heard_after_it_was_renamed_and_deleted(
         assert inotify.drain()
         os.write(writer, b"c\n")  # deleted, still open on both sides
         assert inotify.drain()
-        inotify.follow(set())  # released: no longer watched
+        inotify.follow({})  # released: no longer watched
         inotify.drain()
         os.write(writer, b"d\n")
         assert not inotify.drain()
     finally:
         os.close(writer)
+        os.close(held)
+
+
+def test_a_file_held_after_one_whose_inode_was_freed_is_watched_too(
+    tmp_path: Path, inotify: Inotify
+) -> None:
+    """The kernel drops the watch of a freed inode, and a new file may get its number (and the
+    closed descriptor's): it must be watched again, not taken for the old one."""
+    path = tmp_path / "input.txt"
+    path.write_bytes(b"")
+    held = os.open(path, os.O_RDONLY)
+    inotify.follow(holding(held))
+    inode = next(iter(holding(held)))
+    os.close(held)
+    path.unlink()  # rotated away and drained: the inode is freed
+    assert inotify.drain()
+    path.write_bytes(b"")
+    held = os.open(path, os.O_RDONLY)
+    try:
+        again = {inode: held}  # as if the new file had the old one's inode number
+        assert inotify.follow(again)
+        inotify.drain()
+        with path.open("ab") as application:
+            application.write(b"a\n")
+        assert inotify.drain()
+    finally:
         os.close(held)
 
 
@@ -94,7 +125,7 @@ async def test_a_wait_ends_at_a_change_after_the_read_not_at_one_before(tmp_path
     path.write_bytes(b"")
     held = os.open(path, os.O_RDONLY)
     stop = asyncio.Event()
-    waker = Waker(tmp_path, str(path), poll=False, stop=stop, held=lambda: {held})
+    waker = Waker(tmp_path, str(path), poll=False, stop=stop, held=lambda: holding(held))
     waker.open()
     running = asyncio.create_task(waker.run())
     try:
