@@ -69,7 +69,8 @@ class ProducerSettings(BaseSettings):
     )
     batch_linger: Annotated[float, Field(ge=0, le=10)] = Field(
         default=0.002,
-        description="seconds before an active file is read again at its end (latency bound)",
+        description="least seconds between two reads of a growing file (batches more lines "
+        "a message; the latency it adds is at most this)",
     )
     max_in_flight: Annotated[int, Field(ge=1, le=1024)] = Field(
         default=16, description="published batches awaiting a confirm"
