@@ -35,6 +35,12 @@ _HEADER = struct.Struct("iIII")  # wd, mask, cookie, length of the name that fol
 _READ_SIZE = 64 * 1024
 
 
+def wanted_name(name: str, pattern: str) -> bool:
+    """A name of the input pattern, or a rotation of one (input.txt.1, input.txt-2024...): what
+    a directory event must name to wake the reader."""
+    return fnmatch.fnmatch(name, pattern) or name.startswith(pattern.split("*")[0] or "\0")
+
+
 class InotifyUnavailable(OSError):
     """No inotify here (not Linux, no libc symbol, or out of instances): poll instead."""
 
@@ -63,7 +69,6 @@ class Inotify:
         self.fd: int = fd
         self._directory = directory or "."
         self._pattern = pattern
-        self._prefix = pattern.split("*")[0] or "\0"
         self._directory_wd: int | None = None
         # held file (device, inode) → its watch, and back: by inode, not by descriptor, since
         # a descriptor closed with its file is soon another file's
@@ -145,8 +150,7 @@ class Inotify:
         return True
 
     def _wanted(self, name: str) -> bool:
-        """A name of the pattern, or a rotation of one (input.txt.1, input.txt-2024...)."""
-        return fnmatch.fnmatch(name, self._pattern) or name.startswith(self._prefix)
+        return wanted_name(name, self._pattern)
 
     def close(self) -> None:
         os.close(self.fd)

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import watchfiles
 
-from producer.inotify import Inotify, InotifyUnavailable
+from producer.inotify import Inotify, InotifyUnavailable, wanted_name
 
 log = logging.getLogger("logship.producer")
 
@@ -49,9 +48,7 @@ class Waker:
         return self._inotify is not None
 
     def _wanted(self, _change: watchfiles.Change, path: str) -> bool:
-        return fnmatch.fnmatch(Path(path).name, self._pattern) or Path(path).name.startswith(
-            self._pattern.split("*")[0] or "\0"
-        )
+        return wanted_name(Path(path).name, self._pattern)
 
     def open(self) -> None:
         """Take an inotify descriptor (not in --poll mode), before the first read: a reader
