@@ -74,10 +74,12 @@ class Inotify:
         # a descriptor closed with its file is soon another file's
         self._file_wds: dict[tuple[int, int], int] = {}
         self._wd_files: dict[int, tuple[int, int]] = {}
-        # without /proc (a minimal container) held files cannot be watched by descriptor: the
-        # directory's writes are heard instead (a file rotated out of it only by the timer)
+        # without /proc (a minimal container), or once a file's watch was refused (say past
+        # fs.inotify.max_user_watches), the directory's writes are heard instead (a file
+        # rotated out of it then only by the timer)
         self._by_descriptor = os.path.isdir("/proc/self/fd")
         self._directory_events = DIRECTORY_EVENTS | (0 if self._by_descriptor else IN_MODIFY)
+        self.refused: str | None = None  # why a file's watch was refused, once one was
 
     def _add(self, path: str, mask: int) -> int | None:
         wd = int(self._libc.inotify_add_watch(self.fd, os.fsencode(path), mask))
@@ -96,19 +98,28 @@ class Inotify:
         watching the rest: True when a watch was added (what was written before it was heard
         by no one: read once more)."""
         added = False
-        if not self._by_descriptor:
-            return added
-        for inode in held.keys() - self._file_wds.keys():
+        for inode in held.keys() - self._file_wds.keys() if self._by_descriptor else ():
             wd = self._add(f"/proc/self/fd/{held[inode]}", FILE_EVENTS)
-            if wd is not None:
-                self._file_wds[inode] = wd
-                self._wd_files[wd] = inode
-                added = True
+            if wd is None:
+                self._hear_writes_in_directory(os.strerror(ctypes.get_errno()))
+                return True
+            self._file_wds[inode] = wd
+            self._wd_files[wd] = inode
+            added = True
         for inode in self._file_wds.keys() - held.keys():
             wd = self._file_wds.pop(inode)
             del self._wd_files[wd]
             self._libc.inotify_rm_watch(self.fd, wd)
         return added
+
+    def _hear_writes_in_directory(self, reason: str) -> None:
+        """A file's watch was refused: from now on the directory's writes are heard (the
+        watch's mask replaced) and files are no longer watched one by one."""
+        self.refused = reason
+        self._by_descriptor = False
+        self._directory_events |= IN_MODIFY
+        if self._directory_wd is not None:
+            self._directory_wd = self._add(self._directory, self._directory_events)
 
     def drain(self) -> bool:
         """Read every event waiting; True if one of them matters: a held file changed, a name

@@ -40,6 +40,7 @@ class Waker:
         self._stop = stop
         self._held = held
         self._inotify: Inotify | None = None
+        self._refusal_told = False
         self.event = asyncio.Event()
 
     @property
@@ -110,7 +111,15 @@ class Waker:
             return
         # a new watch missed what came before it, and a change since the read is news
         watched = inotify.watch_directory()
-        if inotify.follow(self._held()) or watched or inotify.drain() or self._stop.is_set():
+        if inotify.follow(self._held()):
+            if inotify.refused is not None and not self._refusal_told:
+                self._refusal_told = True
+                log.warning(
+                    "inotify_watch_refused",
+                    extra={"error": inotify.refused, "detail": "hearing the directory instead"},
+                )
+            return
+        if watched or inotify.drain() or self._stop.is_set():
             return
         loop = asyncio.get_running_loop()
         loop.add_reader(inotify.fd, self._readable, inotify)

@@ -168,3 +168,22 @@ def test_without_proc_the_directory_hears_the_writes(
         assert inotify.drain()
     finally:
         inotify.close()
+
+
+def test_a_refused_file_watch_falls_back_to_the_directory_writes(
+    tmp_path: Path, inotify: Inotify
+) -> None:
+    """Past fs.inotify.max_user_watches (or any refusal) a held file is not watched: the
+    directory's writes are heard instead, and the refusal is told once."""
+    path = tmp_path / "input.txt"
+    path.write_bytes(b"")
+    inotify.drain()
+    assert inotify.follow({(0, 1): 10**6})  # no such descriptor: the kernel refuses the watch
+    assert inotify.refused is not None
+    inotify.drain()
+    with path.open("ab") as application:
+        application.write(b"a\n")
+    assert inotify.drain()
+    with (tmp_path / "output.txt").open("ab") as neighbour:
+        neighbour.write(b"x\n")
+    assert not inotify.drain()
