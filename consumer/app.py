@@ -206,7 +206,9 @@ class ConsumerApp:
             if not good:
                 completed = True
                 return
-            plan = await self._write(good)
+            # receipts are wanted only by batches that name a producer (one header read each)
+            wanted = [receipts_to(message.headers) for message, _ in good]
+            plan = await self._write(good, wanted)
             if plan is None:
                 return  # stopping while the disk refuses
             if await self._acknowledge(subscriber, good):
@@ -218,7 +220,7 @@ class ConsumerApp:
                     receipts_of(
                         plan, self.sink.written_at(plan), self.consumer_id, str(self.sink.path)
                     ),
-                    receipt_delays(message.headers for message, _ in good),
+                    receipt_delays(zip(wanted, (m.headers for m, _ in good), strict=True)),
                 )
             finished_ns = now_ns()
             for _, item in good:
@@ -255,12 +257,13 @@ class ConsumerApp:
         self.metrics.dead_lettered.labels(error.kind).inc()
         await subscriber.dead_letter(message, str(error))
 
-    async def _write(self, good: list[tuple[AbstractIncomingMessage, Delivered]]) -> Plan | None:
+    async def _write(
+        self, good: list[tuple[AbstractIncomingMessage, Delivered]], wanted: list[str | None]
+    ) -> Plan | None:
         """Write until it works; a failing disk pauses the consumer, it never acknowledges what is
-        not written. The plan written; None only when asked to stop while still failing."""
+        not written. The plan written; None only when asked to stop while still failing.
+        `wanted`: per message, the producer that wants a written receipt of it, or None."""
         delays = backoff_delays(first=0.2, cap=self.settings.retry_max_delay)
-        # receipts are wanted only by batches that name a producer (one header read per message)
-        wanted = [receipts_to(message.headers) for message, _ in good]
         wants = wanted if any(wanted) else None
         while True:
             plan = self.sink.plan([item for _, item in good], wants)

@@ -225,12 +225,13 @@ def receipts_within(headers: Mapping[str, Any] | None) -> float:
     return min(value, MAX_RECEIPTS_WITHIN_MS) / 1000
 
 
-def receipt_delays(headers: Iterable[Mapping[str, Any] | None]) -> dict[str, float]:
-    """Per producer that wants receipts, how long its receipt for one group of batches (their
-    headers) may wait: the least any of its batches allows."""
+def receipt_delays(
+    batches: Iterable[tuple[str | None, Mapping[str, Any] | None]],
+) -> dict[str, float]:
+    """Per producer that wants receipts, how long its receipt for one group of batches (each its
+    `receipts_to` and its headers) may wait: the least any of its batches allows."""
     delays: dict[str, float] = {}
-    for batch_headers in headers:
-        to = receipts_to(batch_headers)
+    for to, batch_headers in batches:
         if to is not None:
             delay = receipts_within(batch_headers)
             delays[to] = min(delays.get(to, delay), delay)

@@ -126,7 +126,8 @@ def test_a_group_waits_for_its_receipt_no_longer_than_its_most_urgent_batch_allo
         batch("odd", "soon"),  # unusable: at once
         batch("long", 10**9),  # held at most 10 s
     ]
-    assert receipt_delays(group) == {"files": 0.1, "mixed": 0.0, "odd": 0.0, "long": 10.0}
+    delays = receipt_delays((receipts_to(headers), headers) for headers in group)
+    assert delays == {"files": 0.1, "mixed": 0.0, "odd": 0.0, "long": 10.0}
 
 
 def test_one_receipt_per_producer_with_touching_ranges_merged() -> None:
