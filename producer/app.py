@@ -142,8 +142,7 @@ class ProducerApp:
 
     def status(self) -> dict[str, object]:
         """/status: per source the offset read so far, which only this process knows."""
-        files = (f for t in self.tails.tails.values() for f in (*t.files, *t.late))
-        return {"read": {f.source.id: f.read_offset for f in files}}
+        return {"read": {f.source.id: f.read_offset for f in self.tails.open_files()}}
 
     def service(self) -> Service:
         """The shared skeleton runs this program: see logship/service.py."""

@@ -7,12 +7,12 @@ import fnmatch
 import glob
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from logship.wire import Batch
 from producer.checkpoint import Checkpoint, SourceEntry
-from producer.follow import FileTail, TailOptions, report_lost
+from producer.follow import FileTail, OpenFile, TailOptions, report_lost
 from producer.identity import (
     COMPRESSED_SUFFIXES,
     HEAD_BYTES,
@@ -92,15 +92,19 @@ class TailSet:
             return sorted(glob.glob(self.pattern))
         return [self.pattern]
 
+    def open_files(self) -> Iterator[OpenFile]:
+        """Every file held open: each tail's current and rotated files, and late ones."""
+        return (f for t in self.tails.values() for f in (*t.files, *t.late))
+
     def _claimed(self) -> set[tuple[int, int]]:
-        return {(f.dev, f.ino) for t in self.tails.values() for f in (*t.files, *t.late)}
+        return {(f.dev, f.ino) for f in self.open_files()}
 
     def _held(self) -> dict[str, int]:
-        return {f.source.id: f.fd for t in self.tails.values() for f in (*t.files, *t.late)}
+        return {f.source.id: f.fd for f in self.open_files()}
 
     def held_files(self) -> dict[tuple[int, int], int]:
         """Every file held open, (device, inode) → its descriptor (the waker watches them)."""
-        return {(f.dev, f.ino): f.fd for t in self.tails.values() for f in (*t.files, *t.late)}
+        return {(f.dev, f.ino): f.fd for f in self.open_files()}
 
     def _new_tail(self, path: str, *, at_startup: bool) -> FileTail:
         return FileTail(
