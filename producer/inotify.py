@@ -138,8 +138,8 @@ class Inotify:
         offset = 0
         while offset + _HEADER.size <= len(data):
             wd, mask, _cookie, length = _HEADER.unpack_from(data, offset)
-            name = data[offset + _HEADER.size : offset + _HEADER.size + length].rstrip(b"\0")
-            offset += _HEADER.size + length
+            start = offset + _HEADER.size
+            offset = start + length
             if mask & IN_Q_OVERFLOW:
                 wanted = True
             elif wd != self._directory_wd:
@@ -147,7 +147,7 @@ class Inotify:
             elif mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF):
                 self._directory_wd = None  # gone or moved: watched again by the next look
                 wanted = True
-            elif self._wanted(os.fsdecode(name)):
+            elif wanted_name(os.fsdecode(data[start:offset].rstrip(b"\0")), self._pattern):
                 wanted = True
         return wanted
 
@@ -159,9 +159,6 @@ class Inotify:
         if mask & IN_IGNORED:
             del self._file_wds[self._wd_files.pop(wd)]
         return True
-
-    def _wanted(self, name: str) -> bool:
-        return wanted_name(name, self._pattern)
 
     def close(self) -> None:
         os.close(self.fd)
